@@ -1,0 +1,2 @@
+//! Model runtime: GGUF loading, tokenizer, Llama forward, generation, embeddings.
+pub mod tokenizer;
