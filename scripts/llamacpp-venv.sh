@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Create (once) a Python venv with llama-cpp-python, the reference implementation used by
+# scripts/make_smollm2_tokenizer_fixture.py and scripts/bench_llamacpp.py.
+#
+#   scripts/llamacpp-venv.sh          build if needed, then print the venv's python path
+#
+# The venv lives at $RAG_HOME/venv-llamacpp (RAG_HOME defaults to ~/.cache/rag).
+# llama-cpp-python==0.3.36 is built from its PyPI sdist, which compiles llama.cpp with CMake
+# for the CPU only (native instructions, OpenMP; no CUDA/Metal/Vulkan/curl/llava), with at
+# most $LLAMACPP_JOBS (default 2) parallel compile jobs. About 8 minutes on 2 busy cores.
+# CMake and Ninja come from PyPI into the venv when the system has none.
+#
+# The unpacked sdist and its CMake build tree are kept in $VENV/src, so llama.cpp's
+# llama-quantize tool is then built from the same tree at little cost and linked into
+# $VENV/bin/llama-quantize (set LLAMACPP_TOOLS=0 to skip it; a failure there only warns).
+#
+# Running it again when the venv works (python -c "import llama_cpp") does nothing but
+# print the path. Exit code 2 on any failure.
+set -euo pipefail
+
+LLAMA_CPP_PYTHON_VERSION="0.3.36"
+RAG_HOME="${RAG_HOME:-$HOME/.cache/rag}"
+VENV="$RAG_HOME/venv-llamacpp"
+JOBS="${LLAMACPP_JOBS:-2}"
+WANT_TOOLS="${LLAMACPP_TOOLS:-1}"
+PY="$VENV/bin/python"
+SRC_ROOT="$VENV/src"
+SRC="$SRC_ROOT/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
+BUILD="$SRC_ROOT/build"
+QUANTIZE="$VENV/bin/llama-quantize"
+
+die() { echo "llamacpp-venv: $*" >&2; exit 2; }
+log() { echo "llamacpp-venv: $*" >&2; }
+
+have_llama() {
+    [ -x "$PY" ] && "$PY" -c "import sys, llama_cpp; sys.exit(0 if llama_cpp.__version__ == '$LLAMA_CPP_PYTHON_VERSION' else 1)" >/dev/null 2>&1
+}
+have_quantize() {
+    [ "$WANT_TOOLS" != "1" ] || [ -x "$QUANTIZE" ]
+}
+
+if have_llama && have_quantize; then
+    echo "$PY"
+    exit 0
+fi
+
+SYS_PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
+[ -n "$SYS_PY" ] || die "python3 (3.8 or newer) is needed to create $VENV"
+"$SYS_PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' \
+    || die "$SYS_PY is older than Python 3.8"
+{ command -v cc || command -v gcc; } >/dev/null 2>&1 \
+    || die "a C compiler is needed to build llama.cpp (e.g. apt-get install build-essential)"
+{ command -v c++ || command -v g++; } >/dev/null 2>&1 \
+    || die "a C++ compiler is needed to build llama.cpp (e.g. apt-get install g++)"
+
+if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+    log "creating venv at $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$RAG_HOME"
+    "$SYS_PY" -m venv "$VENV" \
+        || die "python -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+fi
+PIP=("$PY" -m pip --disable-pip-version-check)
+
+# Build tools into the venv: scikit-build-core (llama-cpp-python's build backend), and
+# CMake/Ninja from PyPI unless the system has them.
+BUILD_DEPS=("scikit-build-core>=0.9.2")
+command -v cmake >/dev/null 2>&1 || BUILD_DEPS+=("cmake>=3.21")
+command -v ninja >/dev/null 2>&1 || BUILD_DEPS+=("ninja")
+"${PIP[@]}" install --quiet "${BUILD_DEPS[@]}" >&2 \
+    || die "could not pip install ${BUILD_DEPS[*]} into $VENV: is PyPI reachable?"
+export PATH="$VENV/bin:$PATH"
+CMAKE="$(command -v cmake)" || die "no cmake after installing it into $VENV"
+
+if ! have_llama; then
+    if [ ! -f "$SRC/CMakeLists.txt" ]; then
+        log "downloading the llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION sdist (about 77 MB) ..."
+        rm -rf "$SRC_ROOT"
+        mkdir -p "$SRC_ROOT"
+        "${PIP[@]}" download --quiet --no-deps --no-binary :all: --no-build-isolation \
+            "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$SRC_ROOT" >&2 \
+            || die "pip could not download the llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION sdist: is PyPI reachable?"
+        tar -xzf "$SRC_ROOT/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$SRC_ROOT" \
+            || die "could not unpack the llama-cpp-python sdist"
+        rm -f "$SRC_ROOT/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
+    fi
+    log "building llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION with $JOBS jobs (log: $VENV/build.log) ..."
+    export CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF"
+    export CMAKE_BUILD_PARALLEL_LEVEL="$JOBS"
+    export MAKEFLAGS="-j$JOBS"
+    start=$(date +%s)
+    "${PIP[@]}" install --verbose --no-build-isolation \
+        --config-settings=build-dir="$BUILD" "$SRC" > "$VENV/build.log" 2>&1 \
+        || { tail -n 40 "$VENV/build.log" >&2; die "building llama-cpp-python failed; full log: $VENV/build.log"; }
+    have_llama || die "llama-cpp-python installed, but 'import llama_cpp' fails in $VENV (see $VENV/build.log)"
+    log "built in $(( $(date +%s) - start )) s"
+fi
+
+if ! have_quantize; then
+    # Reconfigure the kept build tree with the tools on and build only llama-quantize:
+    # ggml, llama and llama-common are already compiled there.
+    if [ -f "$BUILD/CMakeCache.txt" ] && [ -f "$SRC/CMakeLists.txt" ]; then
+        log "building llama-quantize from the same tree ..."
+        if "$CMAKE" -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_TOOLS_INSTALL=OFF >> "$VENV/build.log" 2>&1 \
+            && "$CMAKE" --build "$BUILD" --target llama-quantize -j "$JOBS" >> "$VENV/build.log" 2>&1 \
+            && [ -x "$BUILD/bin/llama-quantize" ]; then
+            ln -sf "$BUILD/bin/llama-quantize" "$QUANTIZE"
+            log "llama-quantize: $QUANTIZE"
+        else
+            log "warning: building llama-quantize failed (see $VENV/build.log); llama_cpp itself works"
+        fi
+    else
+        log "warning: no kept build tree in $BUILD, so no llama-quantize; remove $VENV and rerun to get it"
+    fi
+fi
+
+echo "$PY"

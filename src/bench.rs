@@ -1,0 +1,317 @@
+//! `rag bench model`: prompt, generation and embedding throughput and peak memory of the runtime,
+//! beside llama.cpp (through llama-cpp-python) on the same GGUF, prompt and thread count.
+//!
+//! Benchmarks, not tests: the numbers depend on the machine and its load, so they are printed
+//! (and pasted into the README), never asserted. Ratios against llama.cpp measured in the same run
+//! are the figures to compare across machines.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::{EmbedOptions, Embedder, Model, ModelOptions, WeightFormat};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Text the prompt and embedding chunks are cut from.
+    pub text_file: PathBuf,
+    /// Prompt length in tokens. Default 400.
+    pub prompt_tokens: usize,
+    /// Tokens generated after the prompt (end-of-sequence ignored). Default 64.
+    pub gen_tokens: usize,
+    /// Chunk length for the embedding measurement. Default 200.
+    pub embed_chunk_tokens: usize,
+    /// Number of chunks embedded. Default 16.
+    pub embed_chunks: usize,
+    /// Repetitions; the median is reported. Default 3.
+    pub runs: usize,
+    /// Python of a venv with llama-cpp-python; `None` skips llama.cpp.
+    pub llamacpp_python: Option<PathBuf>,
+    /// The llama.cpp side of the benchmark (scripts/bench_llamacpp.py).
+    pub llamacpp_script: PathBuf,
+}
+
+/// One engine's numbers.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct EngineNumbers {
+    pub prompt_tokens: Option<usize>,
+    pub prompt_tok_s: Option<f64>,
+    pub gen_tokens: Option<usize>,
+    pub gen_tok_s: Option<f64>,
+    pub embed_tokens: Option<usize>,
+    pub embed_tok_s: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: PathBuf,
+    pub model_size_mib: f64,
+    pub threads: usize,
+    pub rag: EngineNumbers,
+    /// Peak RSS of the generation phase alone (quantized weights).
+    pub rag_generation_peak_rss_mib: Option<f64>,
+    /// Peak RSS of the embedding phase alone (f32 weights).
+    pub rag_embedding_peak_rss_mib: Option<f64>,
+    pub llamacpp: Option<EngineNumbers>,
+    /// Why llama.cpp was not measured, when it was not.
+    pub llamacpp_skipped: Option<String>,
+}
+
+impl BenchReport {
+    /// A plain-text table with ratios (rag / llama.cpp).
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "model {} ({:.1} MiB), {} threads\n\n",
+            self.model.display(),
+            self.model_size_mib,
+            self.threads
+        );
+        s += &format!(
+            "{:<26} {:>12} {:>12} {:>8}\n",
+            "", "rag", "llama.cpp", "ratio"
+        );
+        let l = self.llamacpp.clone().unwrap_or_default();
+        let mut row = |name: &str, a: Option<f64>, b: Option<f64>| {
+            let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+            let r = match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            };
+            s += &format!("{name:<26} {:>12} {:>12} {r:>8}\n", f(a), f(b));
+        };
+        row(
+            &format!("prompt tok/s ({} tok)", self.rag.prompt_tokens.unwrap_or(0)),
+            self.rag.prompt_tok_s,
+            l.prompt_tok_s,
+        );
+        row(
+            &format!(
+                "generation tok/s ({} tok)",
+                self.rag.gen_tokens.unwrap_or(0)
+            ),
+            self.rag.gen_tok_s,
+            l.gen_tok_s,
+        );
+        row(
+            &format!(
+                "embedding tok/s ({} tok)",
+                self.rag.embed_tokens.unwrap_or(0)
+            ),
+            self.rag.embed_tok_s,
+            l.embed_tok_s,
+        );
+        row("peak RSS MiB", self.rag.peak_rss_mib, l.peak_rss_mib);
+        if let (Some(g), Some(e)) = (
+            self.rag_generation_peak_rss_mib,
+            self.rag_embedding_peak_rss_mib,
+        ) {
+            s += &format!(
+                "\nrag peak RSS: generation (quantized weights) {g:.0} MiB, embedding (f32 weights) {e:.0} MiB\n"
+            );
+        }
+        if let Some(why) = &self.llamacpp_skipped {
+            s += &format!("\nllama.cpp not measured: {why}\n");
+        }
+        s
+    }
+}
+
+/// Run the benchmark.
+pub fn bench_model(config: &Config, opts: &BenchOptions) -> Result<BenchReport> {
+    let path = config.model_path()?.to_path_buf();
+    let text = std::fs::read_to_string(&opts.text_file).map_err(|source| Error::Io {
+        path: opts.text_file.clone(),
+        source,
+    })?;
+    let base = config.model_options();
+    reset_peak_rss();
+    let model = Model::load(&path, &base)?;
+    let tok = model.tokenizer();
+    let all = tok.encode(&text, false, false);
+    let need = opts
+        .prompt_tokens
+        .max(opts.embed_chunk_tokens * opts.embed_chunks);
+    if all.len() < need {
+        return Err(Error::InvalidOption(format!(
+            "{} has {} tokens; the benchmark needs {need}",
+            opts.text_file.display(),
+            all.len()
+        )));
+    }
+    let prompt_text = tok.decode(&all[..opts.prompt_tokens]);
+    let prompt = tok.encode(&prompt_text, true, false);
+
+    // Prompt: fresh cache each run, median time.
+    let mut times = Vec::new();
+    for _ in 0..opts.runs.max(1) {
+        let mut cache = model.llama().new_cache(1, prompt.len() + opts.gen_tokens)?;
+        let t = Instant::now();
+        for chunk in prompt.chunks(512) {
+            model.step(chunk, &mut cache)?;
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let prompt_tok_s = prompt.len() as f64 / median(&mut times);
+
+    // Generation: greedy, end-of-sequence ignored, after the prompt.
+    let mut times = Vec::new();
+    for _ in 0..opts.runs.max(1) {
+        let mut cache = model.llama().new_cache(1, prompt.len() + opts.gen_tokens)?;
+        let mut logits = None;
+        for chunk in prompt.chunks(512) {
+            logits = Some(model.step(chunk, &mut cache)?);
+        }
+        let mut next = argmax(&logits.expect("prompt is not empty"))?;
+        let t = Instant::now();
+        for _ in 0..opts.gen_tokens {
+            let l = model.step(&[next], &mut cache)?;
+            next = argmax(&l)?;
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let gen_tok_s = opts.gen_tokens as f64 / median(&mut times);
+    let gen_rss = peak_rss_mib();
+    drop(model);
+
+    // Embedding: dense f32 weights, batched chunks.
+    reset_peak_rss();
+    let dense = Arc::new(Model::load(
+        &path,
+        &ModelOptions {
+            format: WeightFormat::F32,
+            ..base
+        },
+    )?);
+    let embedder = Embedder::new(dense.clone(), EmbedOptions::default());
+    let chunks: Vec<String> = all
+        .chunks(opts.embed_chunk_tokens)
+        .take(opts.embed_chunks)
+        .map(|c| dense.tokenizer().decode(c))
+        .collect();
+    let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let embed_tokens: usize = refs.iter().map(|c| embedder.count_tokens(c)).sum();
+    embedder.embed(&refs[..1])?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..opts.runs.max(1) {
+        let t = Instant::now();
+        embedder.embed(&refs)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let embed_tok_s = embed_tokens as f64 / median(&mut times);
+    let embed_rss = peak_rss_mib();
+
+    let rag = EngineNumbers {
+        prompt_tokens: Some(prompt.len()),
+        prompt_tok_s: Some(prompt_tok_s),
+        gen_tokens: Some(opts.gen_tokens),
+        gen_tok_s: Some(gen_tok_s),
+        embed_tokens: Some(embed_tokens),
+        embed_tok_s: Some(embed_tok_s),
+        peak_rss_mib: match (gen_rss, embed_rss) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        },
+    };
+    let (llamacpp, llamacpp_skipped) = match &opts.llamacpp_python {
+        None => (
+            None,
+            Some("no llama-cpp-python venv (run scripts/llamacpp-venv.sh)".into()),
+        ),
+        Some(py) => {
+            match run_llamacpp(
+                py,
+                &opts.llamacpp_script,
+                &path,
+                &prompt_text,
+                &chunks,
+                config,
+                opts,
+            ) {
+                Ok(n) => (Some(n), None),
+                Err(e) => (None, Some(e)),
+            }
+        }
+    };
+    Ok(BenchReport {
+        model_size_mib: std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0),
+        model: path,
+        threads: config.threads,
+        rag,
+        rag_generation_peak_rss_mib: gen_rss,
+        rag_embedding_peak_rss_mib: embed_rss,
+        llamacpp,
+        llamacpp_skipped,
+    })
+}
+
+fn run_llamacpp(
+    python: &Path,
+    script: &Path,
+    model: &Path,
+    prompt_text: &str,
+    chunks: &[String],
+    config: &Config,
+    opts: &BenchOptions,
+) -> std::result::Result<EngineNumbers, String> {
+    let dir = std::env::temp_dir().join(format!("rag-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let prompt_file = dir.join("prompt.txt");
+    let embed_file = dir.join("embed.txt");
+    std::fs::write(&prompt_file, prompt_text).map_err(|e| e.to_string())?;
+    std::fs::write(&embed_file, chunks.join("")).map_err(|e| e.to_string())?;
+    let out = Command::new(python)
+        .arg(script)
+        .arg("--model")
+        .arg(model)
+        .arg("--prompt-file")
+        .arg(&prompt_file)
+        .arg("--threads")
+        .arg(config.threads.to_string())
+        .arg("--gen-tokens")
+        .arg(opts.gen_tokens.to_string())
+        .arg("--embed-file")
+        .arg(&embed_file)
+        .arg("--embed-chunk-tokens")
+        .arg(opts.embed_chunk_tokens.to_string())
+        .arg("--json")
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out.map_err(|e| format!("could not run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable llama.cpp output: {e}"))
+}
+
+fn argmax(logits: &candle_core::Tensor) -> Result<u32> {
+    Ok(logits.argmax(0)?.to_scalar::<u32>()?)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB, on Linux.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Reset the peak-RSS mark so the next phase is measured alone (Linux; no-op elsewhere).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
