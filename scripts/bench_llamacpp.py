@@ -22,7 +22,9 @@ How each number is taken:
     its own, one llama_decode per chunk, as an indexer would; --embed-batched packs chunks
     into 2048-token batches instead, llama-cpp-python's own batching). One warm-up chunk,
     then one timed pass over all chunks; embed_tokens counts the tokens decoded.
-  peak_rss_mib: ru_maxrss of this process at the end (both models loaded one after the other).
+  peak_rss_mib: VmHWM of this process at the end (both models loaded one after the other).
+Run it on an otherwise idle machine: with other processes on the cores, llama.cpp's
+spin-waiting threads slow down far more than their share (the load average is reported).
 """
 
 import argparse
@@ -33,6 +35,20 @@ import resource
 import statistics
 import sys
 import time
+
+
+def peak_rss_mib():
+    """Peak RSS of this process. VmHWM belongs to this process image; ru_maxrss is not reset
+    by exec on Linux, so when a big parent (rag bench) starts this script it reports the
+    parent's peak instead."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def die(msg):
@@ -70,6 +86,7 @@ def main():
 
     with open(args.prompt_file, encoding="utf-8") as f:
         prompt = f.read()
+    load_start = os.getloadavg()[0]
 
     # ---- prompt and generation ----
     probe = Llama(model_path=args.model, vocab_only=True, verbose=False)
@@ -174,7 +191,11 @@ def main():
         except Exception as e:  # report, don't fail: embedding mode is optional here
             result["embed_error"] = f"{type(e).__name__}: {e}"
 
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result["peak_rss_mib"] = peak_rss_mib()
+    # Other work on the machine skews everything (llama.cpp's threads spin-wait, so a
+    # contended core costs far more than its share): the 1-minute load average says how busy.
+    result["loadavg_1m_start"] = load_start
+    result["loadavg_1m_end"] = os.getloadavg()[0]
 
     if args.json:
         print(json.dumps(result))
@@ -193,6 +214,8 @@ def main():
             print(f"  embedding   {result['embed_tokens']:>6} tokens  {fmt(result['embed_tok_s']):>8} tok/s"
                   f"  ({result['embed_mode']})")
     print(f"  peak RSS    {fmt(result['peak_rss_mib'])} MiB")
+    print(f"  load avg    {result['loadavg_1m_start']:.2f} at start, {result['loadavg_1m_end']:.2f} at end"
+          f" (on {os.cpu_count()} CPUs)")
     print(f"  greedy continuation: {continuation!r}")
 
 

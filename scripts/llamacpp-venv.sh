@@ -36,7 +36,8 @@ have_llama() {
     [ -x "$PY" ] && "$PY" -c "import sys, llama_cpp; sys.exit(0 if llama_cpp.__version__ == '$LLAMA_CPP_PYTHON_VERSION' else 1)" >/dev/null 2>&1
 }
 have_quantize() {
-    [ "$WANT_TOOLS" != "1" ] || [ -x "$QUANTIZE" ]
+    # A failed tools build leaves $VENV/.no-quantize, so reruns don't retry it each time.
+    [ "$WANT_TOOLS" != "1" ] || [ -x "$QUANTIZE" ] || [ -f "$VENV/.no-quantize" ]
 }
 
 if have_llama && have_quantize; then
@@ -46,6 +47,7 @@ fi
 
 SYS_PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
 [ -n "$SYS_PY" ] || die "python3 (3.8 or newer) is needed to create $VENV"
+"$SYS_PY" -c pass >/dev/null 2>&1 || die "cannot run $SYS_PY (set PYTHON to a working python3)"
 "$SYS_PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' \
     || die "$SYS_PY is older than Python 3.8"
 { command -v cc || command -v gcc; } >/dev/null 2>&1 \
@@ -65,7 +67,12 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 # Build tools into the venv: scikit-build-core (llama-cpp-python's build backend), and
 # CMake/Ninja from PyPI unless the system has them.
 BUILD_DEPS=("scikit-build-core>=0.9.2")
-command -v cmake >/dev/null 2>&1 || BUILD_DEPS+=("cmake>=3.21")
+cmake_ok() {  # a system cmake, 3.21 or newer (llama-cpp-python's minimum)
+    local v
+    v="$(cmake --version 2>/dev/null | head -n1 | sed -n 's/^cmake version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')"
+    [ -n "$v" ] && set -- $v && { [ "$1" -gt 3 ] || { [ "$1" -eq 3 ] && [ "$2" -ge 21 ]; }; }
+}
+cmake_ok || BUILD_DEPS+=("cmake>=3.21")
 command -v ninja >/dev/null 2>&1 || BUILD_DEPS+=("ninja")
 "${PIP[@]}" install --quiet "${BUILD_DEPS[@]}" >&2 \
     || die "could not pip install ${BUILD_DEPS[*]} into $VENV: is PyPI reachable?"
@@ -107,9 +114,11 @@ if ! have_quantize; then
             ln -sf "$BUILD/bin/llama-quantize" "$QUANTIZE"
             log "llama-quantize: $QUANTIZE"
         else
-            log "warning: building llama-quantize failed (see $VENV/build.log); llama_cpp itself works"
+            touch "$VENV/.no-quantize"
+            log "warning: building llama-quantize failed (see $VENV/build.log); llama_cpp itself works (remove $VENV/.no-quantize to retry)"
         fi
     else
+        touch "$VENV/.no-quantize"
         log "warning: no kept build tree in $BUILD, so no llama-quantize; remove $VENV and rerun to get it"
     fi
 fi

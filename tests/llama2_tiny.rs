@@ -31,8 +31,9 @@ fn info_reads_llama2_metadata() {
     assert!(info.tokenizer.starts_with("llama"));
 }
 
-// Token ids of the rendered prompt, from llama.cpp (llama-cpp-python 0.3.36, vocab_only,
-// special=True) on ggml-vocab-llama-spm.gguf; see scripts/make_smollm2_tokenizer_fixture.py.
+// Token ids of the rendered prompt from llama.cpp itself: llama-cpp-python 0.3.36,
+// `Llama(model_path="ggml-vocab-llama-spm.gguf", vocab_only=True).tokenize(text, add_bos=False,
+// special=True)`.
 const LLAMA2_PROMPT_IDS: &[u32] = &[
     1, 518, 25580, 29962, 3532, 14816, 29903, 6778, 13, 3492, 526, 263, 8444, 20255, 29889, 13,
     29966, 829, 14816, 29903, 6778, 13, 13, 5618, 338, 278, 7483, 310, 3444, 29973, 518, 29914,
