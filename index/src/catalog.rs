@@ -1,0 +1,111 @@
+//! What a tantivy snapshot contains, read from fast fields: the live chunk ids (and where their
+//! documents are) and every document's content hash and chunk count.
+//!
+//! The catalog is the "live set" of the vector side: a vector row is reachable only if its
+//! chunk id is in the catalog of the snapshot being searched.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::path::Path;
+
+use tantivy::{DocAddress, Searcher};
+
+use crate::error::{corrupt, IndexError};
+use crate::schema::{F_CHUNK_ID, F_CONTENT_HASH, F_PATH};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DocEntry {
+    pub hash: String,
+    pub chunks: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Catalog {
+    /// path -> content hash and number of live chunks.
+    pub docs: HashMap<String, DocEntry>,
+    /// live chunk id -> its tantivy document.
+    pub addr: HashMap<u64, DocAddress>,
+}
+
+impl Catalog {
+    /// Scan every live document of `searcher`.
+    pub(crate) fn scan(dir: &Path, searcher: &Searcher) -> Result<Self, IndexError> {
+        let mut cat = Catalog::default();
+        let mut path_buf = String::new();
+        let mut hash_buf = String::new();
+        for (seg_ord, seg) in searcher.segment_readers().iter().enumerate() {
+            if seg.num_docs() == 0 {
+                continue;
+            }
+            let ff = seg.fast_fields();
+            let ids = ff.column_opt::<u64>(F_CHUNK_ID)?;
+            let paths = ff
+                .str(F_PATH)?
+                .ok_or_else(|| corrupt(dir, "segment without a `path` column"))?;
+            let hashes = ff
+                .str(F_CONTENT_HASH)?
+                .ok_or_else(|| corrupt(dir, "segment without a `content_hash` column"))?;
+            // Many chunks share a path: remember the last ordinal looked up.
+            let mut last_path_ord = None;
+            let mut last_hash_ord = None;
+            for doc in seg.doc_ids_alive() {
+                let path_ord = paths
+                    .ords()
+                    .first(doc)
+                    .ok_or_else(|| corrupt(dir, "document without a path"))?;
+                if last_path_ord != Some(path_ord) {
+                    paths
+                        .ord_to_str(path_ord, &mut path_buf)
+                        .map_err(|e| corrupt(dir, format!("path dictionary: {e}")))?;
+                    last_path_ord = Some(path_ord);
+                }
+                let hash_ord = hashes
+                    .ords()
+                    .first(doc)
+                    .ok_or_else(|| corrupt(dir, "document without a content hash"))?;
+                if last_hash_ord != Some(hash_ord) {
+                    hashes
+                        .ord_to_str(hash_ord, &mut hash_buf)
+                        .map_err(|e| corrupt(dir, format!("hash dictionary: {e}")))?;
+                    last_hash_ord = Some(hash_ord);
+                }
+                let chunk_id = ids.as_ref().and_then(|c| c.first(doc));
+                match cat.docs.entry(path_buf.clone()) {
+                    Entry::Occupied(mut e) => {
+                        if e.get().hash != hash_buf {
+                            return Err(corrupt(
+                                dir,
+                                format!("document {path_buf} is live with two content hashes"),
+                            ));
+                        }
+                        e.get_mut().chunks += usize::from(chunk_id.is_some());
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(DocEntry {
+                            hash: hash_buf.clone(),
+                            chunks: usize::from(chunk_id.is_some()),
+                        });
+                    }
+                }
+                if let Some(id) = chunk_id {
+                    let addr = DocAddress::new(seg_ord as u32, doc);
+                    if cat.addr.insert(id, addr).is_some() {
+                        return Err(corrupt(dir, format!("chunk id {id} is live twice")));
+                    }
+                }
+            }
+        }
+        Ok(cat)
+    }
+
+    pub(crate) fn chunks(&self) -> usize {
+        self.addr.len()
+    }
+
+    pub(crate) fn documents_map(&self) -> HashMap<String, String> {
+        self.docs
+            .iter()
+            .map(|(p, e)| (p.clone(), e.hash.clone()))
+            .collect()
+    }
+}

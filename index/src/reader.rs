@@ -1,0 +1,313 @@
+//! The read side: a snapshot of the last commit with BM25, HNSW, exact and hybrid search.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{IndexRecordOption, TantivyDocument};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{DocAddress, IndexReader, Term};
+
+use crate::catalog::Catalog;
+use crate::dense::DenseIndex;
+use crate::error::{corrupt, IndexError};
+use crate::manifest::Manifest;
+use crate::schema::{analyzer, Fields};
+use crate::store::{manual_reader, open_tantivy, snapshot, tantivy_exists};
+use crate::vectors::{check_rows, normalised};
+use crate::{rrf, ChunkRecord, Hit, Retriever, SearchOptions};
+
+/// BM25 weight of a match in a chunk's heading path, relative to its text (1.0). Headings are
+/// short and shared by the chunks of a section, so they help rank but must not dominate.
+pub const HEADING_BOOST: f32 = 0.5;
+/// BM25 weight of a match in the document title, relative to the text (1.0). Lower than the
+/// heading: every chunk of the document carries the title.
+pub const TITLE_BOOST: f32 = 0.3;
+
+/// A 1-based rank and the retriever's score, if the retriever found the chunk.
+type RankScore = Option<(usize, f32)>;
+
+/// A read-only view of the last commit of an index. `Send + Sync`: share it across threads.
+///
+/// Opening loads the HNSW graph dumped by the writer (or builds it from `vectors.f32`);
+/// nothing on the query path touches the disk except the stored chunk texts (tantivy's
+/// memory-mapped doc store).
+pub struct Index {
+    dir: PathBuf,
+    fields: Fields,
+    reader: IndexReader,
+    index: tantivy::Index,
+    searcher: tantivy::Searcher,
+    analyzer: TextAnalyzer,
+    manifest: Manifest,
+    catalog: Catalog,
+    dense: DenseIndex,
+}
+
+impl Index {
+    /// Open the last commit. Works while a writer is running (it sees only committed data).
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        if !tantivy_exists(dir) {
+            return Err(IndexError::NotFound {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let index = open_tantivy(dir)?;
+        let fields = Fields::from_schema(dir, &index.schema())?;
+        let reader = manual_reader(&index)?;
+        let snap = snapshot(dir, &index, &reader)?;
+        let analyzer = analyzer(&snap.manifest.analyzer).ok_or_else(|| {
+            corrupt(
+                dir,
+                format!("unknown text analyzer `{}`", snap.manifest.analyzer),
+            )
+        })?;
+        check_rows(dir, snap.manifest.dim, snap.manifest.vectors_rows)?;
+        let dense = DenseIndex::open(dir, &snap.manifest, &snap.catalog)?;
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            fields,
+            reader,
+            index,
+            searcher: snap.searcher,
+            analyzer,
+            manifest: snap.manifest,
+            catalog: snap.catalog,
+            dense,
+        })
+    }
+
+    /// The manifest of the commit this view shows (counts are those of the view).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Pick up new commits: new vectors are added to the graph, deleted ones masked.
+    pub fn reload(&mut self) -> Result<(), IndexError> {
+        let snap = snapshot(&self.dir, &self.index, &self.reader)?;
+        if snap.manifest.analyzer != self.manifest.analyzer {
+            self.analyzer = analyzer(&snap.manifest.analyzer).ok_or_else(|| {
+                corrupt(
+                    &self.dir,
+                    format!("unknown text analyzer `{}`", snap.manifest.analyzer),
+                )
+            })?;
+        }
+        check_rows(&self.dir, snap.manifest.dim, snap.manifest.vectors_rows)?;
+        self.dense
+            .refresh(&self.dir, &snap.manifest, &snap.catalog)?;
+        self.searcher = snap.searcher;
+        self.manifest = snap.manifest;
+        self.catalog = snap.catalog;
+        Ok(())
+    }
+
+    /// path -> content_hash of every document in this view.
+    pub fn documents(&self) -> HashMap<String, String> {
+        self.catalog.documents_map()
+    }
+
+    /// Number of live chunks.
+    pub fn len(&self) -> usize {
+        self.catalog.chunks()
+    }
+
+    /// Whether the index has no chunk.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One chunk by id; `None` if it does not exist or was deleted.
+    pub fn chunk(&self, chunk_id: u64) -> Result<Option<ChunkRecord>, IndexError> {
+        match self.catalog.addr.get(&chunk_id) {
+            Some(&addr) => self.record(addr).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn record(&self, addr: DocAddress) -> Result<ChunkRecord, IndexError> {
+        let doc: TantivyDocument = self.searcher.doc(addr)?;
+        self.fields
+            .record(&doc)
+            .ok_or_else(|| corrupt(&self.dir, "a chunk hit has no chunk id"))
+    }
+
+    /// The query as BM25 sees it: the analyzed terms of `text`, each searched in the text,
+    /// heading and title fields. No query syntax: quotes, `+`, `-`, `:` and parentheses are
+    /// ordinary characters, so any user text is a valid query.
+    fn bm25_query(&self, text: &str) -> Option<Box<dyn Query>> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut terms: Vec<String> = Vec::new();
+        while let Some(tok) = stream.next() {
+            if !terms.contains(&tok.text) {
+                terms.push(tok.text.clone());
+            }
+        }
+        if terms.is_empty() {
+            return None;
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in &terms {
+            for (field, boost) in [
+                (self.fields.text, 1.0),
+                (self.fields.heading, HEADING_BOOST),
+                (self.fields.title, TITLE_BOOST),
+            ] {
+                let q = TermQuery::new(
+                    Term::from_field_text(field, t),
+                    IndexRecordOption::WithFreqs,
+                );
+                let q: Box<dyn Query> = if boost == 1.0 {
+                    Box::new(q)
+                } else {
+                    Box::new(BoostQuery::new(Box::new(q), boost))
+                };
+                clauses.push((Occur::Should, q));
+            }
+        }
+        Some(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// BM25 over the chunk texts (and, with lower weights, headings and titles). `score` is the
+    /// BM25 score. Ties are broken by chunk id.
+    pub fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<Hit>, IndexError> {
+        let mut hits = Vec::new();
+        for (rank, (score, _, addr)) in self.bm25_addrs(query, k)?.into_iter().enumerate() {
+            let chunk = self.record(addr)?;
+            hits.push(Hit {
+                chunk,
+                score,
+                bm25_rank: Some(rank + 1),
+                dense_rank: None,
+                bm25_score: Some(score),
+                dense_score: None,
+                found_by: Retriever::Bm25,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// BM25 top `k` as (score, chunk id, address), best first, ties by chunk id.
+    fn bm25_addrs(&self, query: &str, k: usize) -> Result<Vec<(f32, u64, DocAddress)>, IndexError> {
+        let Some(q) = self.bm25_query(query) else {
+            return Ok(Vec::new());
+        };
+        // TopDocs allocates for k: never more than there are documents.
+        let k = k.min(self.searcher.num_docs() as usize);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let top = self
+            .searcher
+            .search(&q, &TopDocs::with_limit(k).order_by_score())?;
+        // Deterministic order among equal scores: by chunk id.
+        let ids = self
+            .searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.fast_fields().column_opt::<u64>(crate::schema::F_CHUNK_ID))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keyed: Vec<(f32, u64, DocAddress)> = top
+            .into_iter()
+            .map(|(score, addr)| {
+                let id = ids[addr.segment_ord as usize]
+                    .as_ref()
+                    .and_then(|c| c.first(addr.doc_id))
+                    .unwrap_or(u64::MAX);
+                (score, id, addr)
+            })
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Ok(keyed)
+    }
+
+    /// Approximate nearest neighbours (HNSW, cosine). `score` is the cosine similarity.
+    pub fn search_dense(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        self.dense_hits(self.dense.search_hnsw(&q, k))
+    }
+
+    /// Exact nearest neighbours by brute force over the live vectors. `score` is the cosine.
+    pub fn search_exact(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        self.dense_hits(self.dense.search_exact(&q, k))
+    }
+
+    fn dense_hits(&self, found: Vec<(u64, f32)>) -> Result<Vec<Hit>, IndexError> {
+        let mut hits = Vec::with_capacity(found.len());
+        for (rank, (id, score)) in found.into_iter().enumerate() {
+            let Some(chunk) = self.chunk(id)? else {
+                continue;
+            };
+            hits.push(Hit {
+                chunk,
+                score,
+                bm25_rank: None,
+                dense_rank: Some(rank + 1),
+                bm25_score: None,
+                dense_score: Some(score),
+                found_by: Retriever::Dense,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Reciprocal-rank fusion of BM25 (depth `bm25_depth`) and HNSW (depth `dense_depth`);
+    /// the top `k` by fused score, ties by chunk id. Each hit keeps both ranks and scores.
+    pub fn search_hybrid(
+        &self,
+        query: &str,
+        vector: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        let bm25 = self.bm25_addrs(query, opts.bm25_depth)?;
+        let dense = self.dense.search_hnsw(&q, opts.dense_depth);
+        let mut bm25_ids = Vec::with_capacity(bm25.len());
+        // chunk id -> (BM25 rank and score, dense rank and score)
+        let mut by_id: HashMap<u64, (RankScore, RankScore)> = HashMap::new();
+        for (rank, &(score, id, _)) in bm25.iter().enumerate() {
+            bm25_ids.push(id);
+            by_id.entry(id).or_default().0 = Some((rank + 1, score));
+        }
+        let dense_ids: Vec<u64> = dense.iter().map(|&(id, _)| id).collect();
+        for (rank, &(id, score)) in dense.iter().enumerate() {
+            by_id.entry(id).or_default().1 = Some((rank + 1, score));
+        }
+        let fused = rrf(&[bm25_ids, dense_ids], opts.rrf_k);
+        let mut hits = Vec::with_capacity(opts.k.min(fused.len()));
+        for (id, fused_score) in fused.into_iter().take(opts.k) {
+            let Some(chunk) = self.chunk(id)? else {
+                continue;
+            };
+            let (b, d) = by_id.get(&id).copied().unwrap_or_default();
+            let found_by = match (b, d) {
+                (Some(_), Some(_)) => Retriever::Both,
+                (Some(_), None) => Retriever::Bm25,
+                _ => Retriever::Dense,
+            };
+            hits.push(Hit {
+                chunk,
+                score: fused_score as f32,
+                bm25_rank: b.map(|x| x.0),
+                dense_rank: d.map(|x| x.0),
+                bm25_score: b.map(|x| x.1),
+                dense_score: d.map(|x| x.1),
+                found_by,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Live vectors in the HNSW graph (for diagnostics).
+    pub fn vector_count(&self) -> usize {
+        self.dense.live_count()
+    }
+}

@@ -1,0 +1,177 @@
+//! The tantivy side: schema, analyzers, and conversion between chunks and tantivy documents.
+//!
+//! One tantivy document per chunk. A document (path) that produced no chunk is recorded by a
+//! *marker*: a tantivy document with `path` and `content_hash` but no `chunk_id` and no text, so
+//! that incremental ingest still knows it has seen the file. Markers never match a query.
+
+use std::path::Path;
+
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, Schema, TantivyDocument, TextFieldIndexing,
+    TextOptions, Value, FAST, INDEXED, STORED, STRING,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    TextAnalyzer,
+};
+
+use crate::error::{corrupt, IndexError};
+use crate::manifest::{ANALYZER_EN_STEM, ANALYZER_SIMPLE};
+use crate::{ChunkRecord, NewChunk};
+
+/// Tokens longer than this (base64 blobs, hashes) are dropped from the BM25 index.
+const MAX_TOKEN_LEN: usize = 40;
+
+/// Handles of every field of the schema.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fields {
+    pub chunk_id: Field,
+    pub path: Field,
+    pub content_hash: Field,
+    pub title: Field,
+    pub heading: Field,
+    pub page_start: Field,
+    pub page_end: Field,
+    pub byte_start: Field,
+    pub byte_end: Field,
+    pub text: Field,
+}
+
+pub(crate) const F_CHUNK_ID: &str = "chunk_id";
+pub(crate) const F_PATH: &str = "path";
+pub(crate) const F_CONTENT_HASH: &str = "content_hash";
+const F_TITLE: &str = "title";
+const F_HEADING: &str = "heading";
+const F_PAGE_START: &str = "page_start";
+const F_PAGE_END: &str = "page_end";
+const F_BYTE_START: &str = "byte_start";
+const F_BYTE_END: &str = "byte_end";
+const F_TEXT: &str = "text";
+
+/// The schema of a new index whose text fields use `analyzer`.
+pub(crate) fn build_schema(analyzer: &str) -> Schema {
+    let mut b = Schema::builder();
+    b.add_u64_field(F_CHUNK_ID, INDEXED | FAST | STORED);
+    b.add_text_field(F_PATH, STRING | STORED | FAST);
+    b.add_text_field(F_CONTENT_HASH, STRING | STORED | FAST);
+    let analyzed = |positions: bool| {
+        let record = if positions {
+            IndexRecordOption::WithFreqsAndPositions
+        } else {
+            IndexRecordOption::WithFreqs
+        };
+        TextOptions::default().set_stored().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(analyzer)
+                .set_index_option(record),
+        )
+    };
+    b.add_text_field(F_TITLE, analyzed(false));
+    b.add_text_field(F_HEADING, analyzed(false));
+    let stored_u64 = || NumericOptions::default().set_stored();
+    b.add_u64_field(F_PAGE_START, stored_u64());
+    b.add_u64_field(F_PAGE_END, stored_u64());
+    b.add_u64_field(F_BYTE_START, stored_u64());
+    b.add_u64_field(F_BYTE_END, stored_u64());
+    b.add_text_field(F_TEXT, analyzed(true));
+    b.build()
+}
+
+impl Fields {
+    pub(crate) fn from_schema(dir: &Path, schema: &Schema) -> Result<Self, IndexError> {
+        let f = |name: &str| {
+            schema
+                .get_field(name)
+                .map_err(|_| corrupt(dir, format!("tantivy schema has no field `{name}`")))
+        };
+        Ok(Fields {
+            chunk_id: f(F_CHUNK_ID)?,
+            path: f(F_PATH)?,
+            content_hash: f(F_CONTENT_HASH)?,
+            title: f(F_TITLE)?,
+            heading: f(F_HEADING)?,
+            page_start: f(F_PAGE_START)?,
+            page_end: f(F_PAGE_END)?,
+            byte_start: f(F_BYTE_START)?,
+            byte_end: f(F_BYTE_END)?,
+            text: f(F_TEXT)?,
+        })
+    }
+
+    /// The tantivy document of one chunk.
+    pub(crate) fn chunk_doc(
+        &self,
+        chunk_id: u64,
+        path: &str,
+        content_hash: &str,
+        chunk: &NewChunk,
+    ) -> TantivyDocument {
+        let mut d = TantivyDocument::new();
+        d.add_u64(self.chunk_id, chunk_id);
+        d.add_text(self.path, path);
+        d.add_text(self.content_hash, content_hash);
+        if let Some(t) = chunk.title.as_deref() {
+            d.add_text(self.title, t);
+        }
+        if let Some(h) = chunk.heading.as_deref() {
+            d.add_text(self.heading, h);
+        }
+        let (ps, pe) = chunk.pages.unwrap_or((0, 0));
+        d.add_u64(self.page_start, u64::from(ps));
+        d.add_u64(self.page_end, u64::from(pe));
+        d.add_u64(self.byte_start, chunk.byte_range.start as u64);
+        d.add_u64(self.byte_end, chunk.byte_range.end as u64);
+        d.add_text(self.text, &chunk.text);
+        d
+    }
+
+    /// The marker of a document that produced no chunk.
+    pub(crate) fn marker_doc(&self, path: &str, content_hash: &str) -> TantivyDocument {
+        let mut d = TantivyDocument::new();
+        d.add_text(self.path, path);
+        d.add_text(self.content_hash, content_hash);
+        d
+    }
+
+    /// Read a stored chunk back. `None` for a marker document.
+    pub(crate) fn record(&self, d: &TantivyDocument) -> Option<ChunkRecord> {
+        let u = |f: Field| d.get_first(f).and_then(|v| v.as_u64()).unwrap_or(0);
+        let s = |f: Field| d.get_first(f).and_then(|v| v.as_str().map(str::to_string));
+        let chunk_id = d.get_first(self.chunk_id).and_then(|v| v.as_u64())?;
+        let (ps, pe) = (u(self.page_start), u(self.page_end));
+        Some(ChunkRecord {
+            chunk_id,
+            path: s(self.path).unwrap_or_default(),
+            content_hash: s(self.content_hash).unwrap_or_default(),
+            title: s(self.title),
+            heading: s(self.heading),
+            pages: (ps != 0).then(|| (ps as u32, pe.max(ps) as u32)),
+            byte_range: u(self.byte_start) as usize..u(self.byte_end) as usize,
+            text: s(self.text).unwrap_or_default(),
+        })
+    }
+}
+
+/// Build one of our analyzers by name (`None` for a name we do not know).
+pub(crate) fn analyzer(name: &str) -> Option<TextAnalyzer> {
+    let base = || {
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(MAX_TOKEN_LEN))
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+    };
+    match name {
+        ANALYZER_EN_STEM => Some(base().filter(Stemmer::new(Language::English)).build()),
+        ANALYZER_SIMPLE => Some(base().build()),
+        _ => None,
+    }
+}
+
+/// Register our analyzers on a tantivy index (tantivy stores only their names).
+pub(crate) fn register_analyzers(index: &tantivy::Index) {
+    for name in [ANALYZER_EN_STEM, ANALYZER_SIMPLE] {
+        if let Some(a) = analyzer(name) {
+            index.tokenizers().register(name, a);
+        }
+    }
+}
