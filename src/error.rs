@@ -62,6 +62,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An error of the index (store) layer; its message names the index directory.
+    #[error(transparent)]
+    Index(#[from] rag_index::IndexError),
+
     /// An error inside the tensor library.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod pipeline;
 
 pub use config::{Config, DEFAULT_MODEL_FILE};
 pub use error::{Error, Result};

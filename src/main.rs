@@ -71,6 +71,21 @@ enum Command {
   rag chat --temperature 0.7 --seed 1 \"Write a haiku about rust\"
   rag chat --show-prompt --system \"Answer in French.\" \"Hello\"")]
     Chat(ChatArgs),
+    /// Index files and folders (txt, md, html, pdf) for search and questions.
+    #[command(after_help = "Examples:
+  rag ingest ./docs                  index a folder into ./.rag (again: only changed files)
+  rag ingest --index /data/idx a.pdf notes/
+  rag ingest --reindex ./docs        rebuild from scratch
+  rag ingest --json ./docs | jq .    one JSON event per line, then the summary
+
+Exit code: 0 all good, 1 some files failed (the rest is indexed), 2 error.")]
+    Ingest(IngestArgs),
+    /// Retrieve the passages that best match a query (no generation).
+    #[command(after_help = "Examples:
+  rag search \"when did the black death reach europe\"
+  rag search -k 3 --json \"capital of France\"
+  rag search --mode bm25 \"exact phrase words\"")]
+    Search(SearchArgs),
     /// Print embeddings of texts (unit vectors from pooled hidden states).
     Embed(EmbedArgs),
     /// Measure throughput.
@@ -150,6 +165,74 @@ impl SamplingArgs {
             ..GenerateParams::default()
         })
     }
+}
+
+#[derive(Args)]
+struct IndexArg {
+    /// Index directory.
+    #[arg(long, default_value = ".rag", value_name = "DIR")]
+    index: PathBuf,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Files and folders to index.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    index: IndexArg,
+    /// Delete the index and build it again.
+    #[arg(long)]
+    reindex: bool,
+    /// Chunk size in tokens (default 256).
+    #[arg(long, value_name = "TOKENS")]
+    chunk_tokens: Option<usize>,
+    /// Overlap between consecutive chunks in tokens (default 32).
+    #[arg(long, value_name = "TOKENS")]
+    chunk_overlap: Option<usize>,
+    /// Include hidden files and folders.
+    #[arg(long)]
+    hidden: bool,
+    /// Do not honour .gitignore / .ignore files.
+    #[arg(long)]
+    no_ignore: bool,
+    /// One JSON object per event on stdout, then the summary.
+    #[arg(long)]
+    json: bool,
+    /// Print only the summary and failures.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Commit after this many changed files (a kill loses at most that much work).
+    #[arg(long, default_value_t = 32, value_name = "FILES")]
+    commit_every: usize,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// The query.
+    query: String,
+    #[command(flatten)]
+    index: IndexArg,
+    /// Number of passages.
+    #[arg(short, long, default_value_t = 5)]
+    k: usize,
+    /// Retriever: hybrid (BM25 + vectors, fused), bm25, dense (HNSW), exact (brute force).
+    #[arg(long, default_value = "hybrid")]
+    mode: SearchMode,
+    /// Depth of each list fed to the fusion.
+    #[arg(long, default_value_t = 50)]
+    depth: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SearchMode {
+    Hybrid,
+    Bm25,
+    Dense,
+    Exact,
 }
 
 #[derive(Args)]
@@ -246,7 +329,7 @@ impl BenchModelArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
@@ -264,7 +347,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     let config = Config::resolve(&Overrides {
         config: g.config,
@@ -277,9 +360,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Model {
             command: ModelCommand::Info { json },
-        } => model_info(&config, json),
-        Command::Chat(args) => chat(&config, args),
-        Command::Embed(args) => embed(&config, args),
+        } => model_info(&config, json).map(|_| ExitCode::SUCCESS),
+        Command::Chat(args) => chat(&config, args).map(|_| ExitCode::SUCCESS),
+        Command::Ingest(args) => ingest(&config, args),
+        Command::Search(args) => search(&config, args),
+        Command::Embed(args) => embed(&config, args).map(|_| ExitCode::SUCCESS),
         Command::Bench {
             command: BenchCommand::Model(args),
         } => {
@@ -291,7 +376,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 write!(out, "{}", report.table())?;
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -453,4 +538,228 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The embedder used for indexes: the configured model with dense f32 weights.
+fn load_embedder(config: &Config) -> Result<Embedder> {
+    let path = config.model_path()?;
+    let mut opts = config.model_options();
+    opts.format = WeightFormat::F32;
+    let model = Model::load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
+    Ok(Embedder::new(Arc::new(model), EmbedOptions::default()))
+}
+
+fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
+    use rag::pipeline::{FileStatus, IngestEvent, IngestOptions};
+    let embedder = load_embedder(config)?;
+    let mut opts = IngestOptions {
+        reindex: args.reindex,
+        commit_every_files: args.commit_every.max(1),
+        ..Default::default()
+    };
+    opts.walk.include_hidden = args.hidden;
+    opts.walk.respect_ignore_files = !args.no_ignore;
+    if let Some(n) = args.chunk_tokens {
+        anyhow::ensure!(n >= 16, "--chunk-tokens must be at least 16");
+        opts.chunk.max_tokens = n;
+    }
+    if let Some(n) = args.chunk_overlap {
+        opts.chunk.overlap_tokens = n;
+    }
+    anyhow::ensure!(
+        opts.chunk.overlap_tokens < opts.chunk.max_tokens,
+        "--chunk-overlap must be smaller than --chunk-tokens"
+    );
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json && !args.quiet;
+    let bar = indicatif::ProgressBar::hidden();
+    if tty {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}  ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut chunks = 0usize;
+    let mut out = std::io::stdout().lock();
+    let mut on_event = |e: &IngestEvent| {
+        if args.json {
+            let _ = serde_json::to_writer(&mut out, e);
+            let _ = writeln!(out);
+            return;
+        }
+        match e {
+            IngestEvent::Started { files } => bar.set_length(*files as u64),
+            IngestEvent::File {
+                path,
+                status,
+                chunks: n,
+                reason,
+                warnings,
+            } => {
+                chunks += n;
+                if matches!(
+                    status,
+                    FileStatus::Indexed | FileStatus::Unchanged | FileStatus::Failed
+                ) {
+                    bar.inc(1);
+                }
+                let rate = chunks as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{chunks} chunks, {rate:.1} chunks/s"));
+                let line = match (status, reason) {
+                    (FileStatus::Failed, Some(r)) => {
+                        Some(format!("failed    {}: {r}", path.display()))
+                    }
+                    (FileStatus::Skipped, Some(r)) if !args.quiet => {
+                        Some(format!("skipped   {}: {r}", path.display()))
+                    }
+                    (FileStatus::Indexed, _) if !args.quiet => {
+                        Some(format!("indexed   {} ({n} chunks)", path.display()))
+                    }
+                    (FileStatus::Removed, _) if !args.quiet => {
+                        Some(format!("removed   {}", path.display()))
+                    }
+                    _ => None,
+                };
+                for w in warnings.iter().filter(|_| !args.quiet) {
+                    bar.suspend(|| eprintln!("warning   {}: {w}", path.display()));
+                }
+                if let Some(l) = line {
+                    bar.suspend(|| eprintln!("{l}"));
+                }
+            }
+            IngestEvent::Committed { .. } => {}
+        }
+    };
+    let report = rag::pipeline::ingest(
+        &args.index.index,
+        &embedder,
+        &args.paths,
+        &opts,
+        &mut on_event,
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"event": "summary", "report": report}),
+        )?;
+        writeln!(out)?;
+    } else {
+        let s = &report.stages;
+        eprintln!(
+            "{} indexed, {} unchanged, {} skipped, {} failed, {} removed; {} chunks ({} tokens) in {:.1}s \
+             [parse {:.1}s, chunk {:.1}s, embed {:.1}s, index {:.1}s]; index {} now holds {} documents, {} chunks",
+            report.indexed,
+            report.unchanged,
+            report.skipped,
+            report.failed,
+            report.removed,
+            report.chunks,
+            report.tokens,
+            report.seconds,
+            s.parse,
+            s.chunk,
+            s.embed,
+            s.index,
+            args.index.index.display(),
+            report.total_documents,
+            report.total_chunks,
+        );
+        if report.indexed == 0 && report.removed == 0 && report.failed == 0 {
+            eprintln!("nothing changed: no file was embedded");
+        }
+    }
+    Ok(if report.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
+    let index = rag_index::Index::open(&args.index.index)?;
+    let hits = match args.mode {
+        SearchMode::Bm25 => index.search_bm25(&args.query, args.k)?,
+        mode => {
+            let embedder = load_embedder(config)?;
+            let m = index.manifest();
+            anyhow::ensure!(
+                m.embedder_id == embedder.id(),
+                "index at {} was built with embedder {} (dim {}); the model now configured gives {} (dim {}): pass the same --model, or re-ingest with --reindex",
+                args.index.index.display(),
+                m.embedder_id,
+                m.dim,
+                embedder.id(),
+                embedder.dim()
+            );
+            let v = embedder.embed(&[&args.query])?.remove(0);
+            match mode {
+                SearchMode::Dense => index.search_dense(&v, args.k)?,
+                SearchMode::Exact => index.search_exact(&v, args.k)?,
+                _ => index.search_hybrid(
+                    &args.query,
+                    &v,
+                    &rag_index::SearchOptions {
+                        k: args.k,
+                        bm25_depth: args.depth,
+                        dense_depth: args.depth,
+                        ..Default::default()
+                    },
+                )?,
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &hits)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if hits.is_empty() {
+        writeln!(out, "no passages match")?;
+    }
+    for (i, h) in hits.iter().enumerate() {
+        let c = &h.chunk;
+        let mut place = c.path.clone();
+        if let Some((a, b)) = c.pages {
+            place += &if a == b {
+                format!(" (page {a})")
+            } else {
+                format!(" (pages {a}-{b})")
+            };
+        }
+        if let Some(hd) = &c.heading {
+            place += &format!(" > {hd}");
+        }
+        let by = match h.found_by {
+            rag_index::Retriever::Bm25 => "bm25",
+            rag_index::Retriever::Dense => "dense",
+            rag_index::Retriever::Both => "both",
+        };
+        let ranks = [
+            h.bm25_rank.map(|r| format!("bm25 #{r}")),
+            h.dense_rank.map(|r| format!("dense #{r}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        writeln!(
+            out,
+            "[{}] {place}\n    score {:.4}, found by {by} ({ranks})",
+            i + 1,
+            h.score
+        )?;
+        let snippet: String = c.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let snippet: String = snippet.chars().take(300).collect();
+        writeln!(
+            out,
+            "    {snippet}{}",
+            if c.text.len() > 300 { " ..." } else { "" }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

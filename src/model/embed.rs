@@ -71,6 +71,26 @@ impl Embedder {
         &self.model
     }
 
+    /// Identifies what made the vectors, so an index refuses vectors from anything else:
+    /// model file name and size, pooling and layer.
+    pub fn id(&self) -> String {
+        let m = &self.model;
+        let name = m
+            .path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let size = m.info().file_size;
+        let pooling = match self.opts.pooling {
+            Pooling::Mean => "mean",
+            Pooling::LastToken => "last",
+        };
+        let layer = match self.opts.layer {
+            HiddenLayer::Final => "final".to_string(),
+            HiddenLayer::After(n) => format!("layer{n}"),
+        };
+        format!("llama:{name}:{size}:{pooling}:{layer}")
+    }
+
     /// The vector dimension.
     pub fn dim(&self) -> usize {
         self.model.llama.config().n_embd

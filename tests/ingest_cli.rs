@@ -1,0 +1,264 @@
+//! `rag ingest` and `rag search` end to end on the real default model and real indexes:
+//! hostile files reported while the rest is indexed, re-runs that embed nothing, updates and
+//! deletions, and kill -9 at several moments of an ingest.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn rag(args: &[&str]) -> Output {
+    rag_cmd(args).output().expect("run rag")
+}
+
+fn rag_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rag"));
+    c.args(args)
+        .env_remove("RAG_CONFIG")
+        .env("RAG_THREADS", "2");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn search_json(index: &Path, query: &str, k: usize) -> Vec<serde_json::Value> {
+    let o = rag(&[
+        "search",
+        "--json",
+        "-k",
+        &k.to_string(),
+        "--index",
+        index.to_str().unwrap(),
+        query,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.lines().last().expect("summary line");
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["event"], "summary", "{last}");
+    v["report"].clone()
+}
+
+#[test]
+fn hostile_corpus_then_noop_update_and_delete() {
+    if common::default_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("sub")).unwrap();
+    std::fs::write(docs.join("zebra.txt"), "Zebras are African equines with distinctive black-and-white striped coats. Each zebra has a unique stripe pattern.").unwrap();
+    std::fs::write(docs.join("sub/volcano.md"), "# Volcanoes\n\nMount Etna is an active stratovolcano on the east coast of Sicily, Italy.\n\n## Eruptions\n\nEtna erupts frequently.").unwrap();
+    std::fs::write(docs.join("page.html"), "<html><head><title>Tea</title><script>var x = 'do not index';</script></head><body><h1>Green tea</h1><p>Matcha is powdered green tea from Japan.</p></body></html>").unwrap();
+    // Hostile files.
+    std::fs::write(
+        docs.join("binary.txt"),
+        [0u8, 159, 146, 150, 0, 0, 1, 2, 3, 0, 255, 0],
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("latin1.txt"),
+        b"Caf\xe9 cr\xe8me: invalid UTF-8 but readable text about coffee.",
+    )
+    .unwrap();
+    std::fs::write(docs.join("empty.md"), "").unwrap();
+    std::fs::write(
+        docs.join("broken.pdf"),
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer garbage",
+    )
+    .unwrap();
+    std::fs::write(docs.join("image.png"), [137u8, 80, 78, 71]).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&docs, docs.join("sub/loop")).unwrap();
+
+    let index = dir.path().join("idx");
+    let idx = index.to_str().unwrap();
+    let o = rag(&["ingest", "--json", "--index", idx, docs.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "some files failed: {out}");
+    assert!(!out.contains("panicked"), "{out}");
+    let r = summary(&o);
+    assert_eq!(r["indexed"], 4, "{out}"); // zebra, volcano, page, latin1
+    assert!(
+        r["failed"].as_u64().unwrap() >= 2,
+        "binary, broken pdf: {out}"
+    );
+    for name in ["binary.txt", "empty.md", "broken.pdf"] {
+        assert!(out.contains(name), "{name} reported: {out}");
+    }
+    assert!(
+        out.contains("image.png"),
+        "unsupported file reported as skipped: {out}"
+    );
+
+    let hits = search_json(&index, "Which volcano is on Sicily?", 3);
+    assert!(
+        hits[0]["chunk"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("volcano.md"),
+        "{hits:?}"
+    );
+    let hits = search_json(&index, "powdered green tea", 3);
+    assert!(hits[0]["chunk"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("page.html"));
+    assert!(!hits.iter().any(|h| h["chunk"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("do not index")));
+
+    // Unchanged: nothing embedded.
+    let o = rag(&["ingest", "--json", "--index", idx, docs.to_str().unwrap()]);
+    let r = summary(&o);
+    assert_eq!(
+        (r["indexed"].as_u64(), r["unchanged"].as_u64()),
+        (Some(0), Some(4)),
+        "{}",
+        text(&o)
+    );
+    let total = r["total_chunks"].as_u64().unwrap();
+
+    // A changed file is replaced, a deleted one removed.
+    std::fs::write(
+        docs.join("zebra.txt"),
+        "Okapis are giraffids from the Congo rainforest.",
+    )
+    .unwrap();
+    std::fs::remove_file(docs.join("page.html")).unwrap();
+    let o = rag(&["ingest", "--json", "--index", idx, docs.to_str().unwrap()]);
+    let r = summary(&o);
+    assert_eq!(
+        (r["indexed"].as_u64(), r["removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{}",
+        text(&o)
+    );
+    assert!(r["total_chunks"].as_u64().unwrap() < total + 1);
+    let all = search_json(&index, "zebra stripes okapi tea matcha", 20);
+    for h in &all {
+        let t = h["chunk"]["text"].as_str().unwrap();
+        assert!(
+            !t.contains("Zebras") && !t.contains("Matcha"),
+            "stale chunk returned: {t}"
+        );
+    }
+    assert!(all
+        .iter()
+        .any(|h| h["chunk"]["text"].as_str().unwrap().contains("Okapis")));
+}
+
+#[test]
+fn searching_without_an_index_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = rag(&[
+        "search",
+        "--index",
+        dir.path().join("none").to_str().unwrap(),
+        "anything",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("rag ingest"), "{}", text(&o));
+}
+
+/// kill -9 a real `rag ingest` at several moments; every time the index must open and answer
+/// from its last commit, and the next ingest must finish with exactly the chunks of a clean run.
+#[test]
+fn kill_during_ingest_then_resume() {
+    if common::default_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..40 {
+        let body = format!(
+            "Document {i}. The secret number of this document is {}. {}",
+            i * 7919 % 1000,
+            "It talks about rivers, mountains and the weather of region number ".repeat(8)
+                + &i.to_string()
+        );
+        std::fs::write(docs.join(format!("doc{i:02}.txt")), body).unwrap();
+    }
+    let d = docs.to_str().unwrap();
+    // The clean reference.
+    let clean = dir.path().join("clean");
+    let o = rag(&["ingest", "--json", "--index", clean.to_str().unwrap(), d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let want = summary(&o)["total_chunks"].as_u64().unwrap();
+
+    let index = dir.path().join("idx");
+    let idx = index.to_str().unwrap();
+    let mut killed = 0;
+    for delay_ms in [300u64, 1200, 2500, 4000] {
+        let mut child = rag_cmd(&[
+            "ingest",
+            "--quiet",
+            "--commit-every",
+            "3",
+            "--index",
+            idx,
+            d,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+        // Whatever was committed opens and answers.
+        if index.join("manifest.json").exists() {
+            let o = rag(&[
+                "search",
+                "--mode",
+                "bm25",
+                "--json",
+                "--index",
+                idx,
+                "secret number",
+            ]);
+            assert!(
+                o.status.success(),
+                "after kill at {delay_ms} ms: {}",
+                text(&o)
+            );
+        }
+    }
+    assert!(
+        killed > 0,
+        "no ingest was killed mid-way; the test proved nothing"
+    );
+    let o = rag(&["ingest", "--json", "--index", idx, d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = summary(&o);
+    assert_eq!(
+        r["total_chunks"].as_u64().unwrap(),
+        want,
+        "no duplicate or missing chunks"
+    );
+    assert_eq!(r["total_documents"].as_u64().unwrap(), 40);
+    let hits = search_json(&index, "document secret number rivers", 50);
+    let mut ids: Vec<u64> = hits
+        .iter()
+        .map(|h| h["chunk"]["chunk_id"].as_u64().unwrap())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+}
