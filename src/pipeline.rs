@@ -104,6 +104,31 @@ pub struct IngestReport {
     pub stages: StageTimes,
 }
 
+impl IngestReport {
+    fn skip(&mut self, path: PathBuf, reason: String, on_event: &mut dyn FnMut(&IngestEvent)) {
+        self.skipped += 1;
+        on_event(&file_event(
+            path,
+            FileStatus::Skipped,
+            0,
+            Some(reason),
+            vec![],
+        ));
+    }
+
+    fn fail(&mut self, path: PathBuf, reason: String, on_event: &mut dyn FnMut(&IngestEvent)) {
+        self.failed += 1;
+        self.failures.push((path.clone(), reason.clone()));
+        on_event(&file_event(
+            path,
+            FileStatus::Failed,
+            0,
+            Some(reason),
+            vec![],
+        ));
+    }
+}
+
 struct Counter<'a>(&'a Embedder);
 
 impl TokenCounter for Counter<'_> {
@@ -150,26 +175,11 @@ pub fn ingest(
         let (path, kind) = match entry {
             WalkEntry::File { path, kind, .. } => (path, kind),
             WalkEntry::Skipped { path, reason } => {
-                report.skipped += 1;
-                on_event(&file_event(
-                    path,
-                    FileStatus::Skipped,
-                    0,
-                    Some(reason),
-                    vec![],
-                ));
+                report.skip(path, reason, on_event);
                 continue;
             }
             WalkEntry::Failed { path, reason } => {
-                report.failed += 1;
-                report.failures.push((path.clone(), reason.clone()));
-                on_event(&file_event(
-                    path,
-                    FileStatus::Failed,
-                    0,
-                    Some(reason),
-                    vec![],
-                ));
+                report.fail(path, reason, on_event);
                 continue;
             }
         };
@@ -180,16 +190,7 @@ pub fn ingest(
             Ok(b) => b,
             Err(e) => {
                 report.stages.parse += tp.elapsed().as_secs_f64();
-                let reason = format!("cannot read: {e}");
-                report.failed += 1;
-                report.failures.push((path.clone(), reason.clone()));
-                on_event(&file_event(
-                    path,
-                    FileStatus::Failed,
-                    0,
-                    Some(reason),
-                    vec![],
-                ));
+                report.fail(path, format!("cannot read: {e}"), on_event);
                 continue;
             }
         };
@@ -203,29 +204,13 @@ pub fn ingest(
         report.stages.parse += tp.elapsed().as_secs_f64();
         let doc = match doc {
             Ok(d) => d,
+            // Nothing to index is not a failure.
             Err(e @ rag_ingest::LoadError::Empty { .. }) => {
-                // Nothing to index is not a failure.
-                report.skipped += 1;
-                on_event(&file_event(
-                    path,
-                    FileStatus::Skipped,
-                    0,
-                    Some(e.to_string()),
-                    vec![],
-                ));
+                report.skip(path, e.to_string(), on_event);
                 continue;
             }
             Err(e) => {
-                let reason = e.to_string();
-                report.failed += 1;
-                report.failures.push((path.clone(), reason.clone()));
-                on_event(&file_event(
-                    path,
-                    FileStatus::Failed,
-                    0,
-                    Some(reason),
-                    vec![],
-                ));
+                report.fail(path, e.to_string(), on_event);
                 continue;
             }
         };
