@@ -306,6 +306,38 @@ impl Index {
         Ok(hits)
     }
 
+    /// The terms of `text` as BM25 indexes it (tokenized, lower-cased, folded, stemmed by the
+    /// index's analyzer), in order, repeats kept.
+    pub fn analyze(&self, text: &str) -> Vec<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut terms = Vec::new();
+        while let Some(tok) = stream.next() {
+            terms.push(tok.text.clone());
+        }
+        terms
+    }
+
+    /// The distinct analyzed terms of `query`, each with its BM25 inverse document frequency in
+    /// the chunk texts of this view: `ln(1 + (N - n + 0.5) / (n + 0.5))` for `n` of `N`
+    /// documents holding the term. A term no chunk holds gets the largest weight, so a query
+    /// about things the corpus never mentions scores low on any coverage measure built on it.
+    pub fn term_weights(&self, query: &str) -> Result<Vec<(String, f32)>, IndexError> {
+        let total = self.searcher.num_docs() as f64;
+        let mut out: Vec<(String, f32)> = Vec::new();
+        for t in self.analyze(query) {
+            if out.iter().any(|(have, _)| *have == t) {
+                continue;
+            }
+            let n = self
+                .searcher
+                .doc_freq(&Term::from_field_text(self.fields.text, &t))? as f64;
+            let idf = (1.0 + (total - n + 0.5) / (n + 0.5)).ln();
+            out.push((t, idf as f32));
+        }
+        Ok(out)
+    }
+
     /// Live vectors in the HNSW graph (for diagnostics).
     pub fn vector_count(&self) -> usize {
         self.dense.live_count()

@@ -356,3 +356,24 @@ fn stemming_can_be_turned_off() {
     assert!(idx.search_bm25("running", 5).unwrap().is_empty());
     assert_eq!(idx.search_bm25("runs", 5).unwrap().len(), 1);
 }
+
+#[test]
+fn analyze_and_term_weights() {
+    let f = fixture();
+    let idx = Index::open(f.dir.path()).unwrap();
+    // The index's analyzer: lower-cased, folded, stemmed.
+    assert_eq!(
+        idx.analyze("The Cats RUNNING café"),
+        ["the", "cat", "run", "cafe"]
+    );
+    let w = idx.term_weights("the cat the zebra").unwrap();
+    let names: Vec<&str> = w.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(names, ["the", "cat", "zebra"], "distinct, in order");
+    let idf = |n: f64| (1.0 + (5.0 - n + 0.5) / (n + 0.5)).ln() as f32;
+    // "the" is in 3 of 5 chunks, "cat" in 1, "zebra" in none.
+    assert!((w[0].1 - idf(3.0)).abs() < 1e-6, "{w:?}");
+    assert!((w[1].1 - idf(1.0)).abs() < 1e-6, "{w:?}");
+    assert!((w[2].1 - idf(0.0)).abs() < 1e-6, "{w:?}");
+    assert!(w[2].1 > w[1].1 && w[1].1 > w[0].1);
+    assert!(idx.term_weights("  ,; ").unwrap().is_empty());
+}
