@@ -1,5 +1,5 @@
 # The two commands that do everything on a fresh machine:
-#   make demo   fetch the default model, build, and run the model end to end
+#   make demo   fetch the default model, build, index the demo corpus and ask it questions
 #   make test   fetch the default model, build, and run every test
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -11,10 +11,14 @@ export RAG_SHARED
 model:
 	@scripts/fetch-models.sh >/dev/null
 
+# The demo: index the sample corpus in examples/corpus (a fictional harbour town), then ask one
+# question it answers and one it does not.
+DEMO_INDEX := target/demo-index
 demo: model
 	$(CARGO) build --release
-	./target/release/rag model info
-	./target/release/rag chat "What is the capital of France?"
+	./target/release/rag ingest --index $(DEMO_INDEX) examples/corpus
+	./target/release/rag ask --index $(DEMO_INDEX) "Who designed the Kessel Harbour Bridge?"
+	./target/release/rag ask --index $(DEMO_INDEX) "What is the boiling point of mercury?"
 
 test: model
 	$(CARGO) test --workspace

@@ -1,11 +1,12 @@
 //! Resolved configuration: command-line flags > environment > config file > built-in defaults.
 //!
 //! Environment: `RAG_HOME` (cache, default `~/.cache/rag`), `RAG_MODEL` (a GGUF path),
-//! `RAG_THREADS`, `RAG_CONFIG` (a config file). The config file is `--config PATH`, else
+//! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_THREADS`, `RAG_CONFIG` (a config file). The config file is `--config PATH`, else
 //! `RAG_CONFIG`, else `./rag.toml`, else `$RAG_HOME/config.toml`, whichever exists first:
 //!
 //! ```toml
 //! model = "/models/llama-2-7b-chat.Q4_K_M.gguf"
+//! embed_model = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"   # what embeds chunks and queries
 //! threads = 4
 //! template = "llama2"   # or "chatml"; default: from the GGUF
 //! context = 4096        # cap on the context window
@@ -26,6 +27,7 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub model: Option<PathBuf>,
+    pub embed_model: Option<PathBuf>,
     pub threads: Option<usize>,
     pub template: Option<TemplateFamily>,
     pub context: Option<usize>,
@@ -35,6 +37,7 @@ pub struct Overrides {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     model: Option<PathBuf>,
+    embed_model: Option<PathBuf>,
     threads: Option<usize>,
     template: Option<String>,
     context: Option<usize>,
@@ -49,6 +52,12 @@ pub struct Config {
     pub model: PathBuf,
     /// Whether `model` is the built-in default (so a missing file means "fetch it").
     pub model_is_default: bool,
+    /// The GGUF whose hidden states embed chunks and queries. Default: the default model
+    /// (SmolLM2-135M), whatever the chat model is: embedding a corpus with a 7B model on a CPU
+    /// takes hours, and the index must be queried with the model that built it.
+    pub embed_model: PathBuf,
+    /// Whether `embed_model` is the built-in default.
+    pub embed_model_is_default: bool,
     /// Compute threads (default: the number of cores).
     pub threads: usize,
     /// Chat template override.
@@ -104,6 +113,15 @@ impl Config {
             Some(m) => (m, false),
             None => (home.join("models").join(DEFAULT_MODEL_FILE), true),
         };
+        let (embed_model, embed_model_is_default) = match o
+            .embed_model
+            .clone()
+            .or_else(|| env_path("RAG_EMBED_MODEL"))
+            .or(file.embed_model)
+        {
+            Some(m) => (m, false),
+            None => (home.join("models").join(DEFAULT_MODEL_FILE), true),
+        };
         let threads = o
             .threads
             .or(env_threads)
@@ -116,6 +134,8 @@ impl Config {
             home,
             model,
             model_is_default,
+            embed_model,
+            embed_model_is_default,
             threads,
             template: o.template.or(file_template),
             context: o.context.or(file.context),
@@ -131,6 +151,16 @@ impl Config {
             });
         }
         Ok(&self.model)
+    }
+
+    /// The embedding model path, or an error that says how to get the default model.
+    pub fn embed_model_path(&self) -> Result<&Path> {
+        if self.embed_model_is_default && !self.embed_model.exists() {
+            return Err(Error::DefaultModelMissing {
+                path: self.embed_model.clone(),
+            });
+        }
+        Ok(&self.embed_model)
     }
 
     /// Model loading options from this config.
@@ -218,6 +248,24 @@ mod tests {
         };
         let c = Config::resolve_with(&flags, &e).unwrap();
         assert_eq!((c.model.to_str().unwrap(), c.threads), ("/flag.gguf", 1));
+        // The embedding model does not follow the chat model: it stays the default.
+        assert!(c.embed_model_is_default);
+        assert_eq!(
+            c.embed_model,
+            dir.path().join("models").join(DEFAULT_MODEL_FILE)
+        );
+        let e2 = env(&[("RAG_HOME", home), ("RAG_EMBED_MODEL", "/emb.gguf")]);
+        let c = Config::resolve_with(&Overrides::default(), &e2).unwrap();
+        assert_eq!(c.embed_model, PathBuf::from("/emb.gguf"));
+        let c = Config::resolve_with(
+            &Overrides {
+                embed_model: Some("/flag-emb.gguf".into()),
+                ..Default::default()
+            },
+            &e2,
+        )
+        .unwrap();
+        assert_eq!(c.embed_model, PathBuf::from("/flag-emb.gguf"));
         // Nothing given: the default model under RAG_HOME, reported missing with the fix.
         let c = Config::resolve_with(&Overrides::default(), &env(&[("RAG_HOME", home)])).unwrap();
         assert!(c.model_is_default);

@@ -62,6 +62,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The index exists but holds no passage.
+    #[error("the index at {dir} holds no passages: run `rag ingest PATH` on a folder with txt, md, html or pdf files first")]
+    EmptyIndex { dir: PathBuf },
+
     /// An error of the index (store) layer; its message names the index directory.
     #[error(transparent)]
     Index(#[from] rag_index::IndexError),

@@ -21,6 +21,9 @@ use rag::Config;
     version,
     about = "Answer questions over a private folder of documents, offline.",
     after_help = "Examples:
+  rag ingest ./docs                       index a folder (txt, md, html, pdf) into ./.rag
+  rag ask \"When was the bridge built?\"    a grounded answer with cited sources
+  rag search \"bridge construction\"        the matching passages, no generation
   rag model info                          describe the default model
   rag chat \"What is the capital of France?\"
   rag --model llama-2-7b-chat.Q4_K_M.gguf chat \"Hello\"
@@ -43,6 +46,10 @@ struct GlobalArgs {
     /// default model in $RAG_HOME/models.
     #[arg(long, global = true, value_name = "PATH")]
     model: Option<PathBuf>,
+    /// GGUF whose hidden states embed chunks and queries (ingest, search, ask). Default:
+    /// $RAG_EMBED_MODEL, the config file, or the default model, whatever --model is.
+    #[arg(long, global = true, value_name = "PATH")]
+    embed_model: Option<PathBuf>,
     /// Compute threads (default: $RAG_THREADS, the config file, or the number of cores).
     #[arg(long, short = 't', global = true, value_name = "N")]
     threads: Option<usize>,
@@ -80,6 +87,19 @@ enum Command {
 
 Exit code: 0 all good, 1 some files failed (the rest is indexed), 2 error.")]
     Ingest(IngestArgs),
+    /// Answer a question from the indexed documents, citing the passages used.
+    #[command(after_help = "Examples:
+  rag ask \"When was the Zorblat bridge built?\"
+  rag ask -k 6 --show-prompt \"Who designed it?\"
+  rag ask --json \"What does the warranty cover?\" | jq .citations
+  rag ask --no-retrieval \"What is the capital of France?\"   closed book, for comparison
+  rag --model llama-2-7b-chat.Q4_K_M.gguf ask \"...\"          answer with another chat model
+
+The answer streams to stdout, then the cited sources. When the documents do not hold the
+answer, rag says \"I could not find this in the documents.\" (and does not ask the model at all
+when no passage covers the question's terms well enough: see --min-evidence).
+Exit code: 0 answered or abstained, 2 error (no index, model missing, question too long).")]
+    Ask(AskArgs),
     /// Retrieve the passages that best match a query (no generation).
     #[command(after_help = "Examples:
   rag search \"when did the black death reach europe\"
@@ -205,6 +225,45 @@ struct IngestArgs {
     /// Commit after this many changed files (a kill loses at most that much work).
     #[arg(long, default_value_t = 32, value_name = "FILES")]
     commit_every: usize,
+}
+
+#[derive(Args)]
+struct AskArgs {
+    /// The question.
+    question: String,
+    #[command(flatten)]
+    index: IndexArg,
+    /// Passages given to the model (default 4).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Retriever: hybrid (BM25 + vectors, fused), bm25, dense.
+    #[arg(long, default_value = "hybrid")]
+    mode: rag::Mode,
+    /// Depth of each list fed to the fusion (default 50).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Abstain without asking the model when the best passage covers less than this share of
+    /// the question's (IDF-weighted) terms; 0 turns it off. Default 0.5.
+    #[arg(long, value_name = "0..1")]
+    min_evidence: Option<f32>,
+    /// Most tokens in the answer.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy (reproducible).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sampler seed (with --temperature > 0).
+    #[arg(long, default_value_t = 299_792_458)]
+    seed: u64,
+    /// Print the rendered prompt before the answer.
+    #[arg(long)]
+    show_prompt: bool,
+    /// Closed book: ask the model without retrieving anything.
+    #[arg(long)]
+    no_retrieval: bool,
+    /// Print one JSON object: answer, citations, passages, abstained, timings.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -352,6 +411,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::resolve(&Overrides {
         config: g.config,
         model: g.model,
+        embed_model: g.embed_model,
         threads: g.threads,
         template: g.template,
         context: g.context,
@@ -363,6 +423,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => model_info(&config, json).map(|_| ExitCode::SUCCESS),
         Command::Chat(args) => chat(&config, args).map(|_| ExitCode::SUCCESS),
         Command::Ingest(args) => ingest(&config, args),
+        Command::Ask(args) => ask(config, args),
         Command::Search(args) => search(&config, args),
         Command::Embed(args) => embed(&config, args).map(|_| ExitCode::SUCCESS),
         Command::Bench {
@@ -540,9 +601,9 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// The embedder used for indexes: the configured model with dense f32 weights.
+/// The embedder used for indexes: the embedding model with dense f32 weights.
 fn load_embedder(config: &Config) -> Result<Embedder> {
-    let path = config.model_path()?;
+    let path = config.embed_model_path()?;
     let mut opts = config.model_options();
     opts.format = WeightFormat::F32;
     let model = Model::load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
@@ -762,4 +823,120 @@ fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ask(config: Config, args: AskArgs) -> Result<ExitCode> {
+    let mut opts = rag::AskOptions::default();
+    let r = &mut opts.retrieve;
+    r.mode = args.mode;
+    if let Some(k) = args.k {
+        anyhow::ensure!(k >= 1, "-k must be at least 1");
+        r.k = k;
+    }
+    if let Some(d) = args.depth {
+        r.bm25_depth = d;
+        r.dense_depth = d;
+    }
+    if let Some(m) = args.min_evidence {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&m),
+            "--min-evidence must be between 0 and 1"
+        );
+        r.min_evidence = m;
+    }
+    anyhow::ensure!(args.temperature >= 0.0, "--temperature must be >= 0");
+    opts.generate.max_tokens = args.max_tokens;
+    opts.generate.temperature = args.temperature;
+    opts.generate.seed = args.seed;
+    opts.closed_book = args.no_retrieval;
+    opts.keep_prompt = args.show_prompt;
+    let rag = rag::Rag::open(&args.index.index, config)?.with_options(opts);
+    let mut out = std::io::stdout().lock();
+    let stream = !args.json && !args.show_prompt;
+    let mut write_err = None;
+    let answer = rag.ask_streaming(&args.question, &mut |piece| {
+        if stream && write_err.is_none() {
+            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                write_err = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &answer)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.show_prompt {
+        if let Some(p) = &answer.prompt {
+            writeln!(
+                out,
+                "--- prompt ({} tokens) ---\n{p}\n--- answer ---",
+                answer.timings.prompt_tokens
+            )?;
+        }
+        write!(out, "{}", answer.answer)?;
+    }
+    writeln!(out)?;
+    if !answer.citations.is_empty() {
+        writeln!(out, "\nSources:")?;
+        for c in &answer.citations {
+            writeln!(
+                out,
+                "[{}] {}",
+                c.n,
+                rag::answer::source_label(&display_path(&c.path), c.pages)
+            )?;
+        }
+    }
+    drop(out);
+    if !answer.invalid_citations.is_empty() {
+        let list: Vec<String> = answer
+            .invalid_citations
+            .iter()
+            .map(|n| format!("[{n}]"))
+            .collect();
+        eprintln!(
+            "note: removed citation{} {} (the model was shown {} passage{})",
+            if list.len() == 1 { "" } else { "s" },
+            list.join(" "),
+            answer.passages.len(),
+            if answer.passages.len() == 1 { "" } else { "s" },
+        );
+    }
+    let t = &answer.timings;
+    match answer.abstain_reason {
+        Some(rag::AbstainReason::NoEvidence) => eprintln!(
+            "[no passage covers the question well enough (evidence {:.2} < {:.2}); the model was not asked]",
+            answer.evidence.unwrap_or(0.0),
+            rag.options().retrieve.min_evidence
+        ),
+        _ if !args.no_retrieval && answer.citations.is_empty() && !answer.abstained => eprintln!(
+            "[the answer cites no passage: check it against the sources (`rag search` shows them)]"
+        ),
+        _ => {}
+    }
+    if answer.stop.is_some() {
+        eprintln!(
+            "[{} passages, {} prompt tokens at {:.0} tok/s, {} generated at {:.1} tok/s, {:.1}s in all]",
+            answer.passages.len(),
+            t.prompt_tokens,
+            t.prefill_tok_s,
+            t.generated_tokens,
+            t.decode_tok_s,
+            t.total_secs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A stored (absolute) path, relative to the working directory when it lies under it.
+fn display_path(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| path.to_string())
 }

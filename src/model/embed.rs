@@ -71,6 +71,11 @@ impl Embedder {
         &self.model
     }
 
+    /// The model, shared (e.g. to generate with the same weights).
+    pub fn shared_model(&self) -> Arc<Model> {
+        Arc::clone(&self.model)
+    }
+
     /// Identifies what made the vectors, so an index refuses vectors from anything else:
     /// model file name and size, pooling and layer.
     pub fn id(&self) -> String {

@@ -1,0 +1,386 @@
+//! Retrieval for answering: hybrid search (BM25 + vectors, reciprocal-rank fusion), near-duplicate
+//! chunks collapsed, and a measure of how much the best passages cover the question, on which
+//! rag abstains before asking the model anything.
+use std::collections::HashSet;
+
+use rag_index::{Hit, Index, SearchOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Which retrievers feed the passages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// BM25 and HNSW, fused by reciprocal rank.
+    #[default]
+    Hybrid,
+    /// BM25 only (no query embedding).
+    Bm25,
+    /// HNSW only.
+    Dense,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hybrid" => Ok(Self::Hybrid),
+            "bm25" => Ok(Self::Bm25),
+            "dense" => Ok(Self::Dense),
+            _ => Err(format!(
+                "unknown retrieval mode '{s}' (hybrid, bm25, dense)"
+            )),
+        }
+    }
+}
+
+/// Retrieval settings of [`crate::Rag::ask`] and [`crate::Rag::search`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrieveOptions {
+    /// Passages handed to the model. Default 4: with 256-token chunks about 1,100 tokens of
+    /// evidence, which a 135M model still reads in a few seconds; more passages mostly add
+    /// distractors for a small model.
+    pub k: usize,
+    /// Depth of the BM25 list fed to the fusion. Default 50.
+    pub bm25_depth: usize,
+    /// Depth of the dense list fed to the fusion. Default 50.
+    pub dense_depth: usize,
+    /// The RRF constant. Default 60 (Cormack et al., 2009).
+    pub rrf_k: f64,
+    pub mode: Mode,
+    /// Two chunks whose word-trigram sets overlap at least this much (Jaccard) count as one;
+    /// the lower-ranked is dropped. Default 0.8: copies of a file, or a page repeated across
+    /// documents, collapse, while neighbouring chunks (sharing only their 32-token overlap) stay.
+    pub duplicate_jaccard: f64,
+    /// Below this [`evidence`] the documents are taken not to hold the answer and the model is
+    /// not asked. Default 0.5: see README (Abstention) for how it was measured.
+    pub min_evidence: f32,
+}
+
+impl Default for RetrieveOptions {
+    fn default() -> Self {
+        Self {
+            k: 4,
+            bm25_depth: 50,
+            dense_depth: 50,
+            rrf_k: 60.0,
+            mode: Mode::Hybrid,
+            duplicate_jaccard: 0.8,
+            min_evidence: 0.5,
+        }
+    }
+}
+
+/// Run the retrievers and return the top `opts.k` distinct hits, best first. `vector` is the
+/// query embedding (needed unless the mode is BM25).
+pub fn retrieve(
+    index: &Index,
+    query: &str,
+    vector: Option<&[f32]>,
+    opts: &RetrieveOptions,
+) -> Result<Vec<Hit>> {
+    // Fetch extra so that collapsing duplicates still leaves k.
+    let want = opts.k.saturating_mul(2).max(opts.k + 4);
+    let hits = match (opts.mode, vector) {
+        (Mode::Bm25, _) | (_, None) => index.search_bm25(query, want)?,
+        (Mode::Dense, Some(v)) => index.search_dense(v, want)?,
+        (Mode::Hybrid, Some(v)) => index.search_hybrid(
+            query,
+            v,
+            &SearchOptions {
+                k: want,
+                bm25_depth: opts.bm25_depth.max(want),
+                dense_depth: opts.dense_depth.max(want),
+                rrf_k: opts.rrf_k,
+            },
+        )?,
+    };
+    let mut kept = collapse_duplicates(hits, opts.duplicate_jaccard);
+    kept.truncate(opts.k);
+    Ok(kept)
+}
+
+/// Drop hits whose text nearly repeats a better-ranked hit's (word-trigram Jaccard >= `threshold`).
+pub fn collapse_duplicates(hits: Vec<Hit>, threshold: f64) -> Vec<Hit> {
+    let mut kept: Vec<(Hit, HashSet<u64>)> = Vec::new();
+    for h in hits {
+        let sh = shingles(&h.chunk.text);
+        if kept.iter().any(|(_, s)| jaccard(s, &sh) >= threshold) {
+            continue;
+        }
+        kept.push((h, sh));
+    }
+    kept.into_iter().map(|(h, _)| h).collect()
+}
+
+fn shingles(text: &str) -> HashSet<u64> {
+    use std::hash::{Hash, Hasher};
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let n = 3.min(words.len().max(1));
+    words
+        .windows(n)
+        .map(|w| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            w.hash(&mut h);
+            h.finish()
+        })
+        .collect()
+}
+
+fn jaccard(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let inter = a.intersection(b).count();
+    inter as f64 / (a.len() + b.len() - inter) as f64
+}
+
+/// Words that carry no topic; left out of the question before [`evidence`] weighs its terms.
+pub(crate) const STOPWORDS: &[&str] = &[
+    "a",
+    "about",
+    "according",
+    "all",
+    "also",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "being",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "many",
+    "me",
+    "much",
+    "my",
+    "name",
+    "named",
+    "of",
+    "on",
+    "or",
+    "other",
+    "our",
+    "so",
+    "some",
+    "tell",
+    "than",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "to",
+    "type",
+    "us",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "whose",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+];
+
+/// The topic terms of `text` as the index analyses them: stopwords dropped, then tokenized,
+/// folded and stemmed like the BM25 field.
+pub fn topic_terms(index: &Index, text: &str) -> Vec<String> {
+    let topic: String = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.to_lowercase().as_str()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    index.analyze(&topic)
+}
+
+/// How well the best of `hits` covers the question, from 0 to 1: for each hit, the share of
+/// the question's topic terms (stopwords dropped, then analysed as BM25 does) that the hit's
+/// text, heading or title holds, each term weighted by its inverse document frequency; the
+/// maximum over hits. Rare terms dominate, so a question whose distinctive words the corpus
+/// never mentions scores low even when common words match. 1.0 when the question has no topic
+/// term at all (nothing to check).
+pub fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f32> {
+    let topic: String = question
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.to_lowercase().as_str()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let weights = index.term_weights(&topic)?;
+    let total: f32 = weights.iter().map(|(_, w)| w).sum();
+    if weights.is_empty() || total <= 0.0 {
+        return Ok(1.0);
+    }
+    let mut best = 0f32;
+    for h in hits {
+        let c = &h.chunk;
+        let mut terms: HashSet<String> = index.analyze(&c.text).into_iter().collect();
+        for extra in [&c.heading, &c.title].into_iter().flatten() {
+            terms.extend(index.analyze(extra));
+        }
+        let got: f32 = weights
+            .iter()
+            .filter(|(t, _)| terms.contains(t))
+            .map(|(_, w)| w)
+            .sum();
+        best = best.max(got / total);
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rag_index::{ChunkRecord, Retriever};
+
+    fn hit(id: u64, text: &str) -> Hit {
+        Hit {
+            chunk: ChunkRecord {
+                chunk_id: id,
+                path: format!("/d/{id}.txt"),
+                content_hash: "h".into(),
+                title: None,
+                heading: None,
+                pages: None,
+                byte_range: 0..text.len(),
+                text: text.to_string(),
+            },
+            score: 1.0,
+            bm25_rank: None,
+            dense_rank: None,
+            bm25_score: None,
+            dense_score: None,
+            found_by: Retriever::Both,
+        }
+    }
+
+    #[test]
+    fn duplicates_collapse_to_the_best_ranked() {
+        let a = "The Zorblat bridge was built in 1887 by the river authority of Tamsk.";
+        let b = "The Zorblat bridge was built in 1887 by the river authority of Tamsk!";
+        let c = "Tamsk lies on the river Vel and has a population of about forty thousand.";
+        let out = collapse_duplicates(vec![hit(1, a), hit(2, c), hit(3, b)], 0.8);
+        let ids: Vec<u64> = out.iter().map(|h| h.chunk.chunk_id).collect();
+        assert_eq!(ids, [1, 2]);
+        // A lower threshold is stricter about what counts as different.
+        let half =
+            "The Zorblat bridge was built in 1887 by engineers from somewhere else entirely.";
+        assert_eq!(
+            collapse_duplicates(vec![hit(1, a), hit(2, half)], 0.8).len(),
+            2
+        );
+        assert_eq!(
+            collapse_duplicates(vec![hit(1, a), hit(2, half)], 0.2).len(),
+            1
+        );
+    }
+
+    fn small_index(dir: &std::path::Path, texts: &[&str]) -> Index {
+        let mut w = rag_index::IndexWriter::open(dir, "test", 2, false).unwrap();
+        for (i, t) in texts.iter().enumerate() {
+            let c = rag_index::NewChunk {
+                text: t.to_string(),
+                title: None,
+                heading: (i == 0).then(|| "Harbour bridge".to_string()),
+                pages: None,
+                byte_range: 0..t.len(),
+                vector: vec![1.0, i as f32],
+            };
+            w.replace_document(&format!("/d/{i}.txt"), "h", vec![c])
+                .unwrap();
+        }
+        w.commit().unwrap();
+        Index::open(dir).unwrap()
+    }
+
+    #[test]
+    fn evidence_weighs_rare_question_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let texts = [
+            "The Zorblat bridge was designed by Marta Okonkwo and opened in 1912.",
+            "The library opens at ten in the morning and closes in the evening.",
+            "The ferry leaves the pier in the morning and in the evening.",
+            "The festival takes place in October in the town.",
+        ];
+        let idx = small_index(dir.path(), &texts);
+        let hits: Vec<Hit> = idx.search_bm25("anything", 0).unwrap();
+        assert!(hits.is_empty());
+        let all: Vec<Hit> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| hit(i as u64, t))
+            .collect();
+        let ev = |q: &str, hs: &[Hit]| evidence(&idx, q, hs).unwrap();
+        // Every topic term is in the first text.
+        assert!((ev("Who designed the Zorblat bridge?", &all[..1]) - 1.0).abs() < 1e-6);
+        // Stemming: "designer" matches "designed".
+        assert!((ev("Zorblat bridge designer", &all[..1]) - 1.0).abs() < 1e-6);
+        // The best hit counts, not the first.
+        assert!(
+            (ev("Who designed the Zorblat bridge?", &all[1..])
+                - ev("Who designed the Zorblat bridge?", &all))
+            .abs()
+                > 0.5
+        );
+        // Common words match but the distinctive ones do not: low.
+        let off = ev("What is the boiling point of mercury in the morning?", &all);
+        assert!(off < 0.4, "{off}");
+        // Only stopwords: nothing to check.
+        assert_eq!(ev("What is it?", &all), 1.0);
+        // No hits, real question: zero.
+        assert_eq!(ev("Zorblat bridge", &[]), 0.0);
+        // Heading terms count.
+        let mut h = hit(9, "Opened in 1912.");
+        h.chunk.heading = Some("Harbour bridge".into());
+        assert!((ev("harbour bridge", &[h]) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn jaccard_edges() {
+        let e = HashSet::new();
+        assert_eq!(jaccard(&e, &e), 1.0);
+        assert_eq!(shingles("one two").len(), 1);
+        assert_eq!(shingles("").len(), 0);
+    }
+}

@@ -1,0 +1,277 @@
+//! `rag ask` end to end on the real default model and a real index of the demo corpus
+//! (examples/corpus): a grounded answer that cites the right document, abstention on a question
+//! the corpus does not cover, the JSON shape, and the errors a user can run into.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn rag(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rag"))
+        .args(args)
+        .env_remove("RAG_CONFIG")
+        .env("RAG_THREADS", "2")
+        .output()
+        .expect("run rag")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/corpus")
+}
+
+/// The demo corpus, ingested once for all tests of this file (rebuilt on every run).
+fn index() -> Option<&'static Path> {
+    static INDEX: OnceLock<Option<PathBuf>> = OnceLock::new();
+    INDEX
+        .get_or_init(|| {
+            common::default_model()?;
+            let idx = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ask_cli-index");
+            let o = rag(&[
+                "ingest",
+                "--quiet",
+                "--reindex",
+                "--index",
+                idx.to_str().unwrap(),
+                corpus().to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", text(&o));
+            Some(idx)
+        })
+        .as_deref()
+}
+
+fn ask_json(index: &Path, extra: &[&str], question: &str) -> Value {
+    let mut args = vec!["ask", "--json", "--index", index.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(question);
+    let o = rag(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+}
+
+#[test]
+fn answers_with_a_citation_of_the_right_document() {
+    let Some(index) = index() else { return };
+    let a = ask_json(index, &[], "Who designed the Kessel Harbour Bridge?");
+    let answer = a["answer"].as_str().unwrap();
+    assert!(answer.contains("Okonkwo"), "{a:#}");
+    assert_eq!(a["abstained"], false, "{a:#}");
+    let citations = a["citations"].as_array().unwrap();
+    assert!(!citations.is_empty(), "no citation: {a:#}");
+    for c in citations {
+        assert!(
+            c["path"].as_str().unwrap().ends_with("harbour-bridge.md"),
+            "cites another document: {a:#}"
+        );
+        let n = c["n"].as_u64().unwrap() as usize;
+        let p = &a["passages"][n - 1];
+        assert_eq!(p["chunk_id"], c["chunk_id"], "{a:#}");
+        assert!(answer.contains(&format!("[{n}")), "{a:#}");
+    }
+    // The shape scripts rely on.
+    for key in ["answer", "citations", "passages", "abstained", "timings"] {
+        assert!(a.get(key).is_some(), "no {key}: {a:#}");
+    }
+    for key in ["n", "path", "page", "chunk_id", "score"] {
+        assert!(citations[0].get(key).is_some(), "citation has no {key}");
+    }
+    assert!(a["timings"]["prompt_tokens"].as_u64().unwrap() > 100);
+    assert!(a["evidence"].as_f64().unwrap() >= 0.5, "{a:#}");
+}
+
+#[test]
+fn answers_a_fact_from_an_html_page() {
+    let Some(index) = index() else { return };
+    let a = ask_json(
+        index,
+        &[],
+        "How long does the ferry crossing to Skarra Island take?",
+    );
+    assert!(a["answer"].as_str().unwrap().contains("35"), "{a:#}");
+    assert_eq!(a["abstained"], false);
+    let cited: Vec<&str> = a["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        !cited.is_empty() && cited.iter().all(|p| p.ends_with("ferry.html")),
+        "{a:#}"
+    );
+}
+
+#[test]
+fn abstains_on_an_off_corpus_question() {
+    let Some(index) = index() else { return };
+    let a = ask_json(
+        index,
+        &[],
+        "What is the boiling point of mercury in kelvin?",
+    );
+    assert_eq!(a["abstained"], true, "{a:#}");
+    assert_eq!(a["answer"], "I could not find this in the documents.");
+    assert!(a["citations"].as_array().unwrap().is_empty());
+    // The terminal form says so too.
+    let o = rag(&[
+        "ask",
+        "--index",
+        index.to_str().unwrap(),
+        "Who won the football world cup in 1998?",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("I could not find this in the documents."),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn terminal_output_lists_the_cited_sources() {
+    let Some(index) = index() else { return };
+    let o = rag(&[
+        "ask",
+        "--index",
+        index.to_str().unwrap(),
+        "When did the Kessel Harbour Bridge open?",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("1912"), "{}", text(&o));
+    let sources = out
+        .split("Sources:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(sources.contains("harbour-bridge.md"), "{out}");
+}
+
+#[test]
+fn show_prompt_and_closed_book() {
+    let Some(index) = index() else { return };
+    let idx = index.to_str().unwrap();
+    let o = rag(&[
+        "ask",
+        "--show-prompt",
+        "--max-tokens",
+        "8",
+        "--index",
+        idx,
+        "What colour is the Kessel Harbour Bridge painted?",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("--- prompt ("), "{out}");
+    assert!(out.contains("[1] (source: "), "{out}");
+    assert!(out.contains("\"\"\""), "passages are delimited: {out}");
+    assert!(
+        out.contains("<|im_start|>system"),
+        "ChatML for SmolLM2: {out}"
+    );
+    assert!(
+        out.contains("I could not find this in the documents."),
+        "{out}"
+    );
+
+    let a = ask_json(
+        index,
+        &["--no-retrieval", "--max-tokens", "16"],
+        "Who designed the Kessel Harbour Bridge?",
+    );
+    assert!(a["passages"].as_array().unwrap().is_empty(), "{a:#}");
+    assert!(a["citations"].as_array().unwrap().is_empty(), "{a:#}");
+    assert!(a["evidence"].is_null(), "{a:#}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    if common::default_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    let check = |o: Output, want: &[&str]| {
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        assert!(!out.contains("panicked"), "{out}");
+        for w in want {
+            assert!(out.contains(w), "expected {w:?} in: {out}");
+        }
+    };
+    // Asking before any ingest.
+    check(
+        rag(&["ask", "--index", missing.to_str().unwrap(), "Anything?"]),
+        &["no index at", "rag ingest"],
+    );
+    // An index with nothing in it.
+    let empty_docs = dir.path().join("empty");
+    std::fs::create_dir_all(&empty_docs).unwrap();
+    let empty = dir.path().join("empty-idx");
+    let o = rag(&[
+        "ingest",
+        "--quiet",
+        "--index",
+        empty.to_str().unwrap(),
+        empty_docs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    check(
+        rag(&["ask", "--index", empty.to_str().unwrap(), "Anything?"]),
+        &["holds no passages", "rag ingest"],
+    );
+    // An empty question.
+    check(
+        rag(&["ask", "--index", empty.to_str().unwrap(), "  "]),
+        &["question is empty"],
+    );
+    // A model that fails to load.
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"not a model at all").unwrap();
+    check(
+        rag(&[
+            "ask",
+            "--no-retrieval",
+            "--model",
+            bad.to_str().unwrap(),
+            "Anything?",
+        ]),
+        &["bad.gguf", "not a GGUF file"],
+    );
+    // A question longer than the context (closed book: no index needed).
+    let long = "why ".repeat(300);
+    check(
+        rag(&["--context", "256", "ask", "--no-retrieval", &long]),
+        &["context", "tokens"],
+    );
+}
+
+#[test]
+fn question_too_long_for_the_context_with_retrieval() {
+    let Some(index) = index() else { return };
+    let long = format!("{} Who designed the bridge?", "Kessel ".repeat(400));
+    let o = rag(&[
+        "--context",
+        "512",
+        "ask",
+        "--index",
+        index.to_str().unwrap(),
+        &long,
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("context") && !out.contains("panicked"),
+        "{out}"
+    );
+}
