@@ -243,7 +243,7 @@ struct AskArgs {
     #[arg(long)]
     depth: Option<usize>,
     /// Abstain without asking the model when the best passage covers less than this share of
-    /// the question's (IDF-weighted) terms; 0 turns it off. Default 0.5.
+    /// the question's (IDF-weighted) terms; 0 turns it off. Default 0.4.
     #[arg(long, value_name = "0..1")]
     min_evidence: Option<f32>,
     /// Most tokens in the answer.

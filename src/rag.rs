@@ -35,7 +35,12 @@ impl Default for AskOptions {
             retrieve: RetrieveOptions::default(),
             generate: GenerateParams {
                 max_tokens: 256,
-                repeat_penalty: 1.0,
+                // Penalise repeats of the answer's own tokens only: a grounded answer copies
+                // names and numbers from the passages (with the prompt penalised, SmolLM2 wrote
+                // "1987" for a passage's "1912"), and an unpenalised small model loops.
+                penalize_prompt: false,
+                // The whole answer: small models also loop over whole sentences.
+                repeat_last_n: 256,
                 ..GenerateParams::default()
             },
             closed_book: false,

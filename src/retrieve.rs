@@ -54,7 +54,9 @@ pub struct RetrieveOptions {
     /// documents, collapse, while neighbouring chunks (sharing only their 32-token overlap) stay.
     pub duplicate_jaccard: f64,
     /// Below this [`evidence`] the documents are taken not to hold the answer and the model is
-    /// not asked. Default 0.5: see README (Abstention) for how it was measured.
+    /// not asked. Default 0.4: on SQuAD it kept 81% of questions about indexed articles and
+    /// turned away 93% of questions about other Wikipedia articles and all SciFact claims
+    /// (README, Abstention).
     pub min_evidence: f32,
 }
 
@@ -67,7 +69,7 @@ impl Default for RetrieveOptions {
             rrf_k: 60.0,
             mode: Mode::Hybrid,
             duplicate_jaccard: 0.8,
-            min_evidence: 0.5,
+            min_evidence: 0.4,
         }
     }
 }

@@ -25,8 +25,12 @@ pub struct GenerateParams {
     /// Divide the logits of recently seen tokens by this (1.0 = off). Default 1.1, which stops
     /// small models from looping without changing their wording much.
     pub repeat_penalty: f32,
-    /// How many recent tokens (prompt included) the repeat penalty looks at. Default 64.
+    /// How many recent tokens the repeat penalty looks at. Default 64.
     pub repeat_last_n: usize,
+    /// Whether the repeat penalty also looks at prompt tokens (as llama.cpp does). Default true.
+    /// Turn it off when the answer should copy words from the prompt, as a grounded answer
+    /// copies names and numbers from its passages: the penalty then only stops loops.
+    pub penalize_prompt: bool,
     /// Seed of the sampler. Default 299792458.
     pub seed: u64,
 }
@@ -40,6 +44,7 @@ impl Default for GenerateParams {
             top_p: Some(0.95),
             repeat_penalty: 1.1,
             repeat_last_n: 64,
+            penalize_prompt: true,
             seed: 299_792_458,
         }
     }
@@ -126,12 +131,16 @@ impl Model {
         let prefill_secs = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
-        let mut history: Vec<u32> = prompt.to_vec();
+        let mut history: Vec<u32> = if params.penalize_prompt {
+            prompt.to_vec()
+        } else {
+            Vec::new()
+        };
         let mut out = Vec::new();
         let mut decoder = self.tokenizer.stream_decoder();
         let mut text = String::new();
         let stop = loop {
-            if params.repeat_penalty != 1.0 {
+            if params.repeat_penalty != 1.0 && !history.is_empty() {
                 let start = history.len().saturating_sub(params.repeat_last_n);
                 logits = candle_transformers::utils::apply_repeat_penalty(
                     &logits,
