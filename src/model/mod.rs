@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod llama;
 pub mod template;
 pub mod tokenizer;
+pub mod wordpiece;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
