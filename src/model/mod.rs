@@ -4,6 +4,7 @@ pub mod embed;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod minilm;
 pub mod template;
 pub mod tokenizer;
 pub mod wordpiece;
