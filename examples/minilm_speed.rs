@@ -1,17 +1,18 @@
 //! Embedding throughput of all-MiniLM-L6-v2: cut a text into chunks of about N word-piece
 //! tokens, embed them in one call, report tokens per second (median of three runs).
 //!
-//!     cargo run --release --example minilm_speed -- [--threads 2] [--chunks 64] [--tokens 200] [FILE]
+//!     cargo run --release --example minilm_speed -- [--threads 2] [--chunks 64] [--tokens 200] [--batch-tokens 2048] [FILE]
 //!
 //! FILE defaults to the SQuAD article $RAG_SHARED/data/squad-v1.1-dev/articles/Black_Death.txt
 //! (RAG_SHARED defaults to ../shared); its words are reused from the start when it runs out.
 use std::path::PathBuf;
 use std::time::Instant;
 
-use rag::model::minilm::MiniLm;
+use rag::model::minilm::{MiniLm, MiniLmOptions};
 
 fn main() -> anyhow::Result<()> {
     let (mut threads, mut chunks, mut tokens, mut file) = (2usize, 64usize, 200usize, None);
+    let mut opts = MiniLmOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = || -> anyhow::Result<usize> {
@@ -24,6 +25,7 @@ fn main() -> anyhow::Result<()> {
             "--threads" => threads = num()?,
             "--chunks" => chunks = num()?,
             "--tokens" => tokens = num()?,
+            "--batch-tokens" => opts.batch_tokens = num()?,
             _ => file = Some(PathBuf::from(a)),
         }
     }
@@ -37,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
 
     let t = Instant::now();
-    let model = MiniLm::load(&MiniLm::default_dir())?;
+    let model = MiniLm::load_with(&MiniLm::default_dir(), opts)?;
     let load_s = t.elapsed().as_secs_f64();
 
     // Whole words while the chunk holds at most `tokens` tokens ([CLS] and [SEP] included);
