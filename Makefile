@@ -1,6 +1,6 @@
 # The two commands that do everything on a fresh machine:
-#   make demo   fetch the default model, build, index the demo corpus and ask it questions
-#   make test   fetch the default model, build, and run every test
+#   make demo   fetch the models, build, index the demo corpus and ask it questions
+#   make test   fetch the models (the default chat model and all-MiniLM-L6-v2), build, and run every test
 SHELL := /bin/bash
 CARGO ?= cargo
 RAG_SHARED ?= $(abspath ../shared)
@@ -9,7 +9,7 @@ export RAG_SHARED
 .PHONY: demo test model check lint bench llamacpp clean-cache
 
 model:
-	@scripts/fetch-models.sh >/dev/null
+	@scripts/fetch-models.sh --all >/dev/null
 
 # The demo: index the sample corpus in examples/corpus (a fictional harbour town), then ask one
 # question it answers and one it does not.

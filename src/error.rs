@@ -14,6 +14,10 @@ pub enum Error {
     #[error("no model given and the default model is not at {path}: run scripts/fetch-models.sh (or `make model`), or pass --model PATH to a Llama-architecture GGUF")]
     DefaultModelMissing { path: PathBuf },
 
+    /// A file of the MiniLM sentence embedder is missing.
+    #[error("MiniLM model file {path} does not exist: run scripts/fetch-models.sh --minilm (or `make model`) to fetch all-MiniLM-L6-v2")]
+    MiniLmMissing { path: PathBuf },
+
     /// The file exists but is not GGUF.
     #[error("{path} is not a GGUF file (its first bytes are {magic:?}, expected \"GGUF\"): rag reads Llama-architecture models in GGUF format, e.g. llama-2-7b-chat.Q4_K_M.gguf")]
     NotGguf { path: PathBuf, magic: String },

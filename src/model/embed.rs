@@ -126,25 +126,7 @@ impl Embedder {
                 ids
             })
             .collect();
-        // Sort by length so each batch pads little; restore order at the end.
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        order.sort_by_key(|&i| seqs[i].len());
-        let mut out = vec![Vec::new(); seqs.len()];
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start + 1;
-            while end < order.len()
-                && seqs[order[end]].len() * (end + 1 - start) <= self.opts.batch_tokens
-            {
-                end += 1;
-            }
-            let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| &seqs[i][..]).collect();
-            for (k, v) in self.embed_ids(&batch)?.into_iter().enumerate() {
-                out[order[start + k]] = v;
-            }
-            start = end;
-        }
-        Ok(out)
+        by_length(&seqs, self.opts.batch_tokens, |batch| self.embed_ids(batch))
     }
 
     /// Embed token sequences in one right-padded batch.
@@ -190,6 +172,32 @@ impl Embedder {
             })
             .collect())
     }
+}
+
+/// Embed token sequences in batches of similar length, each at most `batch_tokens` padded
+/// tokens (or one sequence), `forward` embedding one batch; vectors come back in input order.
+pub(crate) fn by_length(
+    seqs: &[Vec<u32>],
+    batch_tokens: usize,
+    mut forward: impl FnMut(&[&[u32]]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    // Sort by length so each batch pads little; restore order at the end.
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    let mut out = vec![Vec::new(); seqs.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && seqs[order[end]].len() * (end + 1 - start) <= batch_tokens {
+            end += 1;
+        }
+        let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| &seqs[i][..]).collect();
+        for (k, v) in forward(&batch)?.into_iter().enumerate() {
+            out[order[start + k]] = v;
+        }
+        start = end;
+    }
+    Ok(out)
 }
 
 /// Scale `v` to unit length (left as is when it is all zeros).

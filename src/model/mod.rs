@@ -4,8 +4,10 @@ pub mod embed;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod minilm;
 pub mod template;
 pub mod tokenizer;
+pub mod wordpiece;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

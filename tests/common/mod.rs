@@ -1,5 +1,5 @@
-//! Shared helpers for integration tests: where the default model is, and a tiny random-weight
-//! Llama 2 GGUF built from the real 32,000-token Llama 2 vocabulary.
+//! Shared helpers for integration tests: where the default model and all-MiniLM-L6-v2 are, and a
+//! tiny random-weight Llama 2 GGUF built from the real 32,000-token Llama 2 vocabulary.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,21 @@ pub fn default_model() -> Option<PathBuf> {
         eprintln!(
             "SKIP: the default model is not at {} (run scripts/fetch-models.sh or `make test`)",
             path.display()
+        );
+        None
+    }
+}
+
+/// The all-MiniLM-L6-v2 directory, or `None` (with the reason printed) when it has not been
+/// fetched.
+pub fn minilm_dir() -> Option<PathBuf> {
+    let dir = rag::model::minilm::MiniLm::default_dir();
+    if dir.join("model.safetensors").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP: all-MiniLM-L6-v2 is not in {} (run scripts/fetch-models.sh --minilm or `make test`)",
+            dir.display()
         );
         None
     }
