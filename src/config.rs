@@ -1,7 +1,8 @@
 //! Resolved configuration: command-line flags > environment > config file > built-in defaults.
 //!
 //! Environment: `RAG_HOME` (cache, default `~/.cache/rag`), `RAG_MODEL` (a GGUF path),
-//! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_THREADS`, `RAG_CONFIG` (a config file). The config file is `--config PATH`, else
+//! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_EMBEDDER` (`llama` or
+//! `minilm`), `RAG_THREADS`, `RAG_CONFIG` (a config file). The config file is `--config PATH`, else
 //! `RAG_CONFIG`, else `./rag.toml`, else `$RAG_HOME/config.toml`, whichever exists first:
 //!
 //! ```toml
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model::{default_threads, ModelOptions, TemplateFamily};
+use crate::model::{default_threads, EmbedderKind, ModelOptions, TemplateFamily};
 
 /// File name of the default model inside `$RAG_HOME/models`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -28,6 +29,7 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     pub model: Option<PathBuf>,
     pub embed_model: Option<PathBuf>,
+    pub embedder: Option<EmbedderKind>,
     pub threads: Option<usize>,
     pub template: Option<TemplateFamily>,
     pub context: Option<usize>,
@@ -38,6 +40,7 @@ pub struct Overrides {
 struct FileConfig {
     model: Option<PathBuf>,
     embed_model: Option<PathBuf>,
+    embedder: Option<String>,
     threads: Option<usize>,
     template: Option<String>,
     context: Option<usize>,
@@ -58,6 +61,9 @@ pub struct Config {
     pub embed_model: PathBuf,
     /// Whether `embed_model` is the built-in default.
     pub embed_model_is_default: bool,
+    /// Which embedder a new index uses (`llama` or `minilm`); `None`: the one the index was
+    /// built with, or `llama` for a new index.
+    pub embedder: Option<EmbedderKind>,
     /// Compute threads (default: the number of cores).
     pub threads: usize,
     /// Chat template override.
@@ -122,6 +128,20 @@ impl Config {
             Some(m) => (m, false),
             None => (home.join("models").join(DEFAULT_MODEL_FILE), true),
         };
+        let env_embedder = match env("RAG_EMBEDDER").map(|s| s.to_string_lossy().into_owned()) {
+            Some(s) if !s.is_empty() => Some(
+                s.parse::<EmbedderKind>()
+                    .map_err(|e| Error::InvalidOption(format!("RAG_EMBEDDER={s}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let file_embedder = file
+            .embedder
+            .as_deref()
+            .map(str::parse::<EmbedderKind>)
+            .transpose()
+            .map_err(bad)?;
+        let embedder = o.embedder.or(env_embedder).or(file_embedder);
         let threads = o
             .threads
             .or(env_threads)
@@ -136,6 +156,7 @@ impl Config {
             model_is_default,
             embed_model,
             embed_model_is_default,
+            embedder,
             threads,
             template: o.template.or(file_template),
             context: o.context.or(file.context),

@@ -204,6 +204,11 @@ struct IngestArgs {
     /// Delete the index and build it again.
     #[arg(long)]
     reindex: bool,
+    /// Embedder of a new index: llama (hidden states of --embed-model) or minilm
+    /// (all-MiniLM-L6-v2, `scripts/fetch-models.sh --minilm`). Default: $RAG_EMBEDDER, the
+    /// config file, the index's own, or llama. Queries always use the index's embedder.
+    #[arg(long, value_name = "llama|minilm")]
+    embedder: Option<rag::model::EmbedderKind>,
     /// Chunk size in tokens (default 256).
     #[arg(long, value_name = "TOKENS")]
     chunk_tokens: Option<usize>,
@@ -412,6 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         config: g.config,
         model: g.model,
         embed_model: g.embed_model,
+        embedder: None,
         threads: g.threads,
         template: g.template,
         context: g.context,
@@ -422,7 +428,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: ModelCommand::Info { json },
         } => model_info(&config, json).map(|_| ExitCode::SUCCESS),
         Command::Chat(args) => chat(&config, args).map(|_| ExitCode::SUCCESS),
-        Command::Ingest(args) => ingest(&config, args),
+        Command::Ingest(args) => ingest(config, args),
         Command::Ask(args) => ask(config, args),
         Command::Search(args) => search(&config, args),
         Command::Embed(args) => embed(&config, args).map(|_| ExitCode::SUCCESS),
@@ -601,18 +607,12 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// The embedder used for indexes: the embedding model with dense f32 weights.
-fn load_embedder(config: &Config) -> Result<Embedder> {
-    let path = config.embed_model_path()?;
-    let mut opts = config.model_options();
-    opts.format = WeightFormat::F32;
-    let model = Model::load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
-    Ok(Embedder::new(Arc::new(model), EmbedOptions::default()))
-}
-
-fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
+fn ingest(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
     use rag::pipeline::{FileStatus, IngestEvent, IngestOptions};
-    let embedder = load_embedder(config)?;
+    if args.embedder.is_some() {
+        config.embedder = args.embedder;
+    }
+    let embedder = rag::load_embedder(&config, &args.index.index)?;
     let mut opts = IngestOptions {
         reindex: args.reindex,
         commit_every_files: args.commit_every.max(1),
@@ -745,7 +745,7 @@ fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
     let hits = match args.mode {
         SearchMode::Bm25 => index.search_bm25(&args.query, args.k)?,
         mode => {
-            let embedder = load_embedder(config)?;
+            let embedder = rag::load_embedder(config, &args.index.index)?;
             let m = index.manifest();
             anyhow::ensure!(
                 m.embedder_id == embedder.id(),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::model::Embedder;
+use crate::model::TextEmbedder;
 
 /// Settings of one ingest run.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ impl IngestReport {
     }
 }
 
-struct Counter<'a>(&'a Embedder);
+struct Counter<'a>(&'a TextEmbedder);
 
 impl TokenCounter for Counter<'_> {
     fn count(&self, text: &str) -> usize {
@@ -140,7 +140,7 @@ impl TokenCounter for Counter<'_> {
 /// Ingest `roots` into the index at `dir` with `embedder`.
 pub fn ingest(
     dir: &Path,
-    embedder: &Embedder,
+    embedder: &TextEmbedder,
     roots: &[PathBuf],
     opts: &IngestOptions,
     on_event: &mut dyn FnMut(&IngestEvent),

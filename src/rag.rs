@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::answer::{self, CitationFilter, Passage, NOT_FOUND};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{EmbedOptions, Embedder, GenerateParams, Model, StopReason, WeightFormat};
+use crate::model::minilm::MiniLm;
+use crate::model::{EmbedderKind, GenerateParams, Model, StopReason, TextEmbedder, WeightFormat};
 use crate::pipeline::{IngestEvent, IngestOptions, IngestReport};
 use crate::retrieve::{self, Mode, RetrieveOptions};
 
@@ -144,7 +145,7 @@ pub struct Rag {
     dir: PathBuf,
     config: Config,
     options: AskOptions,
-    embedder: OnceLock<Embedder>,
+    embedder: OnceLock<TextEmbedder>,
     chat: OnceLock<Arc<Model>>,
     index: OnceLock<Index>,
 }
@@ -189,16 +190,12 @@ impl Rag {
         &self.dir
     }
 
-    /// The embedder (loaded on first use): the embedding model with dense f32 weights.
-    pub fn embedder(&self) -> Result<&Embedder> {
+    /// The embedder (loaded on first use); see [`load_embedder`] for which.
+    pub fn embedder(&self) -> Result<&TextEmbedder> {
         if let Some(e) = self.embedder.get() {
             return Ok(e);
         }
-        let path = self.config.embed_model_path()?;
-        let mut opts = self.config.model_options();
-        opts.format = WeightFormat::F32;
-        let model = Model::load(path, &opts)?;
-        let e = Embedder::new(Arc::new(model), EmbedOptions::default());
+        let e = load_embedder(&self.config, &self.dir)?;
         Ok(self.embedder.get_or_init(|| e))
     }
 
@@ -219,10 +216,14 @@ impl Rag {
         let same_file = path == self.config.embed_model.as_path()
             || std::fs::canonicalize(path).ok()
                 == std::fs::canonicalize(&self.config.embed_model).ok();
-        let model = if same_file && opts.format == WeightFormat::F32 {
-            self.embedder()?.shared_model()
+        let shared = if same_file && opts.format == WeightFormat::F32 {
+            self.embedder()?.llama_model()
         } else {
-            Arc::new(Model::load(path, &opts)?)
+            None
+        };
+        let model = match shared {
+            Some(m) => m,
+            None => Arc::new(Model::load(path, &opts)?),
         };
         Ok(self.chat.get_or_init(|| model))
     }
@@ -477,6 +478,29 @@ impl Rag {
         answer.timings = timings;
         Ok(answer)
     }
+}
+
+/// The embedder for the index at `dir`: the kind `config.embedder` names, else the kind that
+/// built the index there, else Llama hidden states of `config.embed_model`. A Llama embedder
+/// holds the model with dense f32 weights (the fast path for batches).
+pub fn load_embedder(config: &Config, dir: &Path) -> Result<TextEmbedder> {
+    let kind = config
+        .embedder
+        .or_else(|| index_embedder_id(dir).map(|id| EmbedderKind::of_id(&id)))
+        .unwrap_or(EmbedderKind::Llama);
+    match kind {
+        EmbedderKind::Llama => {
+            TextEmbedder::llama(config.embed_model_path()?, &config.model_options())
+        }
+        EmbedderKind::MiniLm => TextEmbedder::minilm(&MiniLm::default_dir()),
+    }
+}
+
+/// The embedder id recorded in `dir/manifest.json`, if there is an index there.
+fn index_embedder_id(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["embedder"]["id"].as_str().map(str::to_string)
 }
 
 /// The share of `terms` (distinct) found in any of `passages`; 1.0 for no terms.

@@ -275,3 +275,62 @@ fn question_too_long_for_the_context_with_retrieval() {
         "{out}"
     );
 }
+
+#[test]
+fn minilm_index_is_queried_with_minilm() {
+    if common::default_model().is_none() || common::minilm_dir().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    let idx = idx.to_str().unwrap();
+    let corpus = corpus();
+    let o = rag(&[
+        "ingest",
+        "--quiet",
+        "--embedder",
+        "minilm",
+        "--index",
+        idx,
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest = std::fs::read_to_string(Path::new(idx).join("manifest.json")).unwrap();
+    assert!(manifest.contains("minilm:all-MiniLM-L6-v2"), "{manifest}");
+    // No --embedder: search and ask use the index's own.
+    let o = rag(&[
+        "search",
+        "--json",
+        "--mode",
+        "dense",
+        "-k",
+        "1",
+        "--index",
+        idx,
+        "Which engineer drew the plans of the bridge?",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let hits: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        hits[0]["chunk"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("harbour-bridge.md"),
+        "{hits:#}"
+    );
+    let a = ask_json(Path::new(idx), &[], "When did the Kessel Harbour Bridge open?");
+    assert!(a["answer"].as_str().unwrap().contains("1912"), "{a:#}");
+    // Another embedder into the same index is refused with the fix.
+    let o = rag(&[
+        "ingest",
+        "--quiet",
+        "--embedder",
+        "llama",
+        "--index",
+        idx,
+        corpus.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("--reindex"), "{out}");
+}

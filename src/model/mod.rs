@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod llama;
 pub mod minilm;
 pub mod template;
+pub mod text_embedder;
 pub mod tokenizer;
 pub mod wordpiece;
 
@@ -19,6 +20,7 @@ pub use generate::{GenerateParams, Generation, StopReason};
 pub use gguf::GgufFile;
 pub use llama::{HiddenLayer, KvCache, Llama, LlamaConfig, WeightFormat};
 pub use template::{ChatTemplate, Prompt, TemplateFamily};
+pub use text_embedder::{EmbedderKind, TextEmbedder};
 pub use tokenizer::{Tokenizer, TokenizerFamily};
 
 use crate::error::{Error, Result};

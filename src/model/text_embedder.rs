@@ -1,0 +1,130 @@
+//! The embedder of an index: Llama hidden states or all-MiniLM-L6-v2, behind one type so that
+//! ingest and queries need not know which. An index records the embedder's id; queries use the
+//! kind the index was built with.
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::model::minilm::MiniLm;
+use crate::model::{EmbedOptions, Embedder, Model, ModelOptions, WeightFormat};
+
+/// Which model embeds chunks and queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedderKind {
+    /// Mean-pooled final hidden states of a Llama-architecture GGUF (the embedding model).
+    Llama,
+    /// all-MiniLM-L6-v2, a 6-layer BERT trained for sentence similarity.
+    MiniLm,
+}
+
+impl EmbedderKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::MiniLm => "minilm",
+        }
+    }
+
+    /// The kind that made an index, from the embedder id in its manifest.
+    pub fn of_id(id: &str) -> Self {
+        if id.starts_with("minilm:") {
+            Self::MiniLm
+        } else {
+            Self::Llama
+        }
+    }
+}
+
+impl std::str::FromStr for EmbedderKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "llama" => Ok(Self::Llama),
+            "minilm" | "all-minilm-l6-v2" => Ok(Self::MiniLm),
+            _ => Err(format!("unknown embedder '{s}' (llama, minilm)")),
+        }
+    }
+}
+
+impl std::fmt::Display for EmbedderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A loaded embedder of either kind.
+pub enum TextEmbedder {
+    Llama(Embedder),
+    /// Boxed: the BERT weights' handles are large beside the Llama embedder's `Arc`.
+    MiniLm(Box<MiniLm>),
+}
+
+impl TextEmbedder {
+    /// Load a Llama embedder over the GGUF at `path` (dense f32 weights: the fast path for
+    /// batches of chunks).
+    pub fn llama(path: &Path, opts: &ModelOptions) -> Result<Self> {
+        let mut opts = opts.clone();
+        opts.format = WeightFormat::F32;
+        let model = Model::load(path, &opts)?;
+        Ok(Self::Llama(Embedder::new(
+            Arc::new(model),
+            EmbedOptions::default(),
+        )))
+    }
+
+    /// Load all-MiniLM-L6-v2 from `dir` (`scripts/fetch-models.sh --minilm` fills
+    /// [`MiniLm::default_dir`]).
+    pub fn minilm(dir: &Path) -> Result<Self> {
+        Ok(Self::MiniLm(Box::new(MiniLm::load(dir)?)))
+    }
+
+    /// Which kind this is.
+    pub fn kind(&self) -> EmbedderKind {
+        match self {
+            Self::Llama(_) => EmbedderKind::Llama,
+            Self::MiniLm(_) => EmbedderKind::MiniLm,
+        }
+    }
+
+    /// Identifies what made the vectors (recorded in the index manifest).
+    pub fn id(&self) -> String {
+        match self {
+            Self::Llama(e) => e.id(),
+            Self::MiniLm(m) => m.id(),
+        }
+    }
+
+    /// The vector dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Llama(e) => e.dim(),
+            Self::MiniLm(m) => m.dim(),
+        }
+    }
+
+    /// Tokens of `text` as this embedder counts them (the chunker sizes chunks with this).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        match self {
+            Self::Llama(e) => e.count_tokens(text),
+            Self::MiniLm(m) => m.count_tokens(text),
+        }
+    }
+
+    /// Unit vectors of `texts`, in input order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Llama(e) => e.embed(texts),
+            Self::MiniLm(m) => m.embed(texts),
+        }
+    }
+
+    /// The Llama model behind a Llama embedder (shared with generation when it is the same
+    /// file).
+    pub fn llama_model(&self) -> Option<Arc<Model>> {
+        match self {
+            Self::Llama(e) => Some(e.shared_model()),
+            Self::MiniLm(_) => None,
+        }
+    }
+}
