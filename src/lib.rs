@@ -13,6 +13,7 @@ pub mod answer;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod pipeline;
 mod rag;

@@ -1,0 +1,1 @@
+//! Ranking and answer metrics, computed from ranked ids and gold sets.

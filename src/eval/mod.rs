@@ -1,0 +1,3 @@
+//! Measured quality: retrieval metrics on a BEIR-format set and answer metrics on a
+//! SQuAD-style set, each comparing configurations on the same index.
+pub mod metrics;
