@@ -106,6 +106,11 @@ Exit code: 0 answered or abstained, 2 error (no index, model missing, question t
   rag search -k 3 --json \"capital of France\"
   rag search --mode bm25 \"exact phrase words\"")]
     Search(SearchArgs),
+    /// Measure retrieval and answer quality on evaluation sets.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
     /// Print embeddings of texts (unit vectors from pooled hidden states).
     Embed(EmbedArgs),
     /// Measure throughput.
@@ -319,6 +324,46 @@ struct EmbedArgs {
 }
 
 #[derive(Subcommand)]
+enum EvalCommand {
+    /// nDCG@10, recall@10/100, MRR@10 of BM25, dense (HNSW, exact) and hybrid retrieval on a
+    /// BEIR-format set, on one index, with search latency and HNSW recall against exact search.
+    #[command(after_help = "Examples:
+  rag eval retrieval                          SciFact from $RAG_SHARED (default ../shared)
+  rag eval retrieval --embedder minilm --json
+  rag eval retrieval --set path/to/beir-set --split dev --limit 50
+
+The corpus is written to $RAG_HOME/eval/SET-docs (one .md per document) and ingested into
+$RAG_HOME/eval/SET-EMBEDDER (again: nothing to do), unless --index says otherwise.")]
+    Retrieval(EvalRetrievalArgs),
+}
+
+#[derive(Args)]
+struct EvalRetrievalArgs {
+    /// BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv). Default:
+    /// $RAG_SHARED/data/scifact.
+    #[arg(long, value_name = "DIR")]
+    set: Option<PathBuf>,
+    /// Which qrels file.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Index directory (default $RAG_HOME/eval/SET-EMBEDDER).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Embedder of the index: llama or minilm.
+    #[arg(long, value_name = "llama|minilm")]
+    embedder: Option<rag::model::EmbedderKind>,
+    /// Evaluate only the first N queries.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Chunks fetched from each retriever (default 200).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Prompt, generation and embedding throughput and peak memory, with llama.cpp on the same
     /// GGUF, prompt and thread count when its Python bindings are installed
@@ -327,6 +372,31 @@ enum BenchCommand {
   rag bench model
   rag bench model --threads 2 --prompt-tokens 400 --gen-tokens 64 --json")]
     Model(BenchModelArgs),
+    /// Search latency (p50/p95) of BM25, HNSW, exact and hybrid search on an index, and HNSW
+    /// recall@10 against exact search over the same vectors.
+    #[command(after_help = "Examples:
+  rag bench search --index squad-idx
+  rag bench search --index idx --queries questions.jsonl:question --limit 500 --json")]
+    Search(BenchSearchArgs),
+}
+
+#[derive(Args)]
+struct BenchSearchArgs {
+    #[command(flatten)]
+    index: IndexArg,
+    /// JSON lines with one query each, and the field that holds it. Default: the SQuAD
+    /// questions in $RAG_SHARED.
+    #[arg(long, value_name = "FILE[:FIELD]")]
+    queries: Option<String>,
+    /// Queries to run (spread evenly over the file).
+    #[arg(long, default_value_t = 200)]
+    limit: usize,
+    /// Hits asked of each retriever (and the depth of each list fused by hybrid).
+    #[arg(long, default_value_t = 50)]
+    depth: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -432,6 +502,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ask(args) => ask(config, args),
         Command::Search(args) => search(&config, args),
         Command::Embed(args) => embed(&config, args).map(|_| ExitCode::SUCCESS),
+        Command::Eval {
+            command: EvalCommand::Retrieval(args),
+        } => eval_retrieval(config, args).map(|_| ExitCode::SUCCESS),
         Command::Bench {
             command: BenchCommand::Model(args),
         } => {
@@ -442,6 +515,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 writeln!(out)?;
             } else {
                 write!(out, "{}", report.table())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command: BenchCommand::Search(args),
+        } => {
+            let json = args.json;
+            let report = bench_search(config, args)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", search_bench_table(&report))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -939,4 +1026,164 @@ fn display_path(path: &str) -> String {
         .ok()
         .and_then(|cwd| p.strip_prefix(cwd).ok().map(|r| r.display().to_string()))
         .unwrap_or_else(|| path.to_string())
+}
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("RAG_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared"))
+}
+
+fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
+    use rag::eval::retrieval::{eval_retrieval, BeirSet, RetrievalOptions};
+    let set_dir = args
+        .set
+        .unwrap_or_else(|| shared_dir().join("data/scifact"));
+    let set = BeirSet::load(&set_dir, &args.split)?;
+    let kind = args
+        .embedder
+        .or(config.embedder)
+        .unwrap_or(rag::model::EmbedderKind::Llama);
+    config.embedder = Some(kind);
+    let eval_home = config.home.join("eval");
+    let docs = eval_home.join(format!("{}-docs", set.name));
+    let index = args
+        .index
+        .unwrap_or_else(|| eval_home.join(format!("{}-{kind}", set.name)));
+    let written = set.write_docs(&docs)?;
+    eprintln!(
+        "{}: {} documents ({} written to {}), {} judged queries; index {}",
+        set.name,
+        set.corpus.len(),
+        written,
+        docs.display(),
+        set.queries.len(),
+        index.display()
+    );
+    let mut rag = rag::Rag::open(&index, config)?;
+    let total = set.corpus.len();
+    let mut done = 0usize;
+    let started = std::time::Instant::now();
+    let report = rag.ingest_with(
+        &[docs],
+        &rag::IngestOptions {
+            commit_every_files: 500,
+            ..Default::default()
+        },
+        &mut |e| {
+            if let rag::pipeline::IngestEvent::File { .. } = e {
+                done += 1;
+                if done % 500 == 0 {
+                    eprintln!(
+                        "ingest: {done}/{total} files, {:.0}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        },
+    )?;
+    let ingest = (report.indexed > 0 || report.removed > 0).then_some(report);
+    let opts = RetrievalOptions {
+        depth: args.depth.unwrap_or(RetrievalOptions::default().depth),
+        limit: args.limit,
+    };
+    let r = eval_retrieval(&rag, &set, &opts, ingest)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", r.table())?;
+    }
+    Ok(())
+}
+
+fn bench_search(config: Config, args: BenchSearchArgs) -> Result<serde_json::Value> {
+    use rag::eval::metrics::{mean, quantile};
+    use rag::eval::retrieval::{dir_size, run_queries, MODES};
+    let spec = args.queries.unwrap_or_else(|| {
+        shared_dir()
+            .join("data/squad-v1.1-dev/questions.jsonl")
+            .display()
+            .to_string()
+    });
+    let (file, field) = match spec.rsplit_once(':') {
+        Some((f, fld)) if !fld.contains('/') => (f.to_string(), fld.to_string()),
+        _ => (spec.clone(), "question".to_string()),
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let step = (lines.len() / args.limit.max(1)).max(1);
+    let mut queries = Vec::new();
+    for line in lines.iter().step_by(step).take(args.limit) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{file}: not JSON lines"))?;
+        let q = v[&field]
+            .as_str()
+            .with_context(|| format!("{file}: no string field `{field}`"))?;
+        queries.push(q.to_string());
+    }
+    anyhow::ensure!(!queries.is_empty(), "{file} holds no queries");
+    let rag = rag::Rag::open(&args.index.index, config)?;
+    let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+    // One warm-up query, so the first search does not pay for page faults.
+    run_queries(&rag, &texts[..1], args.depth)?;
+    let runs = run_queries(&rag, &texts, args.depth)?;
+    let index = rag.index()?;
+    let m = index.manifest();
+    let modes: Vec<serde_json::Value> = MODES
+        .iter()
+        .enumerate()
+        .map(|(i, mode)| {
+            serde_json::json!({
+                "mode": mode,
+                "p50_ms": quantile(&runs.latency_ms[i], 0.5),
+                "p95_ms": quantile(&runs.latency_ms[i], 0.95),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "index": index.dir(),
+        "embedder": m.embedder_id,
+        "documents": m.documents,
+        "chunks": m.chunks,
+        "index_mib": dir_size(index.dir()) as f64 / (1024.0 * 1024.0),
+        "queries": queries.len(),
+        "depth": args.depth,
+        "modes": modes,
+        "embed_query_p50_ms": quantile(&runs.embed_ms, 0.5),
+        "embed_query_p95_ms": quantile(&runs.embed_ms, 0.95),
+        "hnsw_recall_at_10": mean(&runs.hnsw_recall),
+    }))
+}
+
+fn search_bench_table(r: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{}: {} documents, {} chunks, {:.1} MiB; embedder {}\n{} queries, depth {}\n\n{:<8} {:>9} {:>9}\n",
+        r["index"].as_str().unwrap_or_default(),
+        r["documents"],
+        r["chunks"],
+        r["index_mib"].as_f64().unwrap_or_default(),
+        r["embedder"].as_str().unwrap_or_default(),
+        r["queries"],
+        r["depth"],
+        "mode",
+        "p50 ms",
+        "p95 ms"
+    );
+    for m in r["modes"].as_array().into_iter().flatten() {
+        s += &format!(
+            "{:<8} {:>9.2} {:>9.2}\n",
+            m["mode"].as_str().unwrap_or_default(),
+            m["p50_ms"].as_f64().unwrap_or_default(),
+            m["p95_ms"].as_f64().unwrap_or_default()
+        );
+    }
+    s += &format!(
+        "\nquery embedding p50 {:.1} ms, p95 {:.1} ms; HNSW recall@10 vs exact {:.4}\n",
+        r["embed_query_p50_ms"].as_f64().unwrap_or_default(),
+        r["embed_query_p95_ms"].as_f64().unwrap_or_default(),
+        r["hnsw_recall_at_10"].as_f64().unwrap_or_default()
+    );
+    s
 }

@@ -318,7 +318,11 @@ fn minilm_index_is_queried_with_minilm() {
             .ends_with("harbour-bridge.md"),
         "{hits:#}"
     );
-    let a = ask_json(Path::new(idx), &[], "When did the Kessel Harbour Bridge open?");
+    let a = ask_json(
+        Path::new(idx),
+        &[],
+        "When did the Kessel Harbour Bridge open?",
+    );
     assert!(a["answer"].as_str().unwrap().contains("1912"), "{a:#}");
     // Another embedder into the same index is refused with the fix.
     let o = rag(&[
