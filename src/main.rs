@@ -1073,7 +1073,7 @@ fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
         &mut |e| {
             if let rag::pipeline::IngestEvent::File { .. } = e {
                 done += 1;
-                if done % 500 == 0 {
+                if done.is_multiple_of(500) {
                     eprintln!(
                         "ingest: {done}/{total} files, {:.0}s",
                         started.elapsed().as_secs_f64()
