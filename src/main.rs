@@ -792,7 +792,11 @@ fn ingest(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
     if args.json {
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({"event": "summary", "report": report}),
+            &serde_json::json!({
+                "event": "summary",
+                "report": report,
+                "peak_rss_mib": rag::bench::peak_rss_mib(),
+            }),
         )?;
         writeln!(out)?;
     } else {
@@ -816,6 +820,14 @@ fn ingest(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
             report.total_documents,
             report.total_chunks,
         );
+        if report.chunks > 0 {
+            eprintln!(
+                "{:.1} chunks/s, {:.0} tokens/s; peak RSS {:.0} MiB",
+                report.chunks as f64 / report.seconds.max(1e-9),
+                report.tokens as f64 / report.seconds.max(1e-9),
+                rag::bench::peak_rss_mib().unwrap_or(f64::NAN)
+            );
+        }
         if report.indexed == 0 && report.removed == 0 && report.failed == 0 {
             eprintln!("nothing changed: no file was embedded");
         }

@@ -199,8 +199,8 @@ impl Rag {
         Ok(self.embedder.get_or_init(|| e))
     }
 
-    /// The chat model (loaded on first use). When it is the embedding model's file, the
-    /// embedder's copy is shared.
+    /// The chat model (loaded on first use). When it is the embedding model's file and the
+    /// embedder is loaded, the embedder's copy is shared.
     pub fn chat_model(&self) -> Result<&Arc<Model>> {
         if let Some(m) = self.chat.get() {
             return Ok(m);
@@ -216,8 +216,10 @@ impl Rag {
         let same_file = path == self.config.embed_model.as_path()
             || std::fs::canonicalize(path).ok()
                 == std::fs::canonicalize(&self.config.embed_model).ok();
+        // Share the embedder's copy when it is already loaded (retrieval ran first); a closed-book
+        // question loads no embedder at all.
         let shared = if same_file && opts.format == WeightFormat::F32 {
-            self.embedder()?.llama_model()
+            self.embedder.get().and_then(TextEmbedder::llama_model)
         } else {
             None
         };
