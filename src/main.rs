@@ -474,6 +474,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Streams generated text to stdout as it comes; the first write error (a closed pipe, say)
+/// stops the writing and is returned by [`Stream::finish`].
+struct Stream<'a, W: Write> {
+    out: &'a mut W,
+    enabled: bool,
+    err: Option<std::io::Error>,
+}
+
+impl<'a, W: Write> Stream<'a, W> {
+    fn new(out: &'a mut W, enabled: bool) -> Self {
+        Self {
+            out,
+            enabled,
+            err: None,
+        }
+    }
+
+    fn write(&mut self, piece: &str) {
+        if self.enabled && self.err.is_none() {
+            if let Err(e) = self
+                .out
+                .write_all(piece.as_bytes())
+                .and_then(|_| self.out.flush())
+            {
+                self.err = Some(e);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        self.err.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
@@ -613,17 +647,9 @@ fn chat(config: &Config, args: ChatArgs) -> Result<()> {
             prompt.text()
         )?;
     }
-    let mut write_err = None;
-    let gen = model.generate(&ids, &params, &mut |piece| {
-        if !args.json && write_err.is_none() {
-            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                write_err = Some(e);
-            }
-        }
-    })?;
-    if let Some(e) = write_err {
-        return Err(e.into());
-    }
+    let mut stream = Stream::new(&mut out, !args.json);
+    let gen = model.generate(&ids, &params, &mut |piece| stream.write(piece))?;
+    stream.finish()?;
     if args.json {
         let v = serde_json::json!({
             "answer": gen.text,
@@ -951,18 +977,9 @@ fn ask(config: Config, args: AskArgs) -> Result<ExitCode> {
     opts.keep_prompt = args.show_prompt;
     let rag = rag::Rag::open(&args.index.index, config)?.with_options(opts);
     let mut out = std::io::stdout().lock();
-    let stream = !args.json && !args.show_prompt;
-    let mut write_err = None;
-    let answer = rag.ask_streaming(&args.question, &mut |piece| {
-        if stream && write_err.is_none() {
-            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                write_err = Some(e);
-            }
-        }
-    })?;
-    if let Some(e) = write_err {
-        return Err(e.into());
-    }
+    let mut stream = Stream::new(&mut out, !args.json && !args.show_prompt);
+    let answer = rag.ask_streaming(&args.question, &mut |piece| stream.write(piece))?;
+    stream.finish()?;
     if args.json {
         serde_json::to_writer_pretty(&mut out, &answer)?;
         writeln!(out)?;
