@@ -355,6 +355,10 @@ struct EvalRetrievalArgs {
     /// Evaluate only the first N queries.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Index only the judged documents plus others up to N in all (a smaller corpus for
+    /// comparing slow configurations; not comparable with full-corpus figures).
+    #[arg(long, value_name = "N")]
+    max_docs: Option<usize>,
     /// Chunks fetched from each retriever (default 200).
     #[arg(long)]
     depth: Option<usize>,
@@ -1068,7 +1072,10 @@ fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
     let set_dir = args
         .set
         .unwrap_or_else(|| shared_dir().join("data/scifact"));
-    let set = BeirSet::load(&set_dir, &args.split)?;
+    let mut set = BeirSet::load(&set_dir, &args.split)?;
+    if let Some(n) = args.max_docs {
+        set.subset(n);
+    }
     let kind = args
         .embedder
         .or(config.embedder)

@@ -121,6 +121,34 @@ impl BeirSet {
         })
     }
 
+    /// Keep the documents judged relevant to any query, plus other documents up to `max_docs`
+    /// in all (taken in corpus order): a smaller corpus on which configurations can still be
+    /// compared with each other, though not with published full-corpus figures.
+    pub fn subset(&mut self, max_docs: usize) {
+        let judged: HashSet<&String> = self.qrels.values().flatten().collect();
+        let mut room = max_docs.saturating_sub(
+            self.corpus
+                .iter()
+                .filter(|(id, _, _)| judged.contains(id))
+                .count(),
+        );
+        let corpus = std::mem::take(&mut self.corpus);
+        self.corpus = corpus
+            .into_iter()
+            .filter(|(id, _, _)| {
+                if judged.contains(id) {
+                    return true;
+                }
+                if room > 0 {
+                    room -= 1;
+                    return true;
+                }
+                false
+            })
+            .collect();
+        self.name = format!("{}-sub{max_docs}", self.name);
+    }
+
     /// Write each document to `docs/{id}.md` (title as a heading) unless it is there already
     /// with the same bytes. Returns the number of files written.
     pub fn write_docs(&self, docs: &Path) -> Result<usize> {
@@ -467,6 +495,15 @@ mod tests {
         );
         // Unchanged documents are not rewritten.
         assert_eq!(set.write_docs(&docs).unwrap(), 0);
+        // A subset keeps the judged documents first.
+        let mut sub = set.clone();
+        sub.subset(1);
+        assert_eq!(sub.name, "tiny-sub1");
+        assert_eq!(sub.corpus.len(), 1);
+        assert_eq!(sub.corpus[0].0, "d1");
+        let mut sub = set.clone();
+        sub.subset(5);
+        assert_eq!(sub.corpus.len(), 2);
         let err = BeirSet::load(dir.path(), "test").unwrap_err().to_string();
         assert!(err.contains("corpus.jsonl"), "{err}");
     }
