@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model::{default_threads, EmbedderKind, ModelOptions, TemplateFamily};
+use crate::model::{
+    default_threads, EmbedderKind, HiddenLayer, ModelOptions, Pooling, TemplateFamily,
+};
 
 /// File name of the default model inside `$RAG_HOME/models`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -64,6 +66,10 @@ pub struct Config {
     /// Which embedder a new index uses (`llama` or `minilm`); `None`: the one the index was
     /// built with, or `llama` for a new index.
     pub embedder: Option<EmbedderKind>,
+    /// Pooling of a new Llama-embedder index (`None`: the index's own, or mean).
+    pub embed_pooling: Option<Pooling>,
+    /// Hidden layer of a new Llama-embedder index (`None`: the index's own, or the final one).
+    pub embed_layer: Option<HiddenLayer>,
     /// Compute threads (default: the number of cores).
     pub threads: usize,
     /// Chat template override.
@@ -157,6 +163,8 @@ impl Config {
             embed_model,
             embed_model_is_default,
             embedder,
+            embed_pooling: None,
+            embed_layer: None,
             threads,
             template: o.template.or(file_template),
             context: o.context.or(file.context),

@@ -214,6 +214,13 @@ struct IngestArgs {
     /// config file, the index's own, or llama. Queries always use the index's embedder.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<rag::model::EmbedderKind>,
+    /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
+    #[arg(long, value_name = "mean|last")]
+    pooling: Option<Pooling>,
+    /// Llama embedder of a new index: hidden states after this block (0-based) instead of the
+    /// final normed layer.
+    #[arg(long, value_name = "N")]
+    layer: Option<usize>,
     /// Chunk size in tokens (default 256).
     #[arg(long, value_name = "TOKENS")]
     chunk_tokens: Option<usize>,
@@ -352,6 +359,13 @@ struct EvalRetrievalArgs {
     /// Embedder of the index: llama or minilm.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<rag::model::EmbedderKind>,
+    /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
+    #[arg(long, value_name = "mean|last")]
+    pooling: Option<Pooling>,
+    /// Llama embedder of a new index: hidden states after this block (0-based) instead of the
+    /// final normed layer.
+    #[arg(long, value_name = "N")]
+    layer: Option<usize>,
     /// Evaluate only the first N queries.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -729,6 +743,8 @@ fn ingest(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
     if args.embedder.is_some() {
         config.embedder = args.embedder;
     }
+    config.embed_pooling = args.pooling;
+    config.embed_layer = args.layer.map(HiddenLayer::After);
     let embedder = rag::load_embedder(&config, &args.index.index)?;
     let mut opts = IngestOptions {
         reindex: args.reindex,
@@ -1081,11 +1097,25 @@ fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
         .or(config.embedder)
         .unwrap_or(rag::model::EmbedderKind::Llama);
     config.embedder = Some(kind);
+    config.embed_pooling = args.pooling;
+    config.embed_layer = args.layer.map(HiddenLayer::After);
+    let variant = match (kind, args.pooling, args.layer) {
+        (rag::model::EmbedderKind::Llama, p, l) if p.is_some() || l.is_some() => format!(
+            "-{}-{}",
+            if p == Some(Pooling::LastToken) {
+                "last"
+            } else {
+                "mean"
+            },
+            l.map_or("final".to_string(), |n| format!("layer{n}"))
+        ),
+        _ => String::new(),
+    };
     let eval_home = config.home.join("eval");
     let docs = eval_home.join(format!("{}-docs", set.name));
     let index = args
         .index
-        .unwrap_or_else(|| eval_home.join(format!("{}-{kind}", set.name)));
+        .unwrap_or_else(|| eval_home.join(format!("{}-{kind}{variant}", set.name)));
     let written = set.write_docs(&docs)?;
     eprintln!(
         "{}: {} documents ({} written to {}), {} judged queries; index {}",

@@ -12,8 +12,11 @@ use serde::Serialize;
 use crate::answer::{self, CitationFilter, Passage, NOT_FOUND};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::model::embed::variant_of_id;
 use crate::model::minilm::MiniLm;
-use crate::model::{EmbedderKind, GenerateParams, Model, StopReason, TextEmbedder, WeightFormat};
+use crate::model::{
+    EmbedOptions, EmbedderKind, GenerateParams, Model, StopReason, TextEmbedder, WeightFormat,
+};
 use crate::pipeline::{IngestEvent, IngestOptions, IngestReport};
 use crate::retrieve::{self, Mode, RetrieveOptions};
 
@@ -486,13 +489,30 @@ impl Rag {
 /// built the index there, else Llama hidden states of `config.embed_model`. A Llama embedder
 /// holds the model with dense f32 weights (the fast path for batches).
 pub fn load_embedder(config: &Config, dir: &Path) -> Result<TextEmbedder> {
+    let index_id = index_embedder_id(dir);
     let kind = config
         .embedder
-        .or_else(|| index_embedder_id(dir).map(|id| EmbedderKind::of_id(&id)))
+        .or_else(|| index_id.as_deref().map(EmbedderKind::of_id))
         .unwrap_or(EmbedderKind::Llama);
     match kind {
         EmbedderKind::Llama => {
-            TextEmbedder::llama(config.embed_model_path()?, &config.model_options())
+            // Pooling and layer: as asked, else as the index was built, else the defaults.
+            let mut embed = EmbedOptions::default();
+            let from_index = index_id
+                .as_deref()
+                .filter(|id| EmbedderKind::of_id(id) == EmbedderKind::Llama)
+                .and_then(variant_of_id);
+            if let Some((pooling, layer)) = from_index {
+                embed.pooling = pooling;
+                embed.layer = layer;
+            }
+            if let Some(p) = config.embed_pooling {
+                embed.pooling = p;
+            }
+            if let Some(l) = config.embed_layer {
+                embed.layer = l;
+            }
+            TextEmbedder::llama(config.embed_model_path()?, &config.model_options(), embed)
         }
         EmbedderKind::MiniLm => TextEmbedder::minilm(&MiniLm::default_dir()),
     }

@@ -30,6 +30,22 @@ impl std::str::FromStr for Pooling {
     }
 }
 
+/// The pooling and layer written at the end of an embedder id (`...:mean:final`,
+/// `...:last:layer15`), as [`Embedder::id`] writes them; `None` if `id` does not end so.
+pub fn variant_of_id(id: &str) -> Option<(Pooling, HiddenLayer)> {
+    let mut parts = id.rsplitn(3, ':');
+    let layer = match parts.next()? {
+        "final" => HiddenLayer::Final,
+        l => HiddenLayer::After(l.strip_prefix("layer")?.parse().ok()?),
+    };
+    let pooling = match parts.next()? {
+        "mean" => Pooling::Mean,
+        "last" => Pooling::LastToken,
+        _ => return None,
+    };
+    Some((pooling, layer))
+}
+
 /// Embedding settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbedOptions {

@@ -63,14 +63,11 @@ pub enum TextEmbedder {
 impl TextEmbedder {
     /// Load a Llama embedder over the GGUF at `path` (dense f32 weights: the fast path for
     /// batches of chunks).
-    pub fn llama(path: &Path, opts: &ModelOptions) -> Result<Self> {
+    pub fn llama(path: &Path, opts: &ModelOptions, embed: EmbedOptions) -> Result<Self> {
         let mut opts = opts.clone();
         opts.format = WeightFormat::F32;
         let model = Model::load(path, &opts)?;
-        Ok(Self::Llama(Embedder::new(
-            Arc::new(model),
-            EmbedOptions::default(),
-        )))
+        Ok(Self::Llama(Embedder::new(Arc::new(model), embed)))
     }
 
     /// Load all-MiniLM-L6-v2 from `dir` (`scripts/fetch-models.sh --minilm` fills
@@ -126,5 +123,34 @@ impl TextEmbedder {
             Self::Llama(e) => Some(e.shared_model()),
             Self::MiniLm(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::embed::variant_of_id;
+    use crate::model::{HiddenLayer, Pooling};
+
+    #[test]
+    fn kinds_and_variants_from_ids() {
+        assert_eq!(
+            EmbedderKind::of_id("minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256"),
+            EmbedderKind::MiniLm
+        );
+        let llama = "llama:SmolLM2-135M-Instruct.Q4_1.gguf:98362432:mean:final";
+        assert_eq!(EmbedderKind::of_id(llama), EmbedderKind::Llama);
+        assert_eq!(
+            variant_of_id(llama),
+            Some((Pooling::Mean, HiddenLayer::Final))
+        );
+        assert_eq!(
+            variant_of_id("llama:m.gguf:1:last:layer15"),
+            Some((Pooling::LastToken, HiddenLayer::After(15)))
+        );
+        assert_eq!(variant_of_id("llama:m.gguf:1:max:final"), None);
+        assert_eq!(variant_of_id("test/emb"), None);
+        assert_eq!("minilm".parse::<EmbedderKind>(), Ok(EmbedderKind::MiniLm));
+        assert!("bert".parse::<EmbedderKind>().is_err());
     }
 }
