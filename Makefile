@@ -6,7 +6,7 @@ CARGO ?= cargo
 RAG_SHARED ?= $(abspath ../shared)
 export RAG_SHARED
 
-.PHONY: demo test model check lint bench llamacpp clean-cache
+.PHONY: demo test model check lint bench bench-index eval llamacpp clean-cache
 
 model:
 	@scripts/fetch-models.sh --all >/dev/null
@@ -35,3 +35,19 @@ llamacpp:
 bench: model llamacpp
 	$(CARGO) build --release
 	./target/release/rag bench model --threads 2
+
+# Ingest and search benchmark (README, "Ingest and search"): the 48 SQuAD articles, then search
+# latency and HNSW recall on that index; SciFact's ingest is part of `make eval`.
+BENCH_INDEX := target/bench-squad-minilm
+bench-index: model
+	$(CARGO) build --release
+	./target/release/rag ingest --quiet --reindex --embedder minilm --index $(BENCH_INDEX) $(RAG_SHARED)/data/squad-v1.1-dev/articles
+	./target/release/rag bench search --index $(BENCH_INDEX)
+
+# Retrieval quality (docs/EVAL.md): SciFact with each embedder. The Llama embedder runs on a
+# 1,000-document subset (the full corpus takes over an hour to embed on 2 cores).
+eval: model
+	$(CARGO) build --release
+	./target/release/rag eval retrieval --embedder minilm
+	./target/release/rag eval retrieval --embedder minilm --max-docs 1000
+	./target/release/rag eval retrieval --embedder llama --max-docs 1000
