@@ -1,3 +1,4 @@
 //! Measured quality: retrieval metrics on a BEIR-format set and answer metrics on a
 //! SQuAD-style set, each comparing configurations on the same index.
 pub mod metrics;
+pub mod qa;
