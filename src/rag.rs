@@ -320,15 +320,29 @@ impl Rag {
         self.ask_streaming(question, &mut |_| {})
     }
 
+    /// [`Rag::ask`] with `options` in place of this `Rag`'s own settings, so that several
+    /// settings (closed book, other retrieval) can be compared on one index and one loaded model.
+    pub fn ask_with(&self, question: &str, options: &AskOptions) -> Result<Answer> {
+        self.ask_streaming_with(question, options, &mut |_| {})
+    }
+
     /// [`Rag::ask`], calling `on_text` with each piece of the answer as it is generated
     /// (citation markers already checked).
     pub fn ask_streaming(&self, question: &str, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
+        self.ask_streaming_with(question, &self.options, on_text)
+    }
+
+    fn ask_streaming_with(
+        &self,
+        question: &str,
+        opts: &AskOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
         let t0 = Instant::now();
         let question = question.trim();
         if question.is_empty() {
             return Err(Error::InvalidOption("the question is empty".into()));
         }
-        let opts = &self.options;
         let mut timings = AskTimings::default();
         let (hits, evidence) = if opts.closed_book {
             (Vec::new(), None)
