@@ -324,8 +324,9 @@ pub fn check_citations(text: &str, passages: usize) -> (String, Vec<usize>, Vec<
 }
 
 /// Whether an answer is the model saying the documents do not hold the answer: the fixed
-/// sentence (in any case, with or without citations or punctuation), or an answer that opens
-/// with "I don't know" or is empty.
+/// sentence (in any case, with or without citations or punctuation), an answer that opens with
+/// "I don't know" or is empty, or one that says something is "not mentioned in" / "not found
+/// in" / "does not contain" within four words of "passage" or "document".
 pub fn is_not_found(answer: &str) -> bool {
     let norm = normalise(answer);
     if norm.is_empty() {
@@ -337,6 +338,22 @@ pub fn is_not_found(answer: &str) -> bool {
         || norm.contains("could not find the answer in the document")
         || norm.starts_with("i don t know")
         || norm.starts_with("i do not know")
+        || [
+            "not mentioned in the",
+            "not found in the",
+            "do not contain",
+            "does not contain",
+        ]
+        .iter()
+        .any(|p| {
+            norm.match_indices(p).any(|(at, _)| {
+                let after = norm[at + p.len()..].split(' ').take(5);
+                let before = norm[..at].split(' ').rev().take(4);
+                after
+                    .chain(before)
+                    .any(|w| w.starts_with("passage") || w.starts_with("document"))
+            })
+        })
 }
 
 /// Lower-case words of `s`, joined by single spaces (punctuation and citations dropped).
@@ -484,6 +501,16 @@ mod tests {
         assert!(is_not_found("I don't know."));
         assert!(!is_not_found("The bridge was built in 1887 [1]."));
         assert!(!is_not_found("Nobody knows who I could not find."));
+        // Paraphrases that refer to the passages.
+        assert!(is_not_found(
+            "The creator of the show is not mentioned in the provided passage."
+        ));
+        assert!(is_not_found(
+            "The passages do not contain this information."
+        ));
+        assert!(!is_not_found(
+            "The soil does not contain much nitrogen [2]."
+        ));
     }
 
     #[test]

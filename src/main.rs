@@ -342,6 +342,45 @@ enum EvalCommand {
 The corpus is written to $RAG_HOME/eval/SET-docs (one .md per document) and ingested into
 $RAG_HOME/eval/SET-EMBEDDER (again: nothing to do), unless --index says otherwise.")]
     Retrieval(EvalRetrievalArgs),
+    /// Answer quality on SQuAD v1.1 dev: recall@k of the gold paragraph, exact match, token F1,
+    /// "answer contained", citation accuracy, abstention and speed, with retrieval and closed
+    /// book on the same model.
+    #[command(after_help = "Examples:
+  rag eval qa --sample 100 --closed-book      100 seeded questions, both modes
+  rag eval qa --articles-limit 4 --sample 20  a quick check on a small index
+  rag eval qa --embedder llama --json
+
+The articles are ingested into $RAG_HOME/eval/squad-EMBEDDER (again: nothing to do) unless
+--index says otherwise.")]
+    Qa(EvalQaArgs),
+}
+
+#[derive(Args)]
+struct EvalQaArgs {
+    /// Index directory (default $RAG_HOME/eval/squad-EMBEDDER).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Embedder of the index: llama or minilm (default minilm: the faster one to ingest).
+    #[arg(long, value_name = "llama|minilm")]
+    embedder: Option<rag::model::EmbedderKind>,
+    /// Questions asked (seeded random sample; 0 = all 10,570).
+    #[arg(long, default_value_t = 300)]
+    sample: usize,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 2016)]
+    seed: u64,
+    /// Only questions about the first N articles (sorted by name); only those are ingested.
+    #[arg(long, value_name = "N")]
+    articles_limit: Option<usize>,
+    /// Also ask every question closed book, to show what retrieval adds.
+    #[arg(long)]
+    closed_book: bool,
+    /// Passages per question (the k of recall@k).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Print the whole report (metrics and every answer) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -557,6 +596,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval {
             command: EvalCommand::Retrieval(args),
         } => eval_retrieval(config, args).map(|_| ExitCode::SUCCESS),
+        Command::Eval {
+            command: EvalCommand::Qa(args),
+        } => eval_qa(config, args).map(|_| ExitCode::SUCCESS),
         Command::Bench {
             command: BenchCommand::Model(args),
         } => {
@@ -1252,4 +1294,69 @@ fn search_bench_table(r: &serde_json::Value) -> String {
         r["hnsw_recall_at_10"].as_f64().unwrap_or_default()
     );
     s
+}
+
+fn eval_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
+    use rag::eval::qa::{self, QaOptions};
+    let kind = args
+        .embedder
+        .or(config.embedder)
+        .unwrap_or(rag::model::EmbedderKind::MiniLm);
+    config.embedder = Some(kind);
+    let mut opts = QaOptions {
+        sample: args.sample,
+        seed: args.seed,
+        articles_limit: args.articles_limit,
+        closed_book: args.closed_book,
+        ..QaOptions::default()
+    };
+    if let Some(k) = args.k {
+        anyhow::ensure!(k >= 1, "-k must be at least 1");
+        opts.ask.retrieve.k = k;
+    }
+    let index = args
+        .index
+        .unwrap_or_else(|| config.home.join("eval").join(format!("squad-{kind}")));
+    eprintln!(
+        "model {}, embedder {kind}, index {}",
+        config.model.display(),
+        index.display()
+    );
+    let mut rag = rag::Rag::open(&index, config)?.with_options(opts.ask.clone());
+    let r = qa::ensure_ingested(&mut rag, &opts.articles, opts.articles_limit)?;
+    if r.indexed > 0 {
+        eprintln!(
+            "ingest: {} articles, {} chunks in {:.1}s",
+            r.indexed, r.chunks, r.seconds
+        );
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = qa::eval_qa(&rag, &opts, &mut |done, total| {
+        if tty {
+            eprint!("\r{done}/{total} questions");
+        } else if done.is_multiple_of(25) || done == total {
+            eprintln!("{done}/{total} questions");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "SQuAD v1.1 dev: {} questions of {} eligible, seed {}, articles {}",
+            report.retrieval.n,
+            report.eligible,
+            report.seed,
+            report
+                .articles_limit
+                .map_or_else(|| "all".to_string(), |n| format!("first {n}"))
+        )?;
+        write!(out, "{}", report.table())?;
+    }
+    Ok(())
 }

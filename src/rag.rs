@@ -351,12 +351,6 @@ impl Rag {
             let ev = retrieve::evidence(self.index()?, question, &hits)?;
             (hits, Some(ev))
         };
-        let tl = Instant::now();
-        let model = self.chat_model()?;
-        timings.load_secs += tl.elapsed().as_secs_f64();
-        let tokenizer = model.tokenizer();
-        let count = |s: &str| tokenizer.encode(s, false, false).len();
-
         let mut answer = Answer {
             question: question.to_string(),
             answer: String::new(),
@@ -371,6 +365,22 @@ impl Rag {
             prompt: None,
             timings: AskTimings::default(),
         };
+        let no_evidence = hits.is_empty() || evidence.unwrap_or(0.0) < opts.retrieve.min_evidence;
+        if !opts.closed_book && no_evidence {
+            // Nothing plausibly relevant: say so, without loading or asking the model.
+            answer.answer = NOT_FOUND.to_string();
+            answer.abstained = true;
+            answer.abstain_reason = Some(AbstainReason::NoEvidence);
+            on_text(NOT_FOUND);
+            timings.total_secs = t0.elapsed().as_secs_f64();
+            answer.timings = timings;
+            return Ok(answer);
+        }
+        let tl = Instant::now();
+        let model = self.chat_model()?;
+        timings.load_secs += tl.elapsed().as_secs_f64();
+        let tokenizer = model.tokenizer();
+        let count = |s: &str| tokenizer.encode(s, false, false).len();
         let ctx = model.context_length();
         let max_tokens = opts.generate.max_tokens;
         if max_tokens == 0 || max_tokens >= ctx {
@@ -381,15 +391,6 @@ impl Rag {
         let (system, user) = if opts.closed_book {
             (answer::closed_book_system_prompt(), question.to_string())
         } else {
-            if hits.is_empty() || evidence.unwrap_or(0.0) < opts.retrieve.min_evidence {
-                answer.answer = NOT_FOUND.to_string();
-                answer.abstained = true;
-                answer.abstain_reason = Some(AbstainReason::NoEvidence);
-                on_text(NOT_FOUND);
-                timings.total_secs = t0.elapsed().as_secs_f64();
-                answer.timings = timings;
-                return Ok(answer);
-            }
             let system = answer::system_prompt();
             // Tokens of the prompt around the user message, then what is left for passages.
             let frame = model.chat_prompt(&system, "").encode(tokenizer).len();
