@@ -64,7 +64,7 @@ pub struct Config {
     /// Whether `embed_model` is the built-in default.
     pub embed_model_is_default: bool,
     /// Which embedder a new index uses (`llama` or `minilm`); `None`: the one the index was
-    /// built with, or `llama` for a new index.
+    /// built with, or [`crate::model::DEFAULT_EMBEDDER`] (minilm) for a new index.
     pub embedder: Option<EmbedderKind>,
     /// Pooling of a new Llama-embedder index (`None`: the index's own, or mean).
     pub embed_pooling: Option<Pooling>,

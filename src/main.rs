@@ -211,7 +211,7 @@ struct IngestArgs {
     reindex: bool,
     /// Embedder of a new index: llama (hidden states of --embed-model) or minilm
     /// (all-MiniLM-L6-v2, `scripts/fetch-models.sh --minilm`). Default: $RAG_EMBEDDER, the
-    /// config file, the index's own, or llama. Queries always use the index's embedder.
+    /// config file, the index's own, or minilm. Queries always use the index's embedder.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<rag::model::EmbedderKind>,
     /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
@@ -1137,7 +1137,7 @@ fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
     let kind = args
         .embedder
         .or(config.embedder)
-        .unwrap_or(rag::model::EmbedderKind::Llama);
+        .unwrap_or(rag::model::DEFAULT_EMBEDDER);
     config.embedder = Some(kind);
     config.embed_pooling = args.pooling;
     config.embed_layer = args.layer.map(HiddenLayer::After);
@@ -1301,7 +1301,7 @@ fn eval_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
     let kind = args
         .embedder
         .or(config.embedder)
-        .unwrap_or(rag::model::EmbedderKind::MiniLm);
+        .unwrap_or(rag::model::DEFAULT_EMBEDDER);
     config.embedder = Some(kind);
     let mut opts = QaOptions {
         sample: args.sample,

@@ -501,14 +501,14 @@ impl Rag {
 }
 
 /// The embedder for the index at `dir`: the kind `config.embedder` names, else the kind that
-/// built the index there, else Llama hidden states of `config.embed_model`. A Llama embedder
+/// built the index there, else [`crate::model::DEFAULT_EMBEDDER`]. A Llama embedder
 /// holds the model with dense f32 weights (the fast path for batches).
 pub fn load_embedder(config: &Config, dir: &Path) -> Result<TextEmbedder> {
     let index_id = index_embedder_id(dir);
     let kind = config
         .embedder
         .or_else(|| index_id.as_deref().map(EmbedderKind::of_id))
-        .unwrap_or(EmbedderKind::Llama);
+        .unwrap_or(crate::model::DEFAULT_EMBEDDER);
     match kind {
         EmbedderKind::Llama => {
             // Pooling and layer: as asked, else as the index was built, else the defaults.

@@ -1,5 +1,5 @@
-//! `rag ask` end to end on the real default model and a real index of the demo corpus
-//! (examples/corpus): a grounded answer that cites the right document, abstention on a question
+//! `rag ask` end to end on the real default models (SmolLM2 answering, MiniLM embedding) and a
+//! real index of the demo corpus (examples/corpus): a grounded answer that cites the right document, abstention on a question
 //! the corpus does not cover, the JSON shape, and the errors a user can run into.
 mod common;
 
@@ -13,6 +13,7 @@ fn rag(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_rag"))
         .args(args)
         .env_remove("RAG_CONFIG")
+        .env_remove("RAG_EMBEDDER")
         .env("RAG_THREADS", "2")
         .output()
         .expect("run rag")
@@ -36,6 +37,7 @@ fn index() -> Option<&'static Path> {
     INDEX
         .get_or_init(|| {
             common::default_model()?;
+            common::minilm_dir()?;
             let idx = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ask_cli-index");
             let o = rag(&[
                 "ingest",
@@ -196,7 +198,7 @@ fn show_prompt_and_closed_book() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    if common::default_model().is_none() {
+    if common::default_model().is_none() || common::minilm_dir().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -13,9 +13,12 @@ fn rag(args: &[&str]) -> Output {
 
 fn rag_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rag"));
+    // These scenarios run on the Llama embedder (the slower one: a kill lands mid-ingest);
+    // tests/ask_cli.rs covers the default, MiniLM.
     c.args(args)
         .env_remove("RAG_CONFIG")
-        .env("RAG_THREADS", "2");
+        .env("RAG_THREADS", "2")
+        .env("RAG_EMBEDDER", "llama");
     c
 }
 

@@ -20,7 +20,7 @@ pub use generate::{GenerateParams, Generation, StopReason};
 pub use gguf::GgufFile;
 pub use llama::{HiddenLayer, KvCache, Llama, LlamaConfig, WeightFormat};
 pub use template::{ChatTemplate, Prompt, TemplateFamily};
-pub use text_embedder::{EmbedderKind, TextEmbedder};
+pub use text_embedder::{EmbedderKind, TextEmbedder, DEFAULT_EMBEDDER};
 pub use tokenizer::{Tokenizer, TokenizerFamily};
 
 use crate::error::{Error, Result};

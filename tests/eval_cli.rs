@@ -1,0 +1,164 @@
+//! `rag eval retrieval` on a tiny BEIR set and `rag eval qa` on two SQuAD questions, end to end
+//! on the real models: the commands run, write JSON of the documented shape, and score an
+//! easy set as easy.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+fn rag(args: &[&str], home: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rag"))
+        .args(args)
+        .env_remove("RAG_CONFIG")
+        .env_remove("RAG_EMBEDDER")
+        .env("RAG_THREADS", "2")
+        // Models from the usual cache; eval indexes under a temporary home.
+        .env("RAG_HOME", home)
+        .output()
+        .expect("run rag")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A temporary RAG_HOME whose models/ points at the real cache.
+fn home() -> Option<(tempfile::TempDir, PathBuf)> {
+    common::default_model()?;
+    common::minilm_dir()?;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::symlink(rag::config::rag_home().join("models"), home.join("models"))
+        .unwrap();
+    Some((dir, home))
+}
+
+#[test]
+fn retrieval_on_a_tiny_beir_set() {
+    let Some((dir, home)) = home() else { return };
+    let set = dir.path().join("tiny");
+    std::fs::create_dir_all(set.join("qrels")).unwrap();
+    let docs = [
+        (
+            "a",
+            "Volcanoes",
+            "Mount Etna is an active volcano on Sicily that erupts often.",
+        ),
+        ("b", "Tea", "Matcha is a powdered green tea made in Japan."),
+        (
+            "c",
+            "Bridges",
+            "The Golden Gate Bridge is a suspension bridge in San Francisco.",
+        ),
+        (
+            "d",
+            "Bread",
+            "Sourdough bread rises with wild yeast and lactic bacteria.",
+        ),
+    ];
+    let corpus: String = docs
+        .iter()
+        .map(|(id, t, x)| format!("{{\"_id\": \"{id}\", \"title\": \"{t}\", \"text\": \"{x}\"}}\n"))
+        .collect();
+    std::fs::write(set.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(
+        set.join("queries.jsonl"),
+        "{\"_id\": \"1\", \"text\": \"Which volcano erupts on Sicily?\"}\n\
+         {\"_id\": \"2\", \"text\": \"powdered Japanese green tea\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        set.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\n1\ta\t1\n2\tb\t1\n",
+    )
+    .unwrap();
+    let o = rag(
+        &[
+            "eval",
+            "retrieval",
+            "--set",
+            set.to_str().unwrap(),
+            "--json",
+        ],
+        &home,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["documents"], 4, "{r:#}");
+    assert_eq!(r["queries"], 2);
+    assert!(
+        r["embedder"].as_str().unwrap().starts_with("minilm:"),
+        "{r:#}"
+    );
+    let modes: Vec<&str> = r["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["bm25", "dense", "exact", "hybrid"]);
+    for m in r["modes"].as_array().unwrap() {
+        assert_eq!(m["ndcg_at_10"], 1.0, "an easy set: {m:#}");
+        assert_eq!(m["recall_at_100"], 1.0, "{m:#}");
+    }
+    assert_eq!(r["hnsw_recall_at_10"], 1.0);
+    assert!(r["ingest"]["indexed"].as_u64() == Some(4), "{r:#}");
+    // Again: nothing to ingest.
+    let o = rag(
+        &[
+            "eval",
+            "retrieval",
+            "--set",
+            set.to_str().unwrap(),
+            "--json",
+        ],
+        &home,
+    );
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["ingest"].is_null(), "{r:#}");
+}
+
+#[test]
+fn qa_on_two_squad_questions() {
+    let Some((_dir, home)) = home() else { return };
+    let shared = std::env::var_os("RAG_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    if !shared.join("data/squad-v1.1-dev/questions.jsonl").exists() {
+        eprintln!("SKIP: no SQuAD data under {}", shared.display());
+        return;
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rag"))
+        .args([
+            "eval",
+            "qa",
+            "--articles-limit",
+            "1",
+            "--sample",
+            "2",
+            "--closed-book",
+            "--json",
+        ])
+        .env_remove("RAG_CONFIG")
+        .env("RAG_THREADS", "2")
+        .env("RAG_HOME", &home)
+        .env("RAG_SHARED", &shared)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["retrieval"]["n"], 2, "{r:#}");
+    assert_eq!(r["closed_book"]["n"], 2, "{r:#}");
+    for key in ["recall_at_k", "exact_match", "f1", "contained", "abstained"] {
+        assert!(r["retrieval"].get(key).is_some(), "no {key}: {r:#}");
+    }
+    let recall = r["retrieval"]["recall_at_k"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&recall));
+}
