@@ -23,6 +23,8 @@ pub use config::{Config, DEFAULT_MODEL_FILE};
 pub use error::{Error, Result};
 pub use model::{GenerateParams, Generation, Model, ModelInfo, ModelOptions};
 pub use pipeline::{IngestOptions, IngestReport};
-pub use rag::{load_embedder, AbstainReason, Answer, AskOptions, AskTimings, Citation, Rag};
+pub use rag::{
+    load_embedder, AbstainReason, Answer, AskOptions, AskTimings, Citation, EmbedderUse, Rag,
+};
 pub use rag_index::{Hit, Retriever};
 pub use retrieve::{Mode, RetrieveOptions};

@@ -787,7 +787,7 @@ fn ingest(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
     }
     config.embed_pooling = args.pooling;
     config.embed_layer = args.layer.map(HiddenLayer::After);
-    let embedder = rag::load_embedder(&config, &args.index.index)?;
+    let embedder = rag::load_embedder(&config, &args.index.index, rag::EmbedderUse::Ingest)?;
     let mut opts = IngestOptions {
         reindex: args.reindex,
         commit_every_files: args.commit_every.max(1),
@@ -932,7 +932,7 @@ fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
     let hits = match args.mode {
         SearchMode::Bm25 => index.search_bm25(&args.query, args.k)?,
         mode => {
-            let embedder = rag::load_embedder(config, &args.index.index)?;
+            let embedder = rag::load_embedder(config, &args.index.index, rag::EmbedderUse::Query)?;
             let m = index.manifest();
             anyhow::ensure!(
                 m.embedder_id == embedder.id(),

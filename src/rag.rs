@@ -193,12 +193,12 @@ impl Rag {
         &self.dir
     }
 
-    /// The embedder (loaded on first use); see [`load_embedder`] for which.
+    /// The embedder of queries (loaded on first use): the index's own; see [`load_embedder`].
     pub fn embedder(&self) -> Result<&TextEmbedder> {
         if let Some(e) = self.embedder.get() {
             return Ok(e);
         }
-        let e = load_embedder(&self.config, &self.dir)?;
+        let e = load_embedder(&self.config, &self.dir, EmbedderUse::Query)?;
         Ok(self.embedder.get_or_init(|| e))
     }
 
@@ -254,7 +254,17 @@ impl Rag {
         opts: &IngestOptions,
         on_event: &mut dyn FnMut(&IngestEvent),
     ) -> Result<IngestReport> {
-        let report = crate::pipeline::ingest(&self.dir, self.embedder()?, paths, opts, on_event)?;
+        // The embedder asked for, if another than the one loaded (e.g. to --reindex with it).
+        let wanted = self.config.embedder;
+        if wanted.is_some_and(|k| self.embedder.get().is_some_and(|e| e.kind() != k)) {
+            self.embedder = OnceLock::new();
+        }
+        if self.embedder.get().is_none() {
+            let e = load_embedder(&self.config, &self.dir, EmbedderUse::Ingest)?;
+            let _ = self.embedder.set(e);
+        }
+        let embedder = self.embedder()?;
+        let report = crate::pipeline::ingest(&self.dir, embedder, paths, opts, on_event)?;
         // Later searches see the new commit.
         self.index = OnceLock::new();
         Ok(report)
@@ -500,18 +510,32 @@ impl Rag {
     }
 }
 
-/// The embedder for the index at `dir`: the kind `config.embedder` names, else the kind that
-/// built the index there, else [`crate::model::DEFAULT_EMBEDDER`]. A Llama embedder
-/// holds the model with dense f32 weights (the fast path for batches).
-pub fn load_embedder(config: &Config, dir: &Path) -> Result<TextEmbedder> {
+/// What an embedder is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedderUse {
+    /// Writing an index: the kind `config.embedder` names wins (a mismatch with an existing
+    /// index is then refused by the writer, with the fix).
+    Ingest,
+    /// Embedding queries: the kind the index was built with wins, whatever is configured.
+    Query,
+}
+
+/// The embedder for the index at `dir`. For [`EmbedderUse::Ingest`]: the kind `config.embedder`
+/// names, else the index's own, else [`crate::model::DEFAULT_EMBEDDER`]; for
+/// [`EmbedderUse::Query`] the index's own comes first. A Llama embedder holds the model with
+/// dense f32 weights (the fast path for batches).
+pub fn load_embedder(config: &Config, dir: &Path, usage: EmbedderUse) -> Result<TextEmbedder> {
     let index_id = index_embedder_id(dir);
-    let kind = config
-        .embedder
-        .or_else(|| index_id.as_deref().map(EmbedderKind::of_id))
-        .unwrap_or(crate::model::DEFAULT_EMBEDDER);
+    let of_index = index_id.as_deref().map(EmbedderKind::of_id);
+    let kind = match usage {
+        EmbedderUse::Ingest => config.embedder.or(of_index),
+        EmbedderUse::Query => of_index.or(config.embedder),
+    }
+    .unwrap_or(crate::model::DEFAULT_EMBEDDER);
     match kind {
         EmbedderKind::Llama => {
-            // Pooling and layer: as asked, else as the index was built, else the defaults.
+            // Pooling and layer: for queries as the index was built; for ingest as asked, else
+            // as the index was built, else the defaults.
             let mut embed = EmbedOptions::default();
             let from_index = index_id
                 .as_deref()
@@ -521,11 +545,13 @@ pub fn load_embedder(config: &Config, dir: &Path) -> Result<TextEmbedder> {
                 embed.pooling = pooling;
                 embed.layer = layer;
             }
-            if let Some(p) = config.embed_pooling {
-                embed.pooling = p;
-            }
-            if let Some(l) = config.embed_layer {
-                embed.layer = l;
+            if usage == EmbedderUse::Ingest || from_index.is_none() {
+                if let Some(p) = config.embed_pooling {
+                    embed.pooling = p;
+                }
+                if let Some(l) = config.embed_layer {
+                    embed.layer = l;
+                }
             }
             TextEmbedder::llama(config.embed_model_path()?, &config.model_options(), embed)
         }

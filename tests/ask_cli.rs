@@ -320,6 +320,23 @@ fn minilm_index_is_queried_with_minilm() {
             .ends_with("harbour-bridge.md"),
         "{hits:#}"
     );
+    // A configured embedder does not change what queries a built index: its own.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rag"))
+        .args([
+            "search",
+            "--json",
+            "-k",
+            "1",
+            "--index",
+            idx,
+            "lantern procession",
+        ])
+        .env_remove("RAG_CONFIG")
+        .env("RAG_EMBEDDER", "llama")
+        .env("RAG_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
     let a = ask_json(
         Path::new(idx),
         &[],
