@@ -448,8 +448,9 @@ impl Rag {
                 text.push_str(&shown);
             }
         })?;
+        // Trailing whitespace is dropped, so that a citation rag adds follows the last word.
         let tail = filter.finish();
-        if !tail.is_empty() {
+        if !tail.trim().is_empty() {
             on_text(&tail);
             text.push_str(&tail);
         }

@@ -10,7 +10,7 @@ use crate::model::{EmbedOptions, Embedder, Model, ModelOptions, WeightFormat};
 
 /// The embedder of a new index when none is asked for: all-MiniLM-L6-v2. On SciFact it
 /// retrieves far better than SmolLM2 hidden states (docs/EVAL.md: nDCG@10 0.800 against
-/// LLAMA_SUB on the same 1,000-abstract subset; 0.708 hybrid on the full corpus) and embeds
+/// 0.218 on the same 1,000-abstract subset; 0.708 hybrid on the full corpus) and embeds
 /// about 5x faster.
 pub const DEFAULT_EMBEDDER: EmbedderKind = EmbedderKind::MiniLm;
 
