@@ -193,6 +193,25 @@ impl SamplingArgs {
 }
 
 #[derive(Args)]
+struct LlamaVariantArgs {
+    /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
+    #[arg(long, value_name = "mean|last")]
+    pooling: Option<Pooling>,
+    /// Llama embedder of a new index: hidden states after this block (0-based) instead of the
+    /// final normed layer.
+    #[arg(long, value_name = "N")]
+    layer: Option<usize>,
+}
+
+impl LlamaVariantArgs {
+    /// Put the variant into the config (the Llama embedder of a new index reads it).
+    fn apply(&self, config: &mut Config) {
+        config.embed_pooling = self.pooling;
+        config.embed_layer = self.layer.map(HiddenLayer::After);
+    }
+}
+
+#[derive(Args)]
 struct IndexArg {
     /// Index directory.
     #[arg(long, default_value = ".rag", value_name = "DIR")]
@@ -214,13 +233,8 @@ struct IngestArgs {
     /// config file, the index's own, or minilm. Queries always use the index's embedder.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<rag::model::EmbedderKind>,
-    /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
-    #[arg(long, value_name = "mean|last")]
-    pooling: Option<Pooling>,
-    /// Llama embedder of a new index: hidden states after this block (0-based) instead of the
-    /// final normed layer.
-    #[arg(long, value_name = "N")]
-    layer: Option<usize>,
+    #[command(flatten)]
+    variant: LlamaVariantArgs,
     /// Chunk size in tokens (default 256).
     #[arg(long, value_name = "TOKENS")]
     chunk_tokens: Option<usize>,
@@ -398,13 +412,8 @@ struct EvalRetrievalArgs {
     /// Embedder of the index: llama or minilm.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<rag::model::EmbedderKind>,
-    /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
-    #[arg(long, value_name = "mean|last")]
-    pooling: Option<Pooling>,
-    /// Llama embedder of a new index: hidden states after this block (0-based) instead of the
-    /// final normed layer.
-    #[arg(long, value_name = "N")]
-    layer: Option<usize>,
+    #[command(flatten)]
+    variant: LlamaVariantArgs,
     /// Evaluate only the first N queries.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -785,8 +794,7 @@ fn ingest(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
     if args.embedder.is_some() {
         config.embedder = args.embedder;
     }
-    config.embed_pooling = args.pooling;
-    config.embed_layer = args.layer.map(HiddenLayer::After);
+    args.variant.apply(&mut config);
     let embedder = rag::load_embedder(&config, &args.index.index, rag::EmbedderUse::Ingest)?;
     let mut opts = IngestOptions {
         reindex: args.reindex,
@@ -1139,9 +1147,8 @@ fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
         .or(config.embedder)
         .unwrap_or(rag::model::DEFAULT_EMBEDDER);
     config.embedder = Some(kind);
-    config.embed_pooling = args.pooling;
-    config.embed_layer = args.layer.map(HiddenLayer::After);
-    let variant = match (kind, args.pooling, args.layer) {
+    args.variant.apply(&mut config);
+    let variant = match (kind, args.variant.pooling, args.variant.layer) {
         (rag::model::EmbedderKind::Llama, p, l) if p.is_some() || l.is_some() => format!(
             "-{}-{}",
             if p == Some(Pooling::LastToken) {
