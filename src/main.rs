@@ -499,9 +499,7 @@ struct BenchModelArgs {
 
 impl BenchModelArgs {
     fn options(&self, config: &Config) -> rag::bench::BenchOptions {
-        let shared = std::env::var_os("RAG_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("../shared"));
+        let shared = rag::eval::shared_dir();
         let venv = config.home.join("venv-llamacpp/bin/python");
         rag::bench::BenchOptions {
             text_file: self
@@ -1127,17 +1125,11 @@ fn display_path(path: &str) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("RAG_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared"))
-}
-
 fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
     use rag::eval::retrieval::{eval_retrieval, BeirSet, RetrievalOptions};
     let set_dir = args
         .set
-        .unwrap_or_else(|| shared_dir().join("data/scifact"));
+        .unwrap_or_else(|| rag::eval::shared_dir().join("data/scifact"));
     let mut set = BeirSet::load(&set_dir, &args.split)?;
     if let Some(n) = args.max_docs {
         set.subset(n);
@@ -1217,7 +1209,7 @@ fn bench_search(config: Config, args: BenchSearchArgs) -> Result<serde_json::Val
     use rag::eval::metrics::{mean, quantile};
     use rag::eval::retrieval::{dir_size, run_queries, MODES};
     let spec = args.queries.unwrap_or_else(|| {
-        shared_dir()
+        rag::eval::shared_dir()
             .join("data/squad-v1.1-dev/questions.jsonl")
             .display()
             .to_string()

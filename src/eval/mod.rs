@@ -3,3 +3,13 @@
 pub mod metrics;
 pub mod qa;
 pub mod retrieval;
+
+use std::path::{Path, PathBuf};
+
+/// The folder of evaluation data (`data/scifact`, `data/squad-v1.1-dev`): `$RAG_SHARED`, else
+/// `../shared` beside the repository root.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("RAG_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}

@@ -33,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rag_index::ChunkRecord;
 use serde::{Deserialize, Serialize};
 
+use super::shared_dir;
 use crate::error::{Error, Result};
 use crate::pipeline::{IngestOptions, IngestReport};
 use crate::retrieve::{self, Mode};
@@ -77,13 +78,6 @@ impl Default for QaOptions {
             ask: AskOptions::default(),
         }
     }
-}
-
-/// The shared data folder: `$RAG_SHARED`, else `../shared` beside the repository root.
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("RAG_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
 }
 
 /// One SQuAD question as `questions.jsonl` holds it.
