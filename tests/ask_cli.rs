@@ -3,6 +3,8 @@
 //! the corpus does not cover, the JSON shape, and the errors a user can run into.
 mod common;
 
+use common::text;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
@@ -17,14 +19,6 @@ fn rag(args: &[&str]) -> Output {
         .env("RAG_THREADS", "2")
         .output()
         .expect("run rag")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn corpus() -> PathBuf {

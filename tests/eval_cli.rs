@@ -3,6 +3,8 @@
 //! easy set as easy.
 mod common;
 
+use common::text;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -18,14 +20,6 @@ fn rag(args: &[&str], home: &Path) -> Output {
         .env("RAG_HOME", home)
         .output()
         .expect("run rag")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A temporary RAG_HOME whose models/ points at the real cache.

@@ -3,6 +3,8 @@
 //! deletions, and kill -9 at several moments of an ingest.
 mod common;
 
+use common::text;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -20,14 +22,6 @@ fn rag_cmd(args: &[&str]) -> Command {
         .env("RAG_THREADS", "2")
         .env("RAG_EMBEDDER", "llama");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn search_json(index: &Path, query: &str, k: usize) -> Vec<serde_json::Value> {

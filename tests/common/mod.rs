@@ -177,3 +177,12 @@ pub fn set_md(md: &mut Vec<(String, Value)>, key: &str, value: Value) {
     md.retain(|(k, _)| k != key);
     md.push((key.to_string(), value));
 }
+
+/// A command's stdout and stderr together, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
