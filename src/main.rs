@@ -424,6 +424,10 @@ struct EvalRetrievalArgs {
     /// Chunks fetched from each retriever (default 200).
     #[arg(long)]
     depth: Option<usize>,
+    /// Text put before each query for its embedding (not for BM25), e.g. "Represent this
+    /// sentence for searching relevant passages: ". Default: none (measured in docs/EVAL.md).
+    #[arg(long, value_name = "TEXT")]
+    query_instruction: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -1193,6 +1197,7 @@ fn eval_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
     let opts = RetrievalOptions {
         depth: args.depth.unwrap_or(RetrievalOptions::default().depth),
         limit: args.limit,
+        query_instruction: args.query_instruction,
     };
     let r = eval_retrieval(&rag, &set, &opts, ingest)?;
     let mut out = std::io::stdout().lock();
@@ -1234,8 +1239,8 @@ fn bench_search(config: Config, args: BenchSearchArgs) -> Result<serde_json::Val
     let rag = rag::Rag::open(&args.index.index, config)?;
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     // One warm-up query, so the first search does not pay for page faults.
-    run_queries(&rag, &texts[..1], args.depth)?;
-    let runs = run_queries(&rag, &texts, args.depth)?;
+    run_queries(&rag, &texts[..1], args.depth, None)?;
+    let runs = run_queries(&rag, &texts, args.depth, None)?;
     let index = rag.index()?;
     let m = index.manifest();
     let modes: Vec<serde_json::Value> = MODES

@@ -197,6 +197,9 @@ pub struct RetrievalOptions {
     pub depth: usize,
     /// Queries evaluated (the first n); `None` for all.
     pub limit: Option<usize>,
+    /// Text put before each query for the dense embedding only (BM25 sees the bare query), as
+    /// instruction-tuned embedders expect. `None`: the bare query.
+    pub query_instruction: Option<String>,
 }
 
 impl Default for RetrievalOptions {
@@ -204,6 +207,7 @@ impl Default for RetrievalOptions {
         Self {
             depth: 200,
             limit: None,
+            query_instruction: None,
         }
     }
 }
@@ -315,7 +319,7 @@ pub fn eval_retrieval(
         .map(|(id, _, _)| (file_stem_of(id), id.as_str()))
         .collect();
     let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
-    let runs = run_queries(rag, &texts, opts.depth)?;
+    let runs = run_queries(rag, &texts, opts.depth, opts.query_instruction.as_deref())?;
     let mut reports = Vec::new();
     for (m, mode) in MODES.iter().enumerate() {
         let (mut nd, mut r10, mut r100, mut mrr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -373,8 +377,14 @@ pub struct QueryRuns {
 }
 
 /// Run every query through every retriever of [`MODES`] at `depth`, timing each search
-/// (query embedding excluded, and timed on its own).
-pub fn run_queries(rag: &Rag, queries: &[&str], depth: usize) -> Result<QueryRuns> {
+/// (query embedding excluded, and timed on its own). `instruction`, when given, is put before
+/// each query for its embedding only.
+pub fn run_queries(
+    rag: &Rag,
+    queries: &[&str],
+    depth: usize,
+    instruction: Option<&str>,
+) -> Result<QueryRuns> {
     let index = rag.index()?;
     let embedder = rag.embedder()?;
     let mut runs = QueryRuns {
@@ -385,7 +395,10 @@ pub fn run_queries(rag: &Rag, queries: &[&str], depth: usize) -> Result<QueryRun
     };
     for text in queries {
         let t = Instant::now();
-        let v = embedder.embed(&[text])?.remove(0);
+        let v = match instruction {
+            Some(i) => embedder.embed(&[&format!("{i}{text}")])?.remove(0),
+            None => embedder.embed(&[text])?.remove(0),
+        };
         runs.embed_ms.push(t.elapsed().as_secs_f64() * 1e3);
         for (m, mode) in MODES.iter().enumerate() {
             let t = Instant::now();
