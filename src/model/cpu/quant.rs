@@ -16,7 +16,6 @@
 //! activation, which is both faster and exact.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::OnceLock;
 
 use candle_core::quantized::GgmlDType;
 
@@ -142,7 +141,7 @@ pub enum Kernels {
 pub fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static DETECTED: OnceLock<bool> = OnceLock::new();
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| {
             is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
@@ -444,7 +443,11 @@ mod scalar {
                 };
                 let qs = &qs[32 * (j / 2)..32 * (j / 2) + 32];
                 for l in 0..32 {
-                    let nib = if j.is_multiple_of(2) { qs[l] & 0xF } else { qs[l] >> 4 };
+                    let nib = if j.is_multiple_of(2) {
+                        qs[l] & 0xF
+                    } else {
+                        qs[l] >> 4
+                    };
                     let hb = if qh.is_empty() {
                         0
                     } else {
