@@ -1,5 +1,6 @@
 //! Model runtime: GGUF loading, tokenizer from GGUF metadata, Llama forward, generation,
 //! embeddings. One GGUF file is enough: tokenizer and chat template come from its metadata.
+pub mod cpu;
 pub mod embed;
 pub mod generate;
 pub mod gguf;

@@ -1,0 +1,1503 @@
+//! Quantized dot-product kernels (the inner loops of a llama.cpp-style CPU matmul).
+//!
+//! Weights stay in their GGUF block format (one row of `cols` elements is `cols /
+//! block_elems` consecutive blocks, see [`QType`]); activations are quantized to 8 bits per
+//! 32-element block ([`BlockQ8`], via [`quantize_row_q8`]), and the dot products run in
+//! integers per block, scaled in f32.
+//!
+//! Two implementations: AVX2 + FMA + F16C (x86_64 only, detected at run time, never assumed
+//! at compile time) and a portable scalar reference. [`kernels`] says which is in use;
+//! [`set_kernels`] or `RAG_KERNELS=scalar` (read at first use) forces the scalar one. The
+//! `*_with` variants take the choice explicitly (tests and benchmarks compare the two).
+//!
+//! F32 and F16 weight rows: [`vec_dot`] accepts them (against the dequantized activation,
+//! scalar, slow), but the forward pass should instead dequantize such rows with
+//! [`dequantize_row`] (or read F32 directly) and use [`dot_f32`] against the unquantized
+//! activation, which is both faster and exact.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::quantized::GgmlDType;
+
+/// A weight row's storage type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl QType {
+    /// All supported types.
+    pub const ALL: [QType; 10] = [
+        QType::F32,
+        QType::F16,
+        QType::Q4_0,
+        QType::Q4_1,
+        QType::Q5_0,
+        QType::Q5_1,
+        QType::Q8_0,
+        QType::Q4K,
+        QType::Q5K,
+        QType::Q6K,
+    ];
+
+    /// The kernel type for a GGML tensor type; `None` when unsupported (BF16, Q8_1, Q2K,
+    /// Q3K, Q8K).
+    pub fn from_ggml(t: GgmlDType) -> Option<QType> {
+        Some(match t {
+            GgmlDType::F32 => QType::F32,
+            GgmlDType::F16 => QType::F16,
+            GgmlDType::Q4_0 => QType::Q4_0,
+            GgmlDType::Q4_1 => QType::Q4_1,
+            GgmlDType::Q5_0 => QType::Q5_0,
+            GgmlDType::Q5_1 => QType::Q5_1,
+            GgmlDType::Q8_0 => QType::Q8_0,
+            GgmlDType::Q4K => QType::Q4K,
+            GgmlDType::Q5K => QType::Q5K,
+            GgmlDType::Q6K => QType::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// The matching GGML type.
+    pub fn to_ggml(self) -> GgmlDType {
+        match self {
+            QType::F32 => GgmlDType::F32,
+            QType::F16 => GgmlDType::F16,
+            QType::Q4_0 => GgmlDType::Q4_0,
+            QType::Q4_1 => GgmlDType::Q4_1,
+            QType::Q5_0 => GgmlDType::Q5_0,
+            QType::Q5_1 => GgmlDType::Q5_1,
+            QType::Q8_0 => GgmlDType::Q8_0,
+            QType::Q4K => GgmlDType::Q4K,
+            QType::Q5K => GgmlDType::Q5K,
+            QType::Q6K => GgmlDType::Q6K,
+        }
+    }
+
+    /// Elements per block: 1 for F32/F16, 32 for the simple quants, 256 for the K-quants.
+    pub fn block_elems(self) -> usize {
+        match self {
+            QType::F32 | QType::F16 => 1,
+            QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q8_0 => 32,
+            QType::Q4K | QType::Q5K | QType::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QType::F32 => 4,
+            QType::F16 => 2,
+            QType::Q4_0 => 18,
+            QType::Q4_1 => 20,
+            QType::Q5_0 => 22,
+            QType::Q5_1 => 24,
+            QType::Q8_0 => 34,
+            QType::Q4K => 144,
+            QType::Q5K => 176,
+            QType::Q6K => 210,
+        }
+    }
+
+    /// Bytes in a row of `cols` elements. Panics unless `cols` is a multiple of
+    /// [`block_elems`](Self::block_elems).
+    pub fn row_bytes(self, cols: usize) -> usize {
+        let be = self.block_elems();
+        assert!(
+            cols.is_multiple_of(be),
+            "{self:?} row of {cols} elements: not a multiple of {be}"
+        );
+        cols / be * self.block_bytes()
+    }
+}
+
+/// One 32-element block of a quantized activation row. d = scale, s = d * sum(qs),
+/// qs = round(x/d) (ties to even), |qs| <= 127.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct BlockQ8 {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; 32],
+}
+
+/// Which kernel implementation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    Avx2,
+    Scalar,
+}
+
+/// Whether this CPU has AVX2, FMA and F16C (detected once).
+pub fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// 0 = not chosen yet, 1 = AVX2, 2 = scalar.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+fn code(k: Kernels) -> u8 {
+    match k {
+        Kernels::Avx2 => 1,
+        Kernels::Scalar => 2,
+    }
+}
+
+/// `k` if it can run here, else scalar.
+fn effective(k: Kernels) -> Kernels {
+    if k == Kernels::Avx2 && avx2_available() {
+        Kernels::Avx2
+    } else {
+        Kernels::Scalar
+    }
+}
+
+/// The kernels in use: AVX2 when detected, unless `RAG_KERNELS=scalar` was set at first use
+/// or [`set_kernels`] chose otherwise.
+pub fn kernels() -> Kernels {
+    match CHOSEN.load(Ordering::Relaxed) {
+        1 => Kernels::Avx2,
+        2 => Kernels::Scalar,
+        _ => {
+            let forced_scalar = std::env::var("RAG_KERNELS")
+                .map(|v| v.trim().eq_ignore_ascii_case("scalar"))
+                .unwrap_or(false);
+            let k = if forced_scalar {
+                Kernels::Scalar
+            } else {
+                effective(Kernels::Avx2)
+            };
+            let _ = CHOSEN.compare_exchange(0, code(k), Ordering::Relaxed, Ordering::Relaxed);
+            if CHOSEN.load(Ordering::Relaxed) == 1 {
+                Kernels::Avx2
+            } else {
+                Kernels::Scalar
+            }
+        }
+    }
+}
+
+/// Force the kernels. `Scalar` always works; `Avx2` is ignored (scalar is used) where AVX2,
+/// FMA and F16C are not all detected. Returns what is in use afterwards.
+pub fn set_kernels(k: Kernels) -> Kernels {
+    let k = effective(k);
+    CHOSEN.store(code(k), Ordering::Relaxed);
+    k
+}
+
+// ---------------------------------------------------------------------------------------
+// Public entry points.
+
+/// Quantize `x` (length `32 * out.len()`) to 8-bit blocks.
+pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+    quantize_row_q8_with(kernels(), x, out)
+}
+
+/// [`quantize_row_q8`] with explicit kernels.
+pub fn quantize_row_q8_with(k: Kernels, x: &[f32], out: &mut [BlockQ8]) {
+    assert_eq!(x.len(), 32 * out.len(), "quantize_row_q8: length mismatch");
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: effective() returned Avx2 only where the features were detected.
+        Kernels::Avx2 => unsafe { avx2::quantize_row_q8(x, out) },
+        _ => scalar::quantize_row_q8(x, out),
+    }
+}
+
+/// Dequantize a weight row (`row.len() == ty.row_bytes(out.len())`) to f32; bit-identical to
+/// GGML's / candle's dequantization.
+pub fn dequantize_row(ty: QType, row: &[u8], out: &mut [f32]) {
+    assert_eq!(
+        row.len(),
+        ty.row_bytes(out.len()),
+        "dequantize_row: {ty:?} row of {} bytes for {} elements",
+        row.len(),
+        out.len()
+    );
+    scalar::dequantize_row(ty, row, out)
+}
+
+fn check_row(ty: QType, row: &[u8], act: &[BlockQ8]) {
+    assert_eq!(
+        row.len(),
+        ty.row_bytes(32 * act.len()),
+        "vec_dot: {ty:?} row of {} bytes against {} activation blocks",
+        row.len(),
+        act.len()
+    );
+}
+
+/// dot(weight row, activation row). `row.len() == ty.row_bytes(cols)`,
+/// `act.len() == cols / 32`. F32/F16 rows work but slowly (see the module docs).
+pub fn vec_dot(ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
+    vec_dot_with(kernels(), ty, row, act)
+}
+
+/// [`vec_dot`] with explicit kernels.
+pub fn vec_dot_with(k: Kernels, ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
+    check_row(ty, row, act);
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected (effective); lengths checked above.
+        Kernels::Avx2 => unsafe { avx2::vec_dot::<1>(ty, row, [act])[0] },
+        _ => scalar::vec_dot(ty, row, act),
+    }
+}
+
+/// One weight row against 4 activation rows at once (each weight block is unpacked once and
+/// used 4 times): the prefill / embedding microkernel. Equals 4 calls of [`vec_dot`] up to
+/// float rounding.
+pub fn vec_dot_x4(ty: QType, row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+    vec_dot_x4_with(kernels(), ty, row, acts)
+}
+
+/// [`vec_dot_x4`] with explicit kernels.
+pub fn vec_dot_x4_with(k: Kernels, ty: QType, row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+    for a in acts {
+        check_row(ty, row, a);
+    }
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected (effective); lengths checked above.
+        Kernels::Avx2 => unsafe { avx2::vec_dot::<4>(ty, row, acts) },
+        _ => scalar::vec_dot_x4(ty, row, acts),
+    }
+}
+
+/// sum(a[i] * b[i]).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_with(kernels(), a, b)
+}
+
+/// [`dot_f32`] with explicit kernels.
+pub fn dot_f32_with(k: Kernels, a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected; lengths equal.
+        Kernels::Avx2 => unsafe { avx2::dot_f32(a, b) },
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// y += alpha * x.
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    axpy_f32_with(kernels(), alpha, x, y)
+}
+
+/// [`axpy_f32`] with explicit kernels.
+pub fn axpy_f32_with(k: Kernels, alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f32: length mismatch");
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected; lengths equal.
+        Kernels::Avx2 => unsafe { avx2::axpy_f32(alpha, x, y) },
+        _ => scalar::axpy_f32(alpha, x, y),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared helpers.
+
+/// IEEE half (little-endian bits) to f32, exact.
+#[inline]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 => {
+            // Zero or subnormal: man * 2^-24, exact in f32.
+            let v = man as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
+        }
+        31 => sign | 0x7f80_0000 | (man << 13),
+        _ => sign | ((exp + 112) << 23) | (man << 13),
+    };
+    f32::from_bits(bits)
+}
+
+#[inline]
+fn rd_f16(b: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// The 6-bit (scale, min) pair `j` (0..8) of a Q4_K / Q5_K superblock's 12 scale bytes.
+#[inline]
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scalar reference.
+
+mod scalar {
+    use super::{rd_f16, scale_min_k4, BlockQ8, QType};
+
+    pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+        for (xb, ob) in x.chunks_exact(32).zip(out.iter_mut()) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in ob.qs.iter_mut().zip(xb) {
+                *q = (v * id).round_ties_even() as i8;
+                sum += *q as i32;
+            }
+            ob.d = d;
+            ob.s = d * sum as f32;
+        }
+    }
+
+    /// One 32-element group of a weight row, decoded: element i is `q[i] * w0 + m` for
+    /// i < 16 and `q[i] * w1 + m` for i >= 16 (w0 == w1 except for Q6_K), so its dot with
+    /// an activation block is `da * (w0 * isum_lo + w1 * isum_hi) + m * s`.
+    pub struct Group {
+        pub q: [i8; 32],
+        pub w0: f32,
+        pub w1: f32,
+        pub m: f32,
+    }
+
+    /// Decode group `g` (elements 32g..32g+32) of a quantized row (not F32/F16).
+    pub fn group(ty: QType, row: &[u8], g: usize) -> Group {
+        let mut q = [0i8; 32];
+        match ty {
+            QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q8_0 => {
+                let b = &row[g * ty.block_bytes()..(g + 1) * ty.block_bytes()];
+                let d = rd_f16(b, 0);
+                let (m, qh, qs, off) = match ty {
+                    QType::Q4_0 => (0.0, 0u32, &b[2..18], 8),
+                    QType::Q4_1 => (rd_f16(b, 2), 0, &b[4..20], 0),
+                    QType::Q5_0 => (
+                        0.0,
+                        u32::from_le_bytes([b[2], b[3], b[4], b[5]]),
+                        &b[6..22],
+                        16,
+                    ),
+                    QType::Q5_1 => (
+                        rd_f16(b, 2),
+                        u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                        &b[8..24],
+                        0,
+                    ),
+                    _ => {
+                        for (o, &v) in q.iter_mut().zip(&b[2..34]) {
+                            *o = v as i8;
+                        }
+                        return Group {
+                            q,
+                            w0: d,
+                            w1: d,
+                            m: 0.0,
+                        };
+                    }
+                };
+                for j in 0..16 {
+                    let h0 = (((qh >> j) & 1) << 4) as i32;
+                    let h1 = (((qh >> (j + 16)) & 1) << 4) as i32;
+                    q[j] = (((qs[j] & 0xF) as i32 | h0) - off) as i8;
+                    q[j + 16] = (((qs[j] >> 4) as i32 | h1) - off) as i8;
+                }
+                Group { q, w0: d, w1: d, m }
+            }
+            QType::Q4K | QType::Q5K => {
+                let bb = ty.block_bytes();
+                let b = &row[(g / 8) * bb..(g / 8 + 1) * bb];
+                let j = g % 8;
+                let d = rd_f16(b, 0);
+                let dmin = rd_f16(b, 2);
+                let (sc, mn) = scale_min_k4(j, &b[4..16]);
+                let (qh, qs): (&[u8], &[u8]) = if ty == QType::Q4K {
+                    (&[], &b[16..144])
+                } else {
+                    (&b[16..48], &b[48..176])
+                };
+                let qs = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+                for l in 0..32 {
+                    let nib = if j.is_multiple_of(2) {
+                        qs[l] & 0xF
+                    } else {
+                        qs[l] >> 4
+                    };
+                    let hb = if qh.is_empty() {
+                        0
+                    } else {
+                        ((qh[l] >> j) & 1) << 4
+                    };
+                    q[l] = (nib | hb) as i8;
+                }
+                let w = d * sc as f32;
+                Group {
+                    q,
+                    w0: w,
+                    w1: w,
+                    m: -(dmin * mn as f32),
+                }
+            }
+            QType::Q6K => {
+                let b = &row[(g / 8) * 210..(g / 8 + 1) * 210];
+                let (h, gg) = ((g % 8) / 4, g % 4);
+                let ql = &b[64 * h + 32 * (gg & 1)..64 * h + 32 * (gg & 1) + 32];
+                let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+                let sc = &b[192..208];
+                let d = rd_f16(b, 208);
+                for l in 0..32 {
+                    let nib = if gg < 2 { ql[l] & 0xF } else { ql[l] >> 4 };
+                    let hb = (qh[l] >> (2 * gg)) & 3;
+                    q[l] = (nib | (hb << 4)) as i8 - 32;
+                }
+                Group {
+                    q,
+                    w0: d * sc[8 * h + 2 * gg] as i8 as f32,
+                    w1: d * sc[8 * h + 2 * gg + 1] as i8 as f32,
+                    m: 0.0,
+                }
+            }
+            QType::F32 | QType::F16 => unreachable!("group() of a float row"),
+        }
+    }
+
+    #[inline]
+    fn group_dot(gr: &Group, a: &BlockQ8) -> f32 {
+        let mut lo = 0i32;
+        let mut hi = 0i32;
+        for i in 0..16 {
+            lo += gr.q[i] as i32 * a.qs[i] as i32;
+            hi += gr.q[i + 16] as i32 * a.qs[i + 16] as i32;
+        }
+        let isum = if gr.w0 == gr.w1 {
+            gr.w0 * (lo + hi) as f32
+        } else {
+            gr.w0 * lo as f32 + gr.w1 * hi as f32
+        };
+        a.d * isum + gr.m * a.s
+    }
+
+    /// A float row's element `i`.
+    #[inline]
+    fn float_elem(ty: QType, row: &[u8], i: usize) -> f32 {
+        match ty {
+            QType::F32 => {
+                f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]])
+            }
+            _ => rd_f16(row, 2 * i),
+        }
+    }
+
+    fn float_dot(ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
+        let mut sum = 0f32;
+        for (g, a) in act.iter().enumerate() {
+            let mut s = 0f32;
+            for (l, &q) in a.qs.iter().enumerate() {
+                s += float_elem(ty, row, 32 * g + l) * q as f32;
+            }
+            sum += a.d * s;
+        }
+        sum
+    }
+
+    pub fn vec_dot(ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
+        if matches!(ty, QType::F32 | QType::F16) {
+            return float_dot(ty, row, act);
+        }
+        let mut sum = 0f32;
+        for (g, a) in act.iter().enumerate() {
+            sum += group_dot(&group(ty, row, g), a);
+        }
+        sum
+    }
+
+    pub fn vec_dot_x4(ty: QType, row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+        if matches!(ty, QType::F32 | QType::F16) {
+            return acts.map(|a| float_dot(ty, row, a));
+        }
+        let mut sum = [0f32; 4];
+        for g in 0..acts[0].len() {
+            let gr = group(ty, row, g);
+            for (s, a) in sum.iter_mut().zip(acts) {
+                *s += group_dot(&gr, &a[g]);
+            }
+        }
+        sum
+    }
+
+    pub fn dequantize_row(ty: QType, row: &[u8], out: &mut [f32]) {
+        match ty {
+            QType::F32 | QType::F16 => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = float_elem(ty, row, i);
+                }
+            }
+            _ => {
+                for (g, o) in out.chunks_exact_mut(32).enumerate() {
+                    let gr = group(ty, row, g);
+                    for (i, o) in o.iter_mut().enumerate() {
+                        let w = if i < 16 { gr.w0 } else { gr.w1 };
+                        // Same operations, in the same order, as GGML: q * scale (+ min).
+                        let v = gr.q[i] as f32 * w;
+                        *o = if gr.m == 0.0 { v } else { v + gr.m };
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        // 8 partial sums, like the SIMD version's lanes (and vectorizable).
+        let mut acc = [0f32; 8];
+        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for k in 0..8 {
+                acc[k] += x[k] * y[k];
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for (x, y) in ar.iter().zip(br) {
+            s += x * y;
+        }
+        s
+    }
+
+    pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += alpha * x;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX2 + FMA + F16C.
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
+mod avx2 {
+    use super::{scale_min_k4, BlockQ8, QType};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        let h = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// 16 packed bytes → 32 bytes: low nibbles (elements 0..16), then high nibbles (16..32).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn nibbles16(p: *const u8) -> __m256i {
+        let x = _mm_loadu_si128(p as *const __m128i);
+        let v = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
+        _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+    }
+
+    /// Bit i of `bits` → byte i = 0x10 if set, else 0.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bits_to_0x10(bits: u32) -> __m256i {
+        let x = _mm256_set1_epi32(bits as i32);
+        let shuf = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let x = _mm256_shuffle_epi8(x, shuf);
+        let x = _mm256_or_si256(x, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64));
+        let x = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(-1));
+        _mm256_and_si256(x, _mm256_set1_epi8(0x10))
+    }
+
+    /// sum over 32 byte pairs of u8 (< 128) * i8, as 8 f32 partial sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_u8_i8(w: __m256i, a: __m256i) -> __m256 {
+        let p = _mm256_maddubs_epi16(w, a);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_qs(a: &BlockQ8) -> __m256i {
+        _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i)
+    }
+
+    /// Dispatch by type. Caller: features detected, every act has `row`'s block count.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn vec_dot<const N: usize>(
+        ty: QType,
+        row: &[u8],
+        acts: [&[BlockQ8]; N],
+    ) -> [f32; N] {
+        match ty {
+            QType::Q4_0 => q4_or_5::<N, false, false>(row, acts),
+            QType::Q4_1 => q4_or_5::<N, false, true>(row, acts),
+            QType::Q5_0 => q4_or_5::<N, true, false>(row, acts),
+            QType::Q5_1 => q4_or_5::<N, true, true>(row, acts),
+            QType::Q8_0 => q8_0::<N>(row, acts),
+            QType::Q4K => qk45::<N, false>(row, acts),
+            QType::Q5K => qk45::<N, true>(row, acts),
+            QType::Q6K => q6k::<N>(row, acts),
+            QType::F32 | QType::F16 => acts.map(|a| super::scalar::vec_dot(ty, row, a)),
+        }
+    }
+
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1: weights unsigned (0..16 or 0..32) into maddubs; the
+    /// offset (-8 / -16) or the min is folded in through the activation's s.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_or_5<const N: usize, const FIVE: bool, const MIN: bool>(
+        row: &[u8],
+        acts: [&[BlockQ8]; N],
+    ) -> [f32; N] {
+        let bb = match (FIVE, MIN) {
+            (false, false) => 18,
+            (false, true) => 20,
+            (true, false) => 22,
+            (true, true) => 24,
+        };
+        let qs_at = 2 + if MIN { 2 } else { 0 } + if FIVE { 4 } else { 0 };
+        let off: f32 = if MIN {
+            0.0
+        } else if FIVE {
+            -16.0
+        } else {
+            -8.0
+        };
+        let nb = acts[0].len();
+        // Two accumulator sets (even / odd blocks) so consecutive FMAs do not wait on each other.
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let (mut corr0, mut corr1) = ([0f32; N], [0f32; N]);
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i + 1 < nb {
+            q45_block::<N, FIVE, MIN>(p.add(i * bb), off, qs_at, i, &acts, &mut acc0, &mut corr0);
+            q45_block::<N, FIVE, MIN>(
+                p.add((i + 1) * bb),
+                off,
+                qs_at,
+                i + 1,
+                &acts,
+                &mut acc1,
+                &mut corr1,
+            );
+            i += 2;
+        }
+        if i < nb {
+            q45_block::<N, FIVE, MIN>(p.add(i * bb), off, qs_at, i, &acts, &mut acc0, &mut corr0);
+        }
+        let mut out = [0f32; N];
+        for n in 0..N {
+            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n])) + (corr0[n] + corr1[n]);
+        }
+        out
+    }
+
+    /// One block of [`q4_or_5`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q45_block<const N: usize, const FIVE: bool, const MIN: bool>(
+        b: *const u8,
+        off: f32,
+        qs_at: usize,
+        i: usize,
+        acts: &[&[BlockQ8]; N],
+        acc: &mut [__m256; N],
+        corr: &mut [f32; N],
+    ) {
+        let d = f16_at(b);
+        let m = if MIN { f16_at(b.add(2)) } else { off * d };
+        let mut q = nibbles16(b.add(qs_at));
+        if FIVE {
+            let qh = (b.add(qs_at - 4) as *const u32).read_unaligned();
+            q = _mm256_or_si256(q, bits_to_0x10(qh));
+        }
+        for n in 0..N {
+            let a = acts[n].get_unchecked(i);
+            let s = dot_u8_i8(q, load_qs(a));
+            acc[n] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[n]);
+            corr[n] += m * a.s;
+        }
+    }
+
+    /// Q8_0: signed weights; |w| into maddubs, w's sign moved onto the activation.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        let nb = acts[0].len();
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i + 1 < nb {
+            q8_0_block::<N>(p.add(i * 34), i, &acts, &mut acc0);
+            q8_0_block::<N>(p.add((i + 1) * 34), i + 1, &acts, &mut acc1);
+            i += 2;
+        }
+        if i < nb {
+            q8_0_block::<N>(p.add(i * 34), i, &acts, &mut acc0);
+        }
+        let mut out = [0f32; N];
+        for n in 0..N {
+            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n]));
+        }
+        out
+    }
+
+    /// One block of [`q8_0`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_block<const N: usize>(
+        b: *const u8,
+        i: usize,
+        acts: &[&[BlockQ8]; N],
+        acc: &mut [__m256; N],
+    ) {
+        let d = f16_at(b);
+        let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+        let aw = _mm256_sign_epi8(w, w);
+        for n in 0..N {
+            let a = acts[n].get_unchecked(i);
+            let sa = _mm256_sign_epi8(load_qs(a), w);
+            let s = dot_u8_i8(aw, sa);
+            acc[n] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[n]);
+        }
+    }
+
+    /// Q4_K / Q5_K: per 32-element sub-block j, d*sc_j*da_j*isum_j - dmin*m_j*s_j.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn qk45<const N: usize, const FIVE: bool>(
+        row: &[u8],
+        acts: [&[BlockQ8]; N],
+    ) -> [f32; N] {
+        let bb = if FIVE { 176 } else { 144 };
+        let qs_at = if FIVE { 48 } else { 16 };
+        let nsb = acts[0].len() / 8;
+        let mask = _mm256_set1_epi8(0x0F);
+        let bit4 = _mm256_set1_epi8(0x10);
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let mut corr = [0f32; N];
+        for sb in 0..nsb {
+            let blk = std::slice::from_raw_parts(row.as_ptr().add(sb * bb), bb);
+            let d = f16_at(blk.as_ptr());
+            let dmin = f16_at(blk.as_ptr().add(2));
+            let mut w = [0f32; 8];
+            let mut mn = [0f32; 8];
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &blk[4..16]);
+                w[j] = d * sc as f32;
+                mn[j] = dmin * m as f32;
+            }
+            let mut hb = if FIVE {
+                _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            for c in 0..4 {
+                let x = _mm256_loadu_si256(blk.as_ptr().add(qs_at + 32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(x, mask);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+                if FIVE {
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(hb), bit4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(hb), bit4));
+                    hb = _mm256_srli_epi16::<2>(hb);
+                }
+                let j = 8 * sb + 2 * c;
+                for n in 0..N {
+                    let a0 = acts[n].get_unchecked(j);
+                    let a1 = acts[n].get_unchecked(j + 1);
+                    let s0 = dot_u8_i8(lo, load_qs(a0));
+                    let s1 = dot_u8_i8(hi, load_qs(a1));
+                    acc0[n] = _mm256_fmadd_ps(s0, _mm256_set1_ps(w[2 * c] * a0.d), acc0[n]);
+                    acc1[n] = _mm256_fmadd_ps(s1, _mm256_set1_ps(w[2 * c + 1] * a1.d), acc1[n]);
+                    corr[n] += mn[2 * c] * a0.s + mn[2 * c + 1] * a1.s;
+                }
+            }
+        }
+        let mut out = [0f32; N];
+        for n in 0..N {
+            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n])) - corr[n];
+        }
+        out
+    }
+
+    /// Q6_K: 6-bit q (0..64) minus 32, 16-element sub-blocks with i8 scales; the -32 is
+    /// taken off as maddubs(32, qa), the two scales applied by madd before converting.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6k<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        let nsb = acts[0].len() / 8;
+        let mask = _mm256_set1_epi8(0x0F);
+        let bits = _mm256_set1_epi8(0x30);
+        let m32 = _mm256_set1_epi8(32);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for sb in 0..nsb {
+            let blk = row.as_ptr().add(sb * 210);
+            let d = f16_at(blk.add(208));
+            let sc = blk.add(192) as *const i8;
+            for h in 0..2 {
+                let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, mask),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, mask),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
+                        _mm256_and_si256(qh, bits),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits),
+                    ),
+                ];
+                for g in 0..4 {
+                    let k = 8 * h + 2 * g;
+                    let scv = _mm256_set_m128i(
+                        _mm_set1_epi16(*sc.add(k + 1) as i16),
+                        _mm_set1_epi16(*sc.add(k) as i16),
+                    );
+                    let j = 8 * sb + 4 * h + g;
+                    for n in 0..N {
+                        let a = acts[n].get_unchecked(j);
+                        let qa = load_qs(a);
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(q[g], qa),
+                            _mm256_maddubs_epi16(m32, qa),
+                        );
+                        let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, scv));
+                        acc[n] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[n]);
+                    }
+                }
+            }
+        }
+        let mut out = [0f32; N];
+        for n in 0..N {
+            out[n] = hsum(acc[n]);
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+        let sign = _mm256_set1_ps(-0.0);
+        let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (i, ob) in out.iter_mut().enumerate() {
+            let p = x.as_ptr().add(32 * i);
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let mut mx = _mm256_andnot_ps(sign, v[0]);
+            for k in 1..4 {
+                mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
+            }
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
+            let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            let amax = _mm_cvtss_f32(m4);
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let mut iv = [_mm256_setzero_si256(); 4];
+            for k in 0..4 {
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_ps(v[k], id),
+                );
+                iv[k] = _mm256_cvtps_epi32(r);
+            }
+            let sum = _mm256_add_epi32(
+                _mm256_add_epi32(iv[0], iv[1]),
+                _mm256_add_epi32(iv[2], iv[3]),
+            );
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(sum),
+                _mm256_extracti128_si256::<1>(sum),
+            );
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b10_11_00_01>(s4));
+            let isum = _mm_cvtsi128_si32(s4);
+            let p16a = _mm256_packs_epi32(iv[0], iv[1]);
+            let p16b = _mm256_packs_epi32(iv[2], iv[3]);
+            let p8 = _mm256_packs_epi16(p16a, p16b);
+            let p8 = _mm256_permutevar8x32_epi32(p8, perm);
+            _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, p8);
+            ob.d = d;
+            ob.s = d * isum as f32;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for k in 0..4 {
+                acc[k] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * k)),
+                    _mm256_loadu_ps(pb.add(i + 8 * k)),
+                    acc[k],
+                );
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
+            i += 8;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut s = hsum(v);
+        while i < n {
+            s += a[i] * b[i];
+            i += 1;
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len();
+        let al = _mm256_set1_ps(alpha);
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        while i + 8 <= n {
+            let r = _mm256_fmadd_ps(al, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+            _mm256_storeu_ps(py.add(i), r);
+            i += 8;
+        }
+        while i < n {
+            y[i] += alpha * x[i];
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QTensor;
+    use candle_core::{Device, Tensor};
+
+    const QUANT: [QType; 8] = [
+        QType::Q4_0,
+        QType::Q4_1,
+        QType::Q5_0,
+        QType::Q5_1,
+        QType::Q8_0,
+        QType::Q4K,
+        QType::Q5K,
+        QType::Q6K,
+    ];
+
+    /// Row lengths to test per type: the model's widths plus edge sizes.
+    fn sizes(ty: QType) -> &'static [usize] {
+        match ty.block_elems() {
+            256 => &[256, 512, 1536],
+            _ => &[32, 64, 256, 576, 1536],
+        }
+    }
+
+    /// Deterministic roughly-normal numbers.
+    struct Rng(u64);
+    impl Rng {
+        fn uniform(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32) / (1u64 << 24) as f32
+        }
+        fn normal(&mut self) -> f32 {
+            (0..4).map(|_| self.uniform()).sum::<f32>() - 2.0
+        }
+    }
+
+    /// Weights whose scale varies from block to block (so sub-block scales and mins differ),
+    /// with an occasional outlier.
+    fn weights(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = Rng(seed);
+        (0..n)
+            .map(|i| {
+                let scale = 0.02 * (1 + (i / 16) % 7) as f32;
+                let v = r.normal() * scale + 0.01 * ((i / 32) % 3) as f32;
+                if i % 97 == 13 {
+                    v * 6.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// An activation: correlated with `w` (so the dot is far from zero) or independent.
+    fn activation(w: &[f32], correlated: bool, seed: u64) -> Vec<f32> {
+        let mut r = Rng(seed ^ 0x9e37_79b9);
+        w.iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let noise = r.normal() * (0.5 + (i % 5) as f32 * 0.3);
+                if correlated {
+                    20.0 * w + noise
+                } else {
+                    noise
+                }
+            })
+            .collect()
+    }
+
+    /// candle's quantization of `data` as one row: (raw GGUF bytes, candle's dequantization).
+    fn candle_row(ty: QType, data: &[f32]) -> (Vec<u8>, Vec<f32>) {
+        let t = Tensor::from_vec(data.to_vec(), (data.len(),), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, ty.to_ggml()).unwrap();
+        let bytes = q.data().unwrap().into_owned();
+        assert_eq!(bytes.len(), ty.row_bytes(data.len()));
+        let deq = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        (bytes, deq)
+    }
+
+    fn q8(x: &[f32], k: Kernels) -> Vec<BlockQ8> {
+        let mut out = vec![BlockQ8::default(); x.len() / 32];
+        quantize_row_q8_with(k, x, &mut out);
+        out
+    }
+
+    /// (exact dot of the dequantized weights with the dequantized activation, sum of |terms|)
+    fn reference(w: &[f32], act: &[BlockQ8]) -> (f64, f64) {
+        let mut dot = 0f64;
+        let mut mag = 0f64;
+        for (i, &w) in w.iter().enumerate() {
+            let a = &act[i / 32];
+            let t = w as f64 * (a.d as f64 * a.qs[i % 32] as f64);
+            dot += t;
+            mag += t.abs();
+        }
+        (dot, mag)
+    }
+
+    fn skip_without_avx2(test: &str) -> bool {
+        if avx2_available() {
+            false
+        } else {
+            eprintln!("{test}: skipped, AVX2/FMA/F16C not detected on this CPU");
+            true
+        }
+    }
+
+    #[test]
+    fn qtype_metadata_matches_ggml() {
+        for ty in QType::ALL {
+            let g = ty.to_ggml();
+            assert_eq!(QType::from_ggml(g), Some(ty));
+            assert_eq!(ty.block_elems(), g.block_size(), "{ty:?}");
+            assert_eq!(ty.block_bytes(), g.type_size(), "{ty:?}");
+            assert_eq!(
+                ty.row_bytes(4 * 256),
+                4 * 256 / g.block_size() * g.type_size()
+            );
+        }
+        for g in [
+            GgmlDType::BF16,
+            GgmlDType::Q8_1,
+            GgmlDType::Q2K,
+            GgmlDType::Q3K,
+            GgmlDType::Q8K,
+        ] {
+            assert_eq!(QType::from_ggml(g), None);
+        }
+        assert_eq!(std::mem::size_of::<BlockQ8>(), 40);
+    }
+
+    #[test]
+    #[should_panic]
+    fn row_bytes_rejects_partial_blocks() {
+        QType::Q4K.row_bytes(576);
+    }
+
+    #[test]
+    fn dequantize_row_matches_candle_exactly() {
+        for ty in QType::ALL {
+            for &cols in sizes(ty) {
+                let w = weights(cols, cols as u64 + 1);
+                let (bytes, deq) = candle_row(ty, &w);
+                let mut out = vec![f32::NAN; cols];
+                dequantize_row(ty, &bytes, &mut out);
+                for i in 0..cols {
+                    assert!(
+                        out[i] == deq[i],
+                        "{ty:?} cols {cols} elem {i}: {} vs candle {}",
+                        out[i],
+                        deq[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_vec_dot_matches_dequantized_reference() {
+        for ty in QType::ALL {
+            for &cols in sizes(ty) {
+                for correlated in [true, false] {
+                    let w = weights(cols, 7 * cols as u64);
+                    let (bytes, deq) = candle_row(ty, &w);
+                    let act = q8(&activation(&w, correlated, cols as u64), Kernels::Scalar);
+                    let got = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
+                    let (want, mag) = reference(&deq, &act);
+                    let err = (got - want).abs();
+                    assert!(
+                        err <= 1e-5 * mag,
+                        "{ty:?} cols {cols}: {got} vs {want} (mag {mag})"
+                    );
+                    if correlated {
+                        assert!(
+                            err <= 1e-5 * want.abs(),
+                            "{ty:?} cols {cols}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_vec_dot_close_to_unquantized_activation() {
+        for ty in QUANT {
+            for &cols in sizes(ty).iter().filter(|&&c| c >= 256) {
+                let w = weights(cols, 3 * cols as u64);
+                let (bytes, deq) = candle_row(ty, &w);
+                let x = activation(&w, true, 11);
+                let act = q8(&x, Kernels::Scalar);
+                let got = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
+                let want: f64 = deq.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
+                let rel = (got - want).abs() / want.abs();
+                assert!(
+                    rel < 0.03,
+                    "{ty:?} cols {cols}: {got} vs {want} (rel {rel})"
+                );
+            }
+        }
+    }
+
+    /// The comparisons above are tight enough to notice one changed weight byte.
+    #[test]
+    fn reference_check_catches_a_corrupted_byte() {
+        for ty in QUANT {
+            let cols = *sizes(ty).last().unwrap();
+            let w = weights(cols, 5);
+            let (mut bytes, deq) = candle_row(ty, &w);
+            let act = q8(&activation(&w, true, 5), Kernels::Scalar);
+            let (want, _) = reference(&deq, &act);
+            // A byte inside the first block's quants (past every type's header).
+            let at = match ty {
+                QType::Q6K => 40,
+                QType::Q4K | QType::Q5K => 60,
+                _ => 12,
+            };
+            bytes[at] ^= 0x11;
+            let got = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
+            assert!(
+                (got - want).abs() > 1e-5 * want.abs(),
+                "{ty:?}: corruption went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn x4_matches_four_vec_dots() {
+        for k in [Kernels::Scalar, Kernels::Avx2] {
+            if k == Kernels::Avx2 && skip_without_avx2("x4_matches_four_vec_dots (AVX2)") {
+                continue;
+            }
+            for ty in QType::ALL {
+                for &cols in sizes(ty) {
+                    let w = weights(cols, 13 + cols as u64);
+                    let (bytes, deq) = candle_row(ty, &w);
+                    let acts: Vec<Vec<BlockQ8>> = (0..4)
+                        .map(|s| q8(&activation(&w, s % 2 == 0, s), k))
+                        .collect();
+                    let four =
+                        vec_dot_x4_with(k, ty, &bytes, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+                    for (n, act) in acts.iter().enumerate() {
+                        let one = vec_dot_with(k, ty, &bytes, act) as f64;
+                        let (_, mag) = reference(&deq, act);
+                        assert!(
+                            (four[n] as f64 - one).abs() <= 1e-5 * mag,
+                            "{k:?} {ty:?} cols {cols} act {n}: x4 {} vs {one}",
+                            four[n]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_vec_dot_matches_scalar() {
+        if skip_without_avx2("avx2_vec_dot_matches_scalar") {
+            return;
+        }
+        for ty in QType::ALL {
+            for &cols in sizes(ty) {
+                for correlated in [true, false] {
+                    let w = weights(cols, 17 * cols as u64);
+                    let (bytes, deq) = candle_row(ty, &w);
+                    let act = q8(&activation(&w, correlated, 3), Kernels::Scalar);
+                    let s = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
+                    let a = vec_dot_with(Kernels::Avx2, ty, &bytes, &act) as f64;
+                    let (want, mag) = reference(&deq, &act);
+                    assert!(
+                        (a - s).abs() <= 1e-5 * mag,
+                        "{ty:?} cols {cols}: avx2 {a} vs scalar {s}"
+                    );
+                    assert!(
+                        (a - want).abs() <= 1e-5 * mag,
+                        "{ty:?} cols {cols}: avx2 {a} vs ref {want}"
+                    );
+                    if correlated {
+                        assert!(
+                            (a - s).abs() <= 1e-5 * s.abs(),
+                            "{ty:?} cols {cols}: avx2 {a} vs scalar {s}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Extreme but valid blocks: all-max quants (maddubs saturation), -127/127 in Q8_0.
+    #[test]
+    fn avx2_extreme_values_match_scalar() {
+        if skip_without_avx2("avx2_extreme_values_match_scalar") {
+            return;
+        }
+        for ty in QUANT {
+            let cols = *sizes(ty).last().unwrap();
+            let w: Vec<f32> = (0..cols)
+                .map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 })
+                .collect();
+            let (bytes, deq) = candle_row(ty, &w);
+            for x in [
+                w.clone(),
+                w.iter().map(|v| -v).collect(),
+                vec![1.0; cols],
+                vec![0.0; cols],
+            ] {
+                let act = q8(&x, Kernels::Scalar);
+                let s = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
+                let a = vec_dot_with(Kernels::Avx2, ty, &bytes, &act) as f64;
+                let (want, mag) = reference(&deq, &act);
+                let tol = 1e-5 * mag + 1e-30;
+                assert!((s - want).abs() <= tol, "{ty:?}: scalar {s} vs ref {want}");
+                assert!((a - want).abs() <= tol, "{ty:?}: avx2 {a} vs ref {want}");
+            }
+        }
+        // Random raw bytes with sane scales: every bit pattern of the quants is legal.
+        let mut r = Rng(99);
+        for ty in QUANT {
+            let cols = *sizes(ty).last().unwrap();
+            let mut bytes: Vec<u8> = (0..ty.row_bytes(cols))
+                .map(|_| (r.uniform() * 256.0) as u8)
+                .collect();
+            let half_one = 0x3c00u16.to_le_bytes(); // 1.0
+            let bb = ty.block_bytes();
+            for b in bytes.chunks_exact_mut(bb) {
+                let at = if ty == QType::Q6K { bb - 2 } else { 0 };
+                b[at..at + 2].copy_from_slice(&half_one);
+                if matches!(ty, QType::Q4_1 | QType::Q5_1 | QType::Q4K | QType::Q5K) {
+                    b[2..4].copy_from_slice(&half_one);
+                }
+            }
+            let mut deq = vec![0f32; cols];
+            dequantize_row(ty, &bytes, &mut deq);
+            let x = activation(&deq, false, 4);
+            let act = q8(&x, Kernels::Scalar);
+            let s = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
+            let a = vec_dot_with(Kernels::Avx2, ty, &bytes, &act) as f64;
+            let (want, mag) = reference(&deq, &act);
+            assert!(
+                (s - want).abs() <= 1e-5 * mag,
+                "{ty:?} raw: scalar {s} vs ref {want}"
+            );
+            assert!(
+                (a - want).abs() <= 1e-5 * mag,
+                "{ty:?} raw: avx2 {a} vs ref {want}"
+            );
+        }
+    }
+
+    fn q8_blocks_for_test() -> Vec<f32> {
+        let mut x = weights(1536, 21);
+        x[..32].fill(0.0); // an all-zero block
+        for (i, v) in x[32..64].iter_mut().enumerate() {
+            *v = i as f32 - 15.5; // exact ties after scaling? d = 15.5/127: not, but a spread
+        }
+        for (i, v) in x[64..96].iter_mut().enumerate() {
+            *v = [127.0, -0.5, 1.5, 2.5, -2.5, 0.5][i % 6]; // d = 1: ties to even
+        }
+        x[96] = -1e-30; // a tiny (subnormal-scale) block
+        x[97..128].fill(0.0);
+        x
+    }
+
+    #[test]
+    fn quantize_row_q8_scalar_properties() {
+        let x = q8_blocks_for_test();
+        let out = q8(&x, Kernels::Scalar);
+        for (b, xb) in out.iter().zip(x.chunks_exact(32)) {
+            let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+            assert_eq!(b.s, b.d * sum as f32);
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(b.d, amax / 127.0);
+            for (&q, &v) in b.qs.iter().zip(xb) {
+                assert!((-127..=127).contains(&q));
+                assert!(
+                    (q as f32 * b.d - v).abs() <= 0.5001 * b.d,
+                    "{v} -> {q} * {}",
+                    b.d
+                );
+            }
+        }
+        assert_eq!(out[0].qs, [0; 32]);
+        assert_eq!(out[0].d, 0.0);
+        assert_eq!(&out[2].qs[..6], &[127, 0, 2, 2, -2, 0]);
+    }
+
+    #[test]
+    fn quantize_row_q8_avx2_matches_scalar() {
+        if skip_without_avx2("quantize_row_q8_avx2_matches_scalar") {
+            return;
+        }
+        for x in [q8_blocks_for_test(), activation(&weights(576, 1), true, 2)] {
+            let s = q8(&x, Kernels::Scalar);
+            let a = q8(&x, Kernels::Avx2);
+            assert_eq!(s, a);
+        }
+    }
+
+    #[test]
+    fn dot_and_axpy_match_naive() {
+        let mut r = Rng(5);
+        for k in [Kernels::Scalar, Kernels::Avx2] {
+            if k == Kernels::Avx2 && skip_without_avx2("dot_and_axpy_match_naive (AVX2)") {
+                continue;
+            }
+            for n in [0, 1, 7, 8, 9, 31, 32, 33, 63, 576, 1000, 1536] {
+                let a: Vec<f32> = (0..n).map(|_| r.normal()).collect();
+                let b: Vec<f32> = (0..n).map(|_| r.normal()).collect();
+                let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+                let mag: f64 = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| (x as f64 * y as f64).abs())
+                    .sum();
+                let got = dot_f32_with(k, &a, &b) as f64;
+                assert!(
+                    (got - want).abs() <= 1e-6 * mag + 1e-12,
+                    "{k:?} n {n}: {got} vs {want}"
+                );
+
+                let alpha = r.normal();
+                let mut y = b.clone();
+                axpy_f32_with(k, alpha, &a, &mut y);
+                for i in 0..n {
+                    let want = b[i] as f64 + alpha as f64 * a[i] as f64;
+                    let tol = 1e-6 * (b[i].abs() as f64 + (alpha * a[i]).abs() as f64);
+                    assert!((y[i] as f64 - want).abs() <= tol, "{k:?} n {n} i {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_conversion_is_exact() {
+        for h in 0..=u16::MAX {
+            let v = f16_to_f32(h);
+            let t = Tensor::from_vec(vec![v], (1,), &Device::Cpu).unwrap();
+            let back = t.to_dtype(candle_core::DType::F16).unwrap();
+            let round = back
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0];
+            if v.is_nan() {
+                assert!(round.is_nan());
+            } else {
+                assert_eq!(round.to_bits(), v.to_bits(), "{h:#06x}");
+            }
+            if h == 0x7bff {
+                assert_eq!(v, 65504.0);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_choice() {
+        let detected = if avx2_available() {
+            Kernels::Avx2
+        } else {
+            Kernels::Scalar
+        };
+        if std::env::var("RAG_KERNELS")
+            .map(|v| v == "scalar")
+            .unwrap_or(false)
+        {
+            assert_eq!(kernels(), Kernels::Scalar);
+        }
+        assert_eq!(set_kernels(Kernels::Scalar), Kernels::Scalar);
+        assert_eq!(kernels(), Kernels::Scalar);
+        assert_eq!(set_kernels(Kernels::Avx2), detected);
+        assert_eq!(kernels(), detected);
+    }
+}
