@@ -1797,8 +1797,8 @@ mod tests {
         }
     }
 
-    /// The scalar code compiled without FMA (`mul_add` in software, as off x86) gives the
-    /// same bits as compiled with it (what runs on an FMA machine).
+    /// The scalar code compiled without FMA codegen (`mul_add` through the `fmaf` libcall,
+    /// as off x86 or on CPUs without FMA) gives the same bits as compiled with it.
     #[test]
     fn scalar_software_fma_same_bits() {
         for ty in QType::ALL {
