@@ -10,6 +10,20 @@
 //! [`set_kernels`] or `RAG_KERNELS=scalar` (read at first use) forces the scalar one. The
 //! `*_with` variants take the choice explicitly (tests and benchmarks compare the two).
 //!
+//! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
+//! [`dot_f32`], [`axpy_f32`] and [`quantize_row_q8`] return the same bits with either. The
+//! scalar code performs the same floating-point operations in the same order (the integer
+//! partial sums grouped into the same 8 lanes, each FMA'd with `f32::mul_add` into the same
+//! accumulator with the same scale product, the same horizontal-sum tree, the same
+//! correction terms in the same order); only the exact integer arithmetic is organised
+//! differently, including the i16 saturation of `maddubs`, so this holds for any activation
+//! block, not only those [`quantize_row_q8`] writes. That is what lets a whole forward pass
+//! (where a 1-ulp difference would flip an activation's rounding and compound) run on the
+//! scalar reference and be compared with the fast one token for token, tolerance 0. Keep it
+//! so: a change to the float order of one implementation must be made in the other (the
+//! tests compare `to_bits()`). Each row of [`vec_dot_x4`] is also bit-identical to
+//! [`vec_dot`] of that row alone.
+//!
 //! F32 and F16 weight rows: [`vec_dot`] accepts them (against the dequantized activation,
 //! scalar, slow), but the forward pass should instead dequantize such rows with
 //! [`dequantize_row`] (or read F32 directly) and use [`dot_f32`] against the unquantized
@@ -261,13 +275,13 @@ pub fn vec_dot_with(k: Kernels, ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected (effective); lengths checked above.
         Kernels::Avx2 => unsafe { avx2::vec_dot::<1>(ty, row, [act])[0] },
-        _ => scalar::vec_dot(ty, row, act),
+        _ => scalar::vec_dot(ty, row, [act])[0],
     }
 }
 
 /// One weight row against 4 activation rows at once (each weight block is unpacked once and
-/// used 4 times): the prefill / embedding microkernel. Equals 4 calls of [`vec_dot`] up to
-/// float rounding.
+/// used 4 times): the prefill / embedding microkernel. Bit-identical to 4 calls of
+/// [`vec_dot`].
 pub fn vec_dot_x4(ty: QType, row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
     vec_dot_x4_with(kernels(), ty, row, acts)
 }
@@ -281,7 +295,7 @@ pub fn vec_dot_x4_with(k: Kernels, ty: QType, row: &[u8], acts: [&[BlockQ8]; 4])
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected (effective); lengths checked above.
         Kernels::Avx2 => unsafe { avx2::vec_dot::<4>(ty, row, acts) },
-        _ => scalar::vec_dot_x4(ty, row, acts),
+        _ => scalar::vec_dot(ty, row, acts),
     }
 }
 
@@ -359,6 +373,8 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 // ---------------------------------------------------------------------------------------
 // Scalar reference.
 
+// Index loops: they spell out the AVX2 lanes.
+#[allow(clippy::needless_range_loop)]
 mod scalar {
     use super::{rd_f16, scale_min_k4, BlockQ8, QType};
 
@@ -377,9 +393,9 @@ mod scalar {
         }
     }
 
-    /// One 32-element group of a weight row, decoded: element i is `q[i] * w0 + m` for
-    /// i < 16 and `q[i] * w1 + m` for i >= 16 (w0 == w1 except for Q6_K), so its dot with
-    /// an activation block is `da * (w0 * isum_lo + w1 * isum_hi) + m * s`.
+    /// One 32-element group of a weight row, decoded for [`dequantize_row`]: element i is
+    /// `q[i] * w0 + m` for i < 16 and `q[i] * w1 + m` for i >= 16 (w0 == w1 except for
+    /// Q6_K).
     pub struct Group {
         pub q: [i8; 32],
         pub w0: f32,
@@ -486,22 +502,6 @@ mod scalar {
         }
     }
 
-    #[inline]
-    fn group_dot(gr: &Group, a: &BlockQ8) -> f32 {
-        let mut lo = 0i32;
-        let mut hi = 0i32;
-        for i in 0..16 {
-            lo += gr.q[i] as i32 * a.qs[i] as i32;
-            hi += gr.q[i + 16] as i32 * a.qs[i + 16] as i32;
-        }
-        let isum = if gr.w0 == gr.w1 {
-            gr.w0 * (lo + hi) as f32
-        } else {
-            gr.w0 * lo as f32 + gr.w1 * hi as f32
-        };
-        a.d * isum + gr.m * a.s
-    }
-
     /// A float row's element `i`.
     #[inline]
     fn float_elem(ty: QType, row: &[u8], i: usize) -> f32 {
@@ -525,29 +525,210 @@ mod scalar {
         sum
     }
 
-    pub fn vec_dot(ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
-        if matches!(ty, QType::F32 | QType::F16) {
-            return float_dot(ty, row, act);
-        }
-        let mut sum = 0f32;
-        for (g, a) in act.iter().enumerate() {
-            sum += group_dot(&group(ty, row, g), a);
-        }
-        sum
+    // -----------------------------------------------------------------------------------
+    // The dot products, mirroring the AVX2 code operation for operation. Integer partial
+    // sums are exact, so only their grouping into the 8 i32 lanes that the AVX2 code
+    // converts to f32 matters; from there on every float operation (the scale product,
+    // the FMA into the same accumulator, the horizontal sum, the correction terms) is the
+    // same one, in the same order, so the results have the same bits.
+
+    /// Eight f32 lanes (one `__m256`).
+    type Lanes = [f32; 8];
+
+    /// The AVX2 `hsum`: ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)).
+    #[inline(always)]
+    fn hsum(v: &Lanes) -> f32 {
+        let s = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+        (s[0] + s[2]) + (s[1] + s[3])
     }
 
-    pub fn vec_dot_x4(ty: QType, row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
-        if matches!(ty, QType::F32 | QType::F16) {
-            return acts.map(|a| float_dot(ty, row, a));
+    #[inline(always)]
+    fn add(a: &Lanes, b: &Lanes) -> Lanes {
+        std::array::from_fn(|l| a[l] + b[l])
+    }
+
+    /// `acc = fma(cvt(lanes), scale, acc)` (`_mm256_fmadd_ps`, fused: one rounding).
+    #[inline(always)]
+    fn fma_lanes(acc: &mut Lanes, lanes: &[i32; 8], scale: f32) {
+        for l in 0..8 {
+            acc[l] = (lanes[l] as f32).mul_add(scale, acc[l]);
         }
-        let mut sum = [0f32; 4];
-        for g in 0..acts[0].len() {
-            let gr = group(ty, row, g);
-            for (s, a) in sum.iter_mut().zip(acts) {
-                *s += group_dot(&gr, &a[g]);
+    }
+
+    /// `_mm256_maddubs_epi16` (u8 * i8 pairs, saturated to i16) then `_mm256_madd_epi16`
+    /// with ones: lane L = the products of bytes 4L..4L+4.
+    #[inline(always)]
+    fn dot_u8_i8(w: &[u8; 32], a: &[i8; 32]) -> [i32; 8] {
+        let pair = |k: usize| {
+            (w[2 * k] as i32 * a[2 * k] as i32 + w[2 * k + 1] as i32 * a[2 * k + 1] as i32)
+                .clamp(i16::MIN as i32, i16::MAX as i32)
+        };
+        std::array::from_fn(|l| pair(2 * l) + pair(2 * l + 1))
+    }
+
+    /// A weight row against N activation rows (the caller checked: each has the row's
+    /// block count); each row's result is the same as alone.
+    pub fn vec_dot<const N: usize>(ty: QType, row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("fma") {
+            // SAFETY: FMA detected.
+            return unsafe { fma::vec_dot(ty, row, acts) };
+        }
+        vec_dot_body(ty, row, acts)
+    }
+
+    #[inline(always)]
+    pub(super) fn vec_dot_body<const N: usize>(
+        ty: QType,
+        row: &[u8],
+        acts: [&[BlockQ8]; N],
+    ) -> [f32; N] {
+        match ty {
+            QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => q4_or_5(ty, row, acts),
+            QType::Q8_0 => q8_0(row, acts),
+            QType::Q4K | QType::Q5K => qk45(ty == QType::Q5K, row, acts),
+            QType::Q6K => q6k(row, acts),
+            QType::F32 | QType::F16 => acts.map(|a| float_dot(ty, row, a)),
+        }
+    }
+
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1: unsigned weights, the offset or min through `a.s`;
+    /// block i into accumulator set i % 2.
+    #[inline(always)]
+    fn q4_or_5<const N: usize>(ty: QType, row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        let five = matches!(ty, QType::Q5_0 | QType::Q5_1);
+        let min = matches!(ty, QType::Q4_1 | QType::Q5_1);
+        let qs_at = 2 + if min { 2 } else { 0 } + if five { 4 } else { 0 };
+        let off: f32 = if min {
+            0.0
+        } else if five {
+            -16.0
+        } else {
+            -8.0
+        };
+        let mut acc = [[[0f32; 8]; N]; 2];
+        let mut corr = [[0f32; N]; 2];
+        for (i, b) in row.chunks_exact(ty.block_bytes()).enumerate() {
+            let d = rd_f16(b, 0);
+            let m = if min { rd_f16(b, 2) } else { off * d };
+            let qh = if five {
+                u32::from_le_bytes([b[qs_at - 4], b[qs_at - 3], b[qs_at - 2], b[qs_at - 1]])
+            } else {
+                0
+            };
+            let qs = &b[qs_at..qs_at + 16];
+            let mut q = [0u8; 32];
+            for l in 0..16 {
+                q[l] = (qs[l] & 0xF) | ((((qh >> l) & 1) << 4) as u8);
+                q[l + 16] = (qs[l] >> 4) | ((((qh >> (l + 16)) & 1) << 4) as u8);
+            }
+            let set = i % 2;
+            for n in 0..N {
+                let a = &acts[n][i];
+                fma_lanes(&mut acc[set][n], &dot_u8_i8(&q, &a.qs), d * a.d);
+                corr[set][n] += m * a.s;
             }
         }
-        sum
+        std::array::from_fn(|n| hsum(&add(&acc[0][n], &acc[1][n])) + (corr[0][n] + corr[1][n]))
+    }
+
+    /// Q8_0: |w| (`_mm256_sign_epi8(w, w)`, so -128 stays 0x80 = 128) against the
+    /// activation with w's sign (`_mm256_sign_epi8(a, w)`, wrapping); set i % 2.
+    #[inline(always)]
+    fn q8_0<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        let mut acc = [[[0f32; 8]; N]; 2];
+        for (i, b) in row.chunks_exact(34).enumerate() {
+            let d = rd_f16(b, 0);
+            let w: [i8; 32] = std::array::from_fn(|l| b[2 + l] as i8);
+            let aw: [u8; 32] = std::array::from_fn(|l| w[l].wrapping_abs() as u8);
+            let set = i % 2;
+            for n in 0..N {
+                let a = &acts[n][i];
+                let mut sa = [0i8; 32];
+                for l in 0..32 {
+                    let q = a.qs[l];
+                    sa[l] = if w[l] < 0 { q.wrapping_neg() } else { q };
+                    if w[l] == 0 {
+                        sa[l] = 0;
+                    }
+                }
+                fma_lanes(&mut acc[set][n], &dot_u8_i8(&aw, &sa), d * a.d);
+            }
+        }
+        std::array::from_fn(|n| hsum(&add(&acc[0][n], &acc[1][n])))
+    }
+
+    /// Q4_K / Q5_K: even sub-blocks into accumulator 0, odd into 1, one correction sum.
+    #[inline(always)]
+    fn qk45<const N: usize>(five: bool, row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        let (bb, qs_at) = if five { (176, 48) } else { (144, 16) };
+        let mut acc = [[[0f32; 8]; N]; 2];
+        let mut corr = [0f32; N];
+        for (sb, blk) in row.chunks_exact(bb).enumerate() {
+            let d = rd_f16(blk, 0);
+            let dmin = rd_f16(blk, 2);
+            let mut w = [0f32; 8];
+            let mut mn = [0f32; 8];
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &blk[4..16]);
+                w[j] = d * sc as f32;
+                mn[j] = dmin * m as f32;
+            }
+            for c in 0..4 {
+                let x = &blk[qs_at + 32 * c..qs_at + 32 * c + 32];
+                let hb = |l: usize, bit: usize| {
+                    if five {
+                        ((blk[16 + l] >> bit) & 1) << 4
+                    } else {
+                        0
+                    }
+                };
+                let lo: [u8; 32] = std::array::from_fn(|l| (x[l] & 0xF) | hb(l, 2 * c));
+                let hi: [u8; 32] = std::array::from_fn(|l| (x[l] >> 4) | hb(l, 2 * c + 1));
+                let j = 8 * sb + 2 * c;
+                for n in 0..N {
+                    let (a0, a1) = (&acts[n][j], &acts[n][j + 1]);
+                    fma_lanes(&mut acc[0][n], &dot_u8_i8(&lo, &a0.qs), w[2 * c] * a0.d);
+                    fma_lanes(&mut acc[1][n], &dot_u8_i8(&hi, &a1.qs), w[2 * c + 1] * a1.d);
+                    corr[n] += mn[2 * c] * a0.s + mn[2 * c + 1] * a1.s;
+                }
+            }
+        }
+        std::array::from_fn(|n| hsum(&add(&acc[0][n], &acc[1][n])) - corr[n])
+    }
+
+    /// Q6_K: lane L = scale * sum of (q - 32) * a over elements 4L..4L+4, the scale of
+    /// elements 0..16 in lanes 0..4, of 16..32 in lanes 4..8; one accumulator.
+    #[inline(always)]
+    fn q6k<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
+        let mut acc = [[0f32; 8]; N];
+        for (sb, blk) in row.chunks_exact(210).enumerate() {
+            let d = rd_f16(blk, 208);
+            let sc = &blk[192..208];
+            for h in 0..2 {
+                for g in 0..4 {
+                    let ql = &blk[64 * h + 32 * (g & 1)..64 * h + 32 * (g & 1) + 32];
+                    let qh = &blk[128 + 32 * h..128 + 32 * h + 32];
+                    let q: [i32; 32] = std::array::from_fn(|l| {
+                        let nib = if g < 2 { ql[l] & 0xF } else { ql[l] >> 4 };
+                        (nib | (((qh[l] >> (2 * g)) & 3) << 4)) as i32 - 32
+                    });
+                    let k = 8 * h + 2 * g;
+                    let (s0, s1) = (sc[k] as i8 as i32, sc[k + 1] as i8 as i32);
+                    let j = 8 * sb + 4 * h + g;
+                    for n in 0..N {
+                        let a = &acts[n][j];
+                        let lanes: [i32; 8] = std::array::from_fn(|l| {
+                            let e = 4 * l;
+                            let isum: i32 = (e..e + 4).map(|e| q[e] * a.qs[e] as i32).sum();
+                            isum * if l < 4 { s0 } else { s1 }
+                        });
+                        fma_lanes(&mut acc[n], &lanes, d * a.d);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|n| hsum(&acc[n]))
     }
 
     pub fn dequantize_row(ty: QType, row: &[u8], out: &mut [f32]) {
@@ -571,26 +752,90 @@ mod scalar {
         }
     }
 
+    /// The AVX2 `dot_f32`: 4 x 8 lane accumulators over 32-element chunks, then 8-element
+    /// chunks into the first, (acc0 + acc1) + (acc2 + acc3), `hsum`, then the tail
+    /// (multiply, then add).
     pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-        // 8 partial sums, like the SIMD version's lanes (and vectorizable).
-        let mut acc = [0f32; 8];
-        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-        let (ar, br) = (ac.remainder(), bc.remainder());
-        for (x, y) in ac.zip(bc) {
-            for k in 0..8 {
-                acc[k] += x[k] * y[k];
-            }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("fma") {
+            // SAFETY: FMA detected.
+            return unsafe { fma::dot_f32(a, b) };
         }
-        let mut s: f32 = acc.iter().sum();
-        for (x, y) in ar.iter().zip(br) {
-            s += x * y;
+        dot_f32_body(a, b)
+    }
+
+    #[inline(always)]
+    pub(super) fn dot_f32_body(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let mut acc = [[0f32; 8]; 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            let (x, y) = (&a[i..i + 32], &b[i..i + 32]);
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let (x, y) = (&x[8 * k..8 * k + 8], &y[8 * k..8 * k + 8]);
+                for l in 0..8 {
+                    acc[l] = x[l].mul_add(y[l], acc[l]);
+                }
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let (x, y) = (&a[i..i + 8], &b[i..i + 8]);
+            for l in 0..8 {
+                acc[0][l] = x[l].mul_add(y[l], acc[0][l]);
+            }
+            i += 8;
+        }
+        let v = add(&add(&acc[0], &acc[1]), &add(&acc[2], &acc[3]));
+        let mut s = hsum(&v);
+        while i < n {
+            s += a[i] * b[i];
+            i += 1;
         }
         s
     }
 
+    /// y = fma(alpha, x, y) elementwise, like the AVX2 code (tail included).
     pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y += alpha * x;
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("fma") {
+            // SAFETY: FMA detected.
+            return unsafe { fma::axpy_f32(alpha, x, y) };
+        }
+        axpy_f32_body(alpha, x, y)
+    }
+
+    #[inline(always)]
+    pub(super) fn axpy_f32_body(alpha: f32, x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = alpha.mul_add(x, *y);
+        }
+    }
+
+    /// The same code compiled for FMA hardware, used where it is detected (also with AVX2
+    /// forced off): `mul_add` is exactly rounded either way, so only the speed differs
+    /// (no call into libm's software `fmaf` per lane).
+    #[cfg(target_arch = "x86_64")]
+    mod fma {
+        use super::{axpy_f32_body, dot_f32_body, vec_dot_body, BlockQ8, QType};
+
+        #[target_feature(enable = "fma")]
+        pub(super) unsafe fn vec_dot<const N: usize>(
+            ty: QType,
+            row: &[u8],
+            acts: [&[BlockQ8]; N],
+        ) -> [f32; N] {
+            vec_dot_body(ty, row, acts)
+        }
+
+        #[target_feature(enable = "fma")]
+        pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+            dot_f32_body(a, b)
+        }
+
+        #[target_feature(enable = "fma")]
+        pub(super) unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+            axpy_f32_body(alpha, x, y)
         }
     }
 }
@@ -676,7 +921,7 @@ mod avx2 {
             QType::Q4K => qk45::<N, false>(row, acts),
             QType::Q5K => qk45::<N, true>(row, acts),
             QType::Q6K => q6k::<N>(row, acts),
-            QType::F32 | QType::F16 => acts.map(|a| super::scalar::vec_dot(ty, row, a)),
+            QType::F32 | QType::F16 => super::scalar::vec_dot(ty, row, acts),
         }
     }
 
@@ -1014,7 +1259,7 @@ mod avx2 {
             i += 8;
         }
         while i < n {
-            y[i] += alpha * x[i];
+            y[i] = alpha.mul_add(x[i], y[i]);
             i += 1;
         }
     }
@@ -1263,17 +1508,17 @@ mod tests {
             for ty in QType::ALL {
                 for &cols in sizes(ty) {
                     let w = weights(cols, 13 + cols as u64);
-                    let (bytes, deq) = candle_row(ty, &w);
+                    let (bytes, _) = candle_row(ty, &w);
                     let acts: Vec<Vec<BlockQ8>> = (0..4)
                         .map(|s| q8(&activation(&w, s % 2 == 0, s), k))
                         .collect();
                     let four =
                         vec_dot_x4_with(k, ty, &bytes, [&acts[0], &acts[1], &acts[2], &acts[3]]);
                     for (n, act) in acts.iter().enumerate() {
-                        let one = vec_dot_with(k, ty, &bytes, act) as f64;
-                        let (_, mag) = reference(&deq, act);
-                        assert!(
-                            (four[n] as f64 - one).abs() <= 1e-5 * mag,
+                        let one = vec_dot_with(k, ty, &bytes, act);
+                        assert_eq!(
+                            four[n].to_bits(),
+                            one.to_bits(),
                             "{k:?} {ty:?} cols {cols} act {n}: x4 {} vs {one}",
                             four[n]
                         );
@@ -1283,43 +1528,65 @@ mod tests {
         }
     }
 
+    /// AVX2 and scalar agree bit for bit, single and x4, on `bytes` against `acts`.
+    fn assert_same_bits(what: &str, ty: QType, bytes: &[u8], acts: [&[BlockQ8]; 4]) {
+        let s4 = vec_dot_x4_with(Kernels::Scalar, ty, bytes, acts);
+        let a4 = vec_dot_x4_with(Kernels::Avx2, ty, bytes, acts);
+        for n in 0..4 {
+            let s = vec_dot_with(Kernels::Scalar, ty, bytes, acts[n]);
+            let a = vec_dot_with(Kernels::Avx2, ty, bytes, acts[n]);
+            assert_eq!(
+                a.to_bits(),
+                s.to_bits(),
+                "{what} {ty:?} act {n}: avx2 {a} vs scalar {s}"
+            );
+            assert_eq!(
+                a4[n].to_bits(),
+                s.to_bits(),
+                "{what} {ty:?} act {n}: avx2 x4 {} vs scalar {s}",
+                a4[n]
+            );
+            assert_eq!(
+                s4[n].to_bits(),
+                s.to_bits(),
+                "{what} {ty:?} act {n}: scalar x4 {} vs scalar {s}",
+                s4[n]
+            );
+        }
+    }
+
     #[test]
-    fn avx2_vec_dot_matches_scalar() {
-        if skip_without_avx2("avx2_vec_dot_matches_scalar") {
+    fn avx2_vec_dot_bit_identical_to_scalar() {
+        if skip_without_avx2("avx2_vec_dot_bit_identical_to_scalar") {
             return;
         }
         for ty in QType::ALL {
             for &cols in sizes(ty) {
-                for correlated in [true, false] {
-                    let w = weights(cols, 17 * cols as u64);
-                    let (bytes, deq) = candle_row(ty, &w);
-                    let act = q8(&activation(&w, correlated, 3), Kernels::Scalar);
-                    let s = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
-                    let a = vec_dot_with(Kernels::Avx2, ty, &bytes, &act) as f64;
-                    let (want, mag) = reference(&deq, &act);
-                    assert!(
-                        (a - s).abs() <= 1e-5 * mag,
-                        "{ty:?} cols {cols}: avx2 {a} vs scalar {s}"
-                    );
+                let w = weights(cols, 17 * cols as u64);
+                let (bytes, deq) = candle_row(ty, &w);
+                let acts: Vec<Vec<BlockQ8>> = (0..4)
+                    .map(|s| q8(&activation(&w, s % 2 == 0, 3 + s), Kernels::Scalar))
+                    .collect();
+                let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+                assert_same_bits(&format!("cols {cols}"), ty, &bytes, acts);
+                for act in acts {
+                    let a = vec_dot_with(Kernels::Avx2, ty, &bytes, act) as f64;
+                    let (want, mag) = reference(&deq, act);
                     assert!(
                         (a - want).abs() <= 1e-5 * mag,
                         "{ty:?} cols {cols}: avx2 {a} vs ref {want}"
                     );
-                    if correlated {
-                        assert!(
-                            (a - s).abs() <= 1e-5 * s.abs(),
-                            "{ty:?} cols {cols}: avx2 {a} vs scalar {s}"
-                        );
-                    }
                 }
             }
         }
     }
 
-    /// Extreme but valid blocks: all-max quants (maddubs saturation), -127/127 in Q8_0.
+    /// Extreme but valid blocks: all-max quants (maddubs saturation), -127/127 in Q8_0;
+    /// random raw weight bytes; activation blocks with any i8 at all (-128 included, which
+    /// quantize_row_q8 never writes).
     #[test]
-    fn avx2_extreme_values_match_scalar() {
-        if skip_without_avx2("avx2_extreme_values_match_scalar") {
+    fn avx2_extreme_values_bit_identical_to_scalar() {
+        if skip_without_avx2("avx2_extreme_values_bit_identical_to_scalar") {
             return;
         }
         for ty in QUANT {
@@ -1328,52 +1595,88 @@ mod tests {
                 .map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 })
                 .collect();
             let (bytes, deq) = candle_row(ty, &w);
-            for x in [
+            let xs = [
                 w.clone(),
                 w.iter().map(|v| -v).collect(),
                 vec![1.0; cols],
                 vec![0.0; cols],
-            ] {
-                let act = q8(&x, Kernels::Scalar);
-                let s = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
-                let a = vec_dot_with(Kernels::Avx2, ty, &bytes, &act) as f64;
-                let (want, mag) = reference(&deq, &act);
+            ];
+            let acts: Vec<Vec<BlockQ8>> = xs.iter().map(|x| q8(x, Kernels::Scalar)).collect();
+            let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+            assert_same_bits("extreme", ty, &bytes, acts);
+            for act in acts {
+                let s = vec_dot_with(Kernels::Scalar, ty, &bytes, act) as f64;
+                let (want, mag) = reference(&deq, act);
                 let tol = 1e-5 * mag + 1e-30;
                 assert!((s - want).abs() <= tol, "{ty:?}: scalar {s} vs ref {want}");
-                assert!((a - want).abs() <= tol, "{ty:?}: avx2 {a} vs ref {want}");
             }
         }
-        // Random raw bytes with sane scales: every bit pattern of the quants is legal.
+        // Random raw bytes with sane (finite, either sign) scales: every bit pattern of the
+        // quants is legal.
         let mut r = Rng(99);
         for ty in QUANT {
-            let cols = *sizes(ty).last().unwrap();
-            let mut bytes: Vec<u8> = (0..ty.row_bytes(cols))
-                .map(|_| (r.uniform() * 256.0) as u8)
-                .collect();
-            let half_one = 0x3c00u16.to_le_bytes(); // 1.0
-            let bb = ty.block_bytes();
-            for b in bytes.chunks_exact_mut(bb) {
-                let at = if ty == QType::Q6K { bb - 2 } else { 0 };
-                b[at..at + 2].copy_from_slice(&half_one);
-                if matches!(ty, QType::Q4_1 | QType::Q5_1 | QType::Q4K | QType::Q5K) {
-                    b[2..4].copy_from_slice(&half_one);
+            for &cols in sizes(ty) {
+                for round in 0..3 {
+                    let mut bytes: Vec<u8> = (0..ty.row_bytes(cols))
+                        .map(|_| (r.uniform() * 256.0) as u8)
+                        .collect();
+                    let bb = ty.block_bytes();
+                    for b in bytes.chunks_exact_mut(bb) {
+                        let mut half = || {
+                            let h = if round == 0 {
+                                0x3c00 // 1.0
+                            } else {
+                                0x2000 + (r.uniform() * 0x1c00 as f32) as u16
+                            };
+                            let sign = if r.uniform() < 0.3 { 0x8000 } else { 0 };
+                            (h | sign).to_le_bytes()
+                        };
+                        let at = if ty == QType::Q6K { bb - 2 } else { 0 };
+                        b[at..at + 2].copy_from_slice(&half());
+                        if matches!(ty, QType::Q4_1 | QType::Q5_1 | QType::Q4K | QType::Q5K) {
+                            b[2..4].copy_from_slice(&half());
+                        }
+                    }
+                    let mut deq = vec![0f32; cols];
+                    dequantize_row(ty, &bytes, &mut deq);
+                    let quantized: Vec<Vec<BlockQ8>> = (0..4)
+                        .map(|s| q8(&activation(&deq, s % 2 == 1, 4 + s), Kernels::Scalar))
+                        .collect();
+                    let acts = [
+                        &quantized[0][..],
+                        &quantized[1],
+                        &quantized[2],
+                        &quantized[3],
+                    ];
+                    assert_same_bits("raw", ty, &bytes, acts);
+                    for act in acts {
+                        let s = vec_dot_with(Kernels::Scalar, ty, &bytes, act) as f64;
+                        let (want, mag) = reference(&deq, act);
+                        assert!(
+                            (s - want).abs() <= 1e-5 * mag,
+                            "{ty:?} raw: scalar {s} vs ref {want}"
+                        );
+                    }
+                    // Arbitrary activation blocks, outside quantize_row_q8's range.
+                    let wild: Vec<Vec<BlockQ8>> = (0..4)
+                        .map(|s| {
+                            (0..cols / 32)
+                                .map(|i| BlockQ8 {
+                                    d: r.normal() * 0.01,
+                                    s: r.normal() * 10.0,
+                                    qs: std::array::from_fn(|l| match (s + i + l) % 11 {
+                                        0 => -128,
+                                        1 => 127,
+                                        _ => (r.uniform() * 256.0) as i32 as u8 as i8,
+                                    }),
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let acts = [&wild[0][..], &wild[1], &wild[2], &wild[3]];
+                    assert_same_bits("wild activations", ty, &bytes, acts);
                 }
             }
-            let mut deq = vec![0f32; cols];
-            dequantize_row(ty, &bytes, &mut deq);
-            let x = activation(&deq, false, 4);
-            let act = q8(&x, Kernels::Scalar);
-            let s = vec_dot_with(Kernels::Scalar, ty, &bytes, &act) as f64;
-            let a = vec_dot_with(Kernels::Avx2, ty, &bytes, &act) as f64;
-            let (want, mag) = reference(&deq, &act);
-            assert!(
-                (s - want).abs() <= 1e-5 * mag,
-                "{ty:?} raw: scalar {s} vs ref {want}"
-            );
-            assert!(
-                (a - want).abs() <= 1e-5 * mag,
-                "{ty:?} raw: avx2 {a} vs ref {want}"
-            );
         }
     }
 
@@ -1457,6 +1760,73 @@ mod tests {
                     assert!((y[i] as f64 - want).abs() <= tol, "{k:?} n {n} i {i}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn avx2_dot_and_axpy_bit_identical_to_scalar() {
+        if skip_without_avx2("avx2_dot_and_axpy_bit_identical_to_scalar") {
+            return;
+        }
+        let mut r = Rng(6);
+        // Values of varied magnitude, so that summation order would show.
+        let mut val = || r.normal() * [1e-3, 1.0, 30.0][(r.uniform() * 3.0) as usize % 3];
+        let a: Vec<f32> = (0..1536).map(|_| val()).collect();
+        let b: Vec<f32> = (0..1536).map(|_| val()).collect();
+        for n in 0..=1536 {
+            // Misaligned starts too.
+            let off = n % 3;
+            let m = n.min(1536 - off);
+            let (a, b) = (&a[off..off + m], &b[..m]);
+            let s = dot_f32_with(Kernels::Scalar, a, b);
+            let v = dot_f32_with(Kernels::Avx2, a, b);
+            assert_eq!(
+                v.to_bits(),
+                s.to_bits(),
+                "dot n {m}: avx2 {v} vs scalar {s}"
+            );
+
+            let alpha = a.first().copied().unwrap_or(0.5) * 0.7;
+            let mut ys = b.to_vec();
+            let mut ya = b.to_vec();
+            axpy_f32_with(Kernels::Scalar, alpha, a, &mut ys);
+            axpy_f32_with(Kernels::Avx2, alpha, a, &mut ya);
+            for i in 0..m {
+                assert_eq!(ya[i].to_bits(), ys[i].to_bits(), "axpy n {m} i {i}");
+            }
+        }
+    }
+
+    /// The scalar code compiled without FMA codegen (`mul_add` through the `fmaf` libcall,
+    /// as off x86 or on CPUs without FMA) gives the same bits as compiled with it.
+    #[test]
+    fn scalar_software_fma_same_bits() {
+        for ty in QType::ALL {
+            let cols = *sizes(ty).last().unwrap();
+            let w = weights(cols, 23);
+            let (bytes, _) = candle_row(ty, &w);
+            let acts: Vec<Vec<BlockQ8>> = (0..4)
+                .map(|s| q8(&activation(&w, s % 2 == 0, s), Kernels::Scalar))
+                .collect();
+            let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+            let soft = scalar::vec_dot_body(ty, &bytes, acts);
+            let used = vec_dot_x4_with(Kernels::Scalar, ty, &bytes, acts);
+            assert_eq!(soft.map(f32::to_bits), used.map(f32::to_bits), "{ty:?}");
+        }
+        let mut r = Rng(8);
+        for n in [0, 5, 8, 40, 1000, 1536] {
+            let a: Vec<f32> = (0..n).map(|_| r.normal()).collect();
+            let b: Vec<f32> = (0..n).map(|_| r.normal() * 3.0).collect();
+            let soft = scalar::dot_f32_body(&a, &b);
+            let used = dot_f32_with(Kernels::Scalar, &a, &b);
+            assert_eq!(soft.to_bits(), used.to_bits(), "dot n {n}");
+            let (mut ys, mut yu) = (b.clone(), b.clone());
+            scalar::axpy_f32_body(0.3, &a, &mut ys);
+            axpy_f32_with(Kernels::Scalar, 0.3, &a, &mut yu);
+            assert!(
+                ys.iter().zip(&yu).all(|(s, u)| s.to_bits() == u.to_bits()),
+                "axpy n {n}"
+            );
         }
     }
 
