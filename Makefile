@@ -32,9 +32,12 @@ check: lint test
 llamacpp:
 	@scripts/llamacpp-venv.sh
 
+# Speed against llama.cpp (README, "Benchmark"): each format made from the default model with
+# llama.cpp's llama-quantize (built by scripts/llamacpp-venv.sh), 2 threads, in one run.
+BENCH_FORMATS ?= q4_0,q4_1,q8_0,q4_k_m
 bench: model llamacpp
 	$(CARGO) build --release
-	./target/release/rag bench model --threads 2
+	./target/release/rag bench model --threads 2 --formats $(BENCH_FORMATS)
 
 # Ingest and search benchmark (README, "Ingest and search"): the 48 SQuAD articles, then search
 # latency and HNSW recall on that index; SciFact's ingest is part of `make eval`.

@@ -34,6 +34,15 @@ pub struct BenchOptions {
     pub llamacpp_python: Option<PathBuf>,
     /// The llama.cpp side of the benchmark (scripts/bench_llamacpp.py).
     pub llamacpp_script: PathBuf,
+    /// GGML file types to measure (e.g. `Q4_0`, `Q8_0`, `Q4_K_M`), each made from the model
+    /// with llama.cpp's quantize tool when it is not the model's own. Empty: the model only.
+    pub formats: Vec<String>,
+    /// llama.cpp's `llama-quantize`, needed for formats other than the model's.
+    pub quantize_tool: Option<PathBuf>,
+    /// Where the made files are kept (reused by later runs).
+    pub formats_dir: PathBuf,
+    /// How rag holds the weights (default: the project's quantized engine).
+    pub weights: WeightFormat,
 }
 
 /// One engine's numbers.
@@ -48,16 +57,20 @@ pub struct EngineNumbers {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// The whole report.
+/// One model file's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub model: PathBuf,
+    /// The file's quantization (its most common weight type, or the name asked for).
+    pub format: String,
+    /// How rag held the weights.
+    pub weights: String,
     pub model_size_mib: f64,
     pub threads: usize,
     pub rag: EngineNumbers,
-    /// Peak RSS of the generation phase alone (quantized weights).
+    /// Peak RSS of loading and generation (prompt included).
     pub rag_generation_peak_rss_mib: Option<f64>,
-    /// Peak RSS of the embedding phase alone (f32 weights).
+    /// Peak RSS of the embedding phase (same weights, batched chunks).
     pub rag_embedding_peak_rss_mib: Option<f64>,
     pub llamacpp: Option<EngineNumbers>,
     /// Why llama.cpp was not measured, when it was not.
@@ -68,10 +81,12 @@ impl BenchReport {
     /// A plain-text table with ratios (rag / llama.cpp).
     pub fn table(&self) -> String {
         let mut s = format!(
-            "model {} ({:.1} MiB), {} threads\n\n",
+            "model {} ({}, {:.1} MiB), {} threads, rag weights {}\n\n",
             self.model.display(),
+            self.format,
             self.model_size_mib,
-            self.threads
+            self.threads,
+            self.weights,
         );
         s += &format!(
             "{:<26} {:>12} {:>12} {:>8}\n",
@@ -113,7 +128,8 @@ impl BenchReport {
             self.rag_embedding_peak_rss_mib,
         ) {
             s += &format!(
-                "\nrag peak RSS: generation (quantized weights) {g:.0} MiB, embedding (f32 weights) {e:.0} MiB\n"
+                "\nrag peak RSS: generation {g:.0} MiB ({:.2}x the file), embedding {e:.0} MiB\n",
+                g / self.model_size_mib.max(1e-9)
             );
         }
         if let Some(why) = &self.llamacpp_skipped {
@@ -123,16 +139,154 @@ impl BenchReport {
     }
 }
 
-/// Run the benchmark.
-pub fn bench_model(config: &Config, opts: &BenchOptions) -> Result<BenchReport> {
+/// Reports for several files of one model, and a summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchSuite {
+    pub threads: usize,
+    pub reports: Vec<BenchReport>,
+}
+
+impl BenchSuite {
+    /// Each file's table, then (for several files) one line per format with the ratios.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        for r in &self.reports {
+            s += &r.table();
+            s += "\n";
+        }
+        if self.reports.len() > 1 {
+            s += &format!(
+                "summary, {} threads: rag tok/s / llama.cpp tok/s (ratio)\n",
+                self.threads
+            );
+            s += &format!(
+                "{:<8} {:>24} {:>24} {:>24} {:>16}\n",
+                "format", "prompt", "generation", "embedding", "gen RSS / file"
+            );
+            for r in &self.reports {
+                let l = r.llamacpp.clone().unwrap_or_default();
+                let cell = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) if b > 0.0 => {
+                        format!("{a:.0} / {b:.0} ({:.2}x)", a / b)
+                    }
+                    (Some(a), _) => format!("{a:.0} / -"),
+                    _ => "-".into(),
+                };
+                let rss = r
+                    .rag_generation_peak_rss_mib
+                    .map_or("-".into(), |g| format!("{:.2}x", g / r.model_size_mib));
+                s += &format!(
+                    "{:<8} {:>24} {:>24} {:>24} {:>16}\n",
+                    r.format,
+                    cell(r.rag.prompt_tok_s, l.prompt_tok_s),
+                    cell(r.rag.gen_tok_s, l.gen_tok_s),
+                    cell(r.rag.embed_tok_s, l.embed_tok_s),
+                    rss
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Run the benchmark on the configured model, or on each of `opts.formats` made from it.
+pub fn bench_models(config: &Config, opts: &BenchOptions) -> Result<BenchSuite> {
     let path = config.model_path()?.to_path_buf();
+    let mut reports = Vec::new();
+    if opts.formats.is_empty() {
+        reports.push(bench_model(config, &path, None, opts)?);
+    }
+    for f in &opts.formats {
+        let file = format_file(&path, f, opts)?;
+        reports.push(bench_model(config, &file, Some(f), opts)?);
+    }
+    Ok(BenchSuite {
+        threads: config.threads,
+        reports,
+    })
+}
+
+/// The model in GGML file type `fmt`: `model` itself when that is its type, else a copy made
+/// once with llama.cpp's quantize tool in `opts.formats_dir`.
+pub fn format_file(model: &Path, fmt: &str, opts: &BenchOptions) -> Result<PathBuf> {
+    let fmt = fmt.to_ascii_uppercase();
+    let info = Model::inspect(model)?;
+    if info.quantization.eq_ignore_ascii_case(&fmt) {
+        return Ok(model.to_path_buf());
+    }
+    let stem = model
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let base = stem
+        .rsplit_once('.')
+        .map_or(stem.as_str(), |(b, _)| b)
+        .to_string();
+    let out = opts.formats_dir.join(format!("{base}.{fmt}.gguf"));
+    if out.exists() {
+        return Ok(out);
+    }
+    let tool = opts.quantize_tool.as_ref().filter(|t| t.exists()).ok_or_else(|| {
+        Error::InvalidOption(format!(
+            "making a {fmt} copy of {} needs llama.cpp's llama-quantize: run scripts/llamacpp-venv.sh (it builds one), or pass --formats with the model's own type ({})",
+            model.display(),
+            info.quantization
+        ))
+    })?;
+    std::fs::create_dir_all(&opts.formats_dir).map_err(|source| Error::Io {
+        path: opts.formats_dir.clone(),
+        source,
+    })?;
+    let tmp = out.with_extension("part");
+    // The default model ships quantized only, so the other types are requantized from it:
+    // the same shapes and the same work per token, a little more rounding error.
+    let status = Command::new(tool)
+        .arg("--allow-requantize")
+        .arg(model)
+        .arg(&tmp)
+        .arg(&fmt)
+        .arg("2")
+        .output()
+        .map_err(|source| Error::Io {
+            path: tool.clone(),
+            source,
+        })?;
+    if !status.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let err = String::from_utf8_lossy(&status.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        return Err(Error::InvalidOption(format!(
+            "{} could not make {fmt} from {}: {}",
+            tool.display(),
+            model.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    std::fs::rename(&tmp, &out).map_err(|source| Error::Io {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
+}
+
+/// Run the benchmark on one file.
+pub fn bench_model(
+    config: &Config,
+    path: &Path,
+    format: Option<&str>,
+    opts: &BenchOptions,
+) -> Result<BenchReport> {
+    let path = path.to_path_buf();
     let text = std::fs::read_to_string(&opts.text_file).map_err(|source| Error::Io {
         path: opts.text_file.clone(),
         source,
     })?;
-    let base = config.model_options();
+    let base = ModelOptions {
+        format: opts.weights,
+        ..config.model_options()
+    };
     reset_peak_rss();
-    let model = Model::load(&path, &base)?;
+    let model = Arc::new(Model::load(&path, &base)?);
+    let format = format.map_or_else(|| model.info().quantization.clone(), str::to_uppercase);
     let tok = model.tokenizer();
     let all = tok.encode(&text, false, false);
     let need = opts
@@ -178,22 +332,14 @@ pub fn bench_model(config: &Config, opts: &BenchOptions) -> Result<BenchReport> 
     }
     let gen_tok_s = opts.gen_tokens as f64 / median(&mut times);
     let gen_rss = peak_rss_mib();
-    drop(model);
 
-    // Embedding: dense f32 weights, batched chunks.
+    // Embedding: the same weights, batched chunks.
     reset_peak_rss();
-    let dense = Arc::new(Model::load(
-        &path,
-        &ModelOptions {
-            format: WeightFormat::F32,
-            ..base
-        },
-    )?);
-    let embedder = Embedder::new(dense.clone(), EmbedOptions::default());
+    let embedder = Embedder::new(model.clone(), EmbedOptions::default());
     let chunks: Vec<String> = all
         .chunks(opts.embed_chunk_tokens)
         .take(opts.embed_chunks)
-        .map(|c| dense.tokenizer().decode(c))
+        .map(|c| model.tokenizer().decode(c))
         .collect();
     let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
     let embed_tokens: usize = refs.iter().map(|c| embedder.count_tokens(c)).sum();
@@ -240,6 +386,8 @@ pub fn bench_model(config: &Config, opts: &BenchOptions) -> Result<BenchReport> 
         }
     };
     Ok(BenchReport {
+        format,
+        weights: format!("{:?}", opts.weights).to_lowercase(),
         model_size_mib: std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0),
         model: path,
         threads: config.threads,

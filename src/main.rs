@@ -440,7 +440,9 @@ enum BenchCommand {
     /// (scripts/llamacpp-venv.sh).
     #[command(after_help = "Examples:
   rag bench model
-  rag bench model --threads 2 --prompt-tokens 400 --gen-tokens 64 --json")]
+  rag bench model --threads 2 --prompt-tokens 400 --gen-tokens 64 --json
+  rag bench model --formats q4_0,q4_1,q8_0,q4_k_m      each format, made with llama-quantize
+  rag bench model --weights candle --no-llamacpp        the candle engine, for comparison")]
     Model(BenchModelArgs),
     /// Search latency (p50/p95) of BM25, HNSW, exact and hybrid search on an index, and HNSW
     /// recall@10 against exact search over the same vectors.
@@ -496,6 +498,15 @@ struct BenchModelArgs {
     /// Skip llama.cpp.
     #[arg(long)]
     no_llamacpp: bool,
+    /// GGML file types to measure, comma-separated (e.g. q4_0,q4_1,q8_0,q4_k_m): each one is
+    /// made from the model with llama.cpp's llama-quantize (kept in $RAG_HOME/models/bench).
+    /// Default: the model file alone.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    formats: Vec<String>,
+    /// How rag holds the weights: quantized (the project's CPU engine), candle (candle's
+    /// quantized matmul, the engine it replaced), f32 or f16.
+    #[arg(long, value_name = "FORMAT", default_value = "quantized")]
+    weights: WeightFormat,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -524,6 +535,10 @@ impl BenchModelArgs {
             },
             llamacpp_script: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("scripts/bench_llamacpp.py"),
+            formats: self.formats.clone(),
+            quantize_tool: Some(config.home.join("venv-llamacpp/bin/llama-quantize")),
+            formats_dir: config.home.join("models/bench"),
+            weights: self.weights,
         }
     }
 }
@@ -613,7 +628,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench {
             command: BenchCommand::Model(args),
         } => {
-            let report = rag::bench::bench_model(&config, &args.options(&config))?;
+            let report = rag::bench::bench_models(&config, &args.options(&config))?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 serde_json::to_writer_pretty(&mut out, &report)?;

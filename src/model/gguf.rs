@@ -140,6 +140,30 @@ impl GgufFile {
             })
     }
 
+    /// Read one tensor's bytes as stored (blocks of its GGML type), with its type and its shape
+    /// in row-major order (`[rows, cols]` for a matrix).
+    pub(crate) fn raw_tensor(
+        &mut self,
+        name: &str,
+    ) -> Result<(candle_core::quantized::GgmlDType, Vec<usize>, Vec<u8>)> {
+        use std::io::SeekFrom;
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(self.bad(format!("tensor {name} is missing")));
+        };
+        let dtype = info.ggml_dtype;
+        let dims = info.shape.dims().to_vec();
+        let bytes = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let start = self.content.tensor_data_offset + info.offset;
+        let mut data = vec![0u8; bytes];
+        let io_err = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.reader.seek(SeekFrom::Start(start)).map_err(io_err)?;
+        self.reader.read_exact(&mut data).map_err(io_err)?;
+        Ok((dtype, dims, data))
+    }
+
     pub(crate) fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }

@@ -9,6 +9,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
+use crate::model::cpu::engine;
 use crate::model::gguf::GgufFile;
 
 /// Hyperparameters read from `llama.*` metadata.
@@ -77,10 +78,14 @@ impl LlamaConfig {
 /// How the weight matrices are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
-    /// As stored in the GGUF (Q4_1, Q4_K, ...), multiplied by candle's quantized matmul.
-    /// Smallest and fastest for generation (one token at a time).
+    /// As stored in the GGUF (Q4_1, Q4_K, ...), run by the project's own CPU engine
+    /// ([`crate::model::cpu`]): 8-bit activations and SIMD integer dot products. The smallest
+    /// in memory and the fastest.
     #[default]
     Quantized,
+    /// As stored, multiplied by candle's quantized matmul (the engine before
+    /// [`WeightFormat::Quantized`]; kept for comparison in `rag bench model`).
+    CandleQuantized,
     /// Dequantized to f32 at load: ~4 bytes a parameter, fastest for prefill and embeddings.
     F32,
     /// Dequantized to f16 at load.
@@ -92,9 +97,12 @@ impl std::str::FromStr for WeightFormat {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "quantized" | "q" => Ok(Self::Quantized),
+            "candle" => Ok(Self::CandleQuantized),
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            _ => Err(format!("unknown weight format '{s}' (quantized, f32, f16)")),
+            _ => Err(format!(
+                "unknown weight format '{s}' (quantized, candle, f32, f16)"
+            )),
         }
     }
 }
@@ -102,7 +110,7 @@ impl std::str::FromStr for WeightFormat {
 fn matmul_weight(q: QTensor, format: WeightFormat, device: &Device) -> Result<QMatMul> {
     // 1-D and float tensors are always dense; QMatMul::from_qtensor dequantizes those itself.
     Ok(match format {
-        WeightFormat::Quantized => QMatMul::from_qtensor(q)?,
+        WeightFormat::Quantized | WeightFormat::CandleQuantized => QMatMul::from_qtensor(q)?,
         WeightFormat::F32 => QMatMul::Tensor(q.dequantize(device)?),
         WeightFormat::F16 => QMatMul::TensorF16(q.dequantize_f16(device)?),
     })
@@ -135,14 +143,40 @@ pub enum HiddenLayer {
 pub struct Llama {
     cfg: LlamaConfig,
     format: WeightFormat,
+    imp: Imp,
+    max_ctx: usize,
+    device: Device,
+}
+
+enum Imp {
+    /// candle tensors (dense formats, and candle's quantized matmul).
+    Candle(CandleWeights),
+    /// The project's CPU engine over the GGUF blocks.
+    Native(engine::Weights),
+}
+
+struct CandleWeights {
     tok_embd: QMatMul,
     layers: Vec<Layer>,
     norm: Tensor,
     output: QMatMul,
     cos: Tensor,
     sin: Tensor,
-    max_ctx: usize,
-    device: Device,
+}
+
+/// [`engine::TensorSource`] over an open GGUF.
+struct GgufSource<'a>(&'a mut GgufFile);
+
+impl engine::TensorSource for GgufSource<'_> {
+    fn raw(
+        &mut self,
+        name: &str,
+    ) -> Result<(candle_core::quantized::GgmlDType, Vec<usize>, Vec<u8>)> {
+        self.0.raw_tensor(name)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.0.has_tensor(name)
+    }
 }
 
 impl Llama {
@@ -152,6 +186,16 @@ impl Llama {
         let device = Device::Cpu;
         let cfg = LlamaConfig::from_gguf(g)?;
         let max_ctx = max_ctx.min(cfg.n_ctx_train).max(1);
+        if format == WeightFormat::Quantized {
+            let w = engine::Weights::load(&mut GgufSource(g), cfg.clone(), max_ctx)?;
+            return Ok(Self {
+                cfg,
+                format,
+                imp: Imp::Native(w),
+                max_ctx,
+                device,
+            });
+        }
         let vec_f32 = |g: &mut GgufFile, name: &str| -> Result<Tensor> {
             Ok(g.tensor(name, &device)?.dequantize(&device)?)
         };
@@ -198,12 +242,14 @@ impl Llama {
         Ok(Self {
             cfg,
             format,
-            tok_embd,
-            layers,
-            norm,
-            output,
-            cos,
-            sin,
+            imp: Imp::Candle(CandleWeights {
+                tok_embd,
+                layers,
+                norm,
+                output,
+                cos,
+                sin,
+            }),
             max_ctx,
             device,
         })
@@ -227,6 +273,16 @@ impl Llama {
     /// A KV cache for `batch` sequences of up to `max_len` tokens, allocated once.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let max_len = max_len.min(self.max_ctx);
+        if let Imp::Native(w) = &self.imp {
+            if batch != 1 {
+                return Err(crate::error::Error::InvalidOption(format!(
+                    "a KV cache holds one sequence with quantized weights (asked for {batch})"
+                )));
+            }
+            return Ok(KvCache {
+                imp: CacheImp::Native(w.new_cache(max_len)),
+            });
+        }
         let shape = (batch, self.cfg.n_kv_head, max_len, self.cfg.head_dim);
         let mut k = Vec::with_capacity(self.cfg.n_layer);
         let mut v = Vec::with_capacity(self.cfg.n_layer);
@@ -235,10 +291,12 @@ impl Llama {
             v.push(Tensor::zeros(shape, DType::F32, &self.device)?);
         }
         Ok(KvCache {
-            k,
-            v,
-            len: 0,
-            max_len,
+            imp: CacheImp::Candle {
+                k,
+                v,
+                len: 0,
+                max_len,
+            },
         })
     }
 
@@ -254,12 +312,23 @@ impl Llama {
     pub fn forward_hidden(
         &self,
         tokens: &Tensor,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         lengths: Option<&[usize]>,
         layer: HiddenLayer,
     ) -> Result<Tensor> {
+        let w = match &self.imp {
+            Imp::Native(w) => return self.forward_native(w, tokens, cache, lengths, layer),
+            Imp::Candle(w) => w,
+        };
+        let cache = match cache {
+            None => None,
+            Some(KvCache {
+                imp: CacheImp::Candle { k, v, len, max_len },
+            }) => Some(CandleCache { k, v, len, max_len }),
+            Some(_) => unreachable!("caches come from new_cache of the same model"),
+        };
         let (b, t) = tokens.dims2()?;
-        let pos = cache.as_ref().map_or(0, |c| c.len);
+        let pos = cache.as_ref().map_or(0, |c| *c.len);
         if pos + t > self.max_ctx {
             return Err(crate::error::Error::PromptTooLong {
                 tokens: pos + t,
@@ -268,7 +337,7 @@ impl Llama {
             });
         }
         if let Some(c) = cache.as_ref() {
-            if pos + t > c.max_len || c.k[0].dim(0)? != b {
+            if pos + t > *c.max_len || c.k[0].dim(0)? != b {
                 return Err(crate::error::Error::InvalidOption(format!(
                     "KV cache too small: {} + {t} tokens for a cache of {} (batch {})",
                     c.len,
@@ -278,16 +347,16 @@ impl Llama {
             }
         }
         let mask = attention_mask(b, t, pos, lengths, &self.device)?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        let mut x = self.tok_embd.embedding(tokens)?;
+        let cos = w.cos.narrow(0, pos, t)?;
+        let sin = w.sin.narrow(0, pos, t)?;
+        let mut x = w.tok_embd.embedding(tokens)?;
         let last = match layer {
-            HiddenLayer::Final => self.layers.len(),
-            HiddenLayer::After(n) => (n + 1).min(self.layers.len()),
+            HiddenLayer::Final => w.layers.len(),
+            HiddenLayer::After(n) => (n + 1).min(w.layers.len()),
         };
-        for (i, l) in self.layers[..last].iter().enumerate() {
+        for (i, l) in w.layers[..last].iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, self.cfg.rms_eps as f32)?;
-            let kv = cache.as_deref_mut().map(|c| (&c.k[i], &c.v[i]));
+            let kv = cache.as_ref().map(|c| (&c.k[i], &c.v[i]));
             let h = self.attention(l, &h, kv, pos, mask.as_ref(), &cos, &sin)?;
             x = (x + h)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, self.cfg.rms_eps as f32)?;
@@ -296,19 +365,64 @@ impl Llama {
             x = (x + l.w_down.forward(&(gate * up)?)?)?;
         }
         if let Some(c) = cache {
-            c.len += t;
+            *c.len += t;
         }
         Ok(match layer {
-            HiddenLayer::Final => {
-                candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?
-            }
+            HiddenLayer::Final => candle_nn::ops::rms_norm(&x, &w.norm, self.cfg.rms_eps as f32)?,
             HiddenLayer::After(_) => x,
         })
     }
 
+    /// [`Llama::forward_hidden`] on the CPU engine: the real tokens of each sequence are packed
+    /// (padding costs nothing) and the result is spread back to `(batch, seq, n_embd)`, zeros at
+    /// padded positions.
+    fn forward_native(
+        &self,
+        w: &engine::Weights,
+        tokens: &Tensor,
+        cache: Option<&mut KvCache>,
+        lengths: Option<&[usize]>,
+        layer: HiddenLayer,
+    ) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let ids = tokens.to_vec2::<u32>()?;
+        let lens: Vec<usize> = (0..b).map(|i| lengths.map_or(t, |l| l[i].min(t))).collect();
+        let seqs: Vec<&[u32]> = ids.iter().zip(&lens).map(|(s, &n)| &s[..n]).collect();
+        let cache = match cache {
+            None => None,
+            Some(KvCache {
+                imp: CacheImp::Native(c),
+            }) => Some(c),
+            Some(_) => unreachable!("caches come from new_cache of the same model"),
+        };
+        let packed = w.forward(&seqs, cache, layer)?;
+        let d = self.cfg.n_embd;
+        if lens.iter().all(|&n| n == t) {
+            return Ok(Tensor::from_vec(packed, (b, t, d), &self.device)?);
+        }
+        let mut out = vec![0f32; b * t * d];
+        let mut at = 0;
+        for (i, &n) in lens.iter().enumerate() {
+            out[i * t * d..(i * t + n) * d].copy_from_slice(&packed[at * d..(at + n) * d]);
+            at += n;
+        }
+        Ok(Tensor::from_vec(out, (b, t, d), &self.device)?)
+    }
+
     /// Logits over the vocabulary for hidden states `(.., n_embd)` (final layer).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.output.forward(hidden)?)
+        match &self.imp {
+            Imp::Candle(w) => Ok(w.output.forward(hidden)?),
+            Imp::Native(w) => {
+                let mut dims = hidden.dims().to_vec();
+                let h = hidden.flatten_all()?.to_vec1::<f32>()?;
+                let out = w.logits(&h);
+                if let Some(last) = dims.last_mut() {
+                    *last = out.len() / (h.len() / self.cfg.n_embd).max(1);
+                }
+                Ok(Tensor::from_vec(out, dims, &self.device)?)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -405,33 +519,58 @@ fn rope_tables(head_dim: usize, base: f32, n: usize, device: &Device) -> Result<
     Ok((a.cos()?, a.sin()?))
 }
 
-/// Per-layer key and value tensors of shape `(batch, n_kv_head, max_len, head_dim)`, allocated
-/// once; each forward writes its new positions in place.
+/// Per-layer keys and values, allocated once for the cache's capacity; each forward writes its
+/// new positions in place.
 pub struct KvCache {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
-    len: usize,
-    max_len: usize,
+    imp: CacheImp,
+}
+
+enum CacheImp {
+    /// Tensors of shape `(batch, n_kv_head, max_len, head_dim)`.
+    Candle {
+        k: Vec<Tensor>,
+        v: Vec<Tensor>,
+        len: usize,
+        max_len: usize,
+    },
+    Native(engine::Cache),
+}
+
+/// The candle cache's fields, borrowed for one forward.
+struct CandleCache<'a> {
+    k: &'a [Tensor],
+    v: &'a [Tensor],
+    len: &'a mut usize,
+    max_len: &'a usize,
 }
 
 impl KvCache {
     /// Tokens cached so far.
     pub fn len(&self) -> usize {
-        self.len
+        match &self.imp {
+            CacheImp::Candle { len, .. } => *len,
+            CacheImp::Native(c) => c.len(),
+        }
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Capacity in tokens.
     pub fn capacity(&self) -> usize {
-        self.max_len
+        match &self.imp {
+            CacheImp::Candle { max_len, .. } => *max_len,
+            CacheImp::Native(c) => c.capacity(),
+        }
     }
 
     /// Forget everything cached (the memory is kept).
     pub fn clear(&mut self) {
-        self.len = 0;
+        match &mut self.imp {
+            CacheImp::Candle { len, .. } => *len = 0,
+            CacheImp::Native(c) => c.clear(),
+        }
     }
 }

@@ -55,6 +55,11 @@ impl Model {
     pub fn load(path: &Path, opts: &ModelOptions) -> Result<Self> {
         let mut gguf = GgufFile::open(path)?;
         let (info, tokenizer) = inspect(&gguf, opts.template)?;
+        // The vocabulary and merges now live in `tokenizer`; drop the header's copy before the
+        // weights arrive, so it does not count towards the peak memory of loading.
+        gguf.content
+            .metadata
+            .retain(|k, _| !k.starts_with("tokenizer.ggml."));
         let max_ctx = opts
             .max_context
             .unwrap_or(DEFAULT_MAX_CONTEXT)

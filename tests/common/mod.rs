@@ -186,3 +186,34 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Write a copy of the GGUF `src` to `dst` with each tensor re-encoded in the type `pick` gives
+/// for its name and row-major shape (`None`: keep it as it is). Metadata is copied unchanged.
+/// Makes the other quantization formats of the default model without llama.cpp.
+pub fn requantize(src: &Path, dst: &Path, pick: impl Fn(&str, &[usize]) -> Option<GgmlDType>) {
+    let dev = Device::Cpu;
+    let mut f = std::fs::File::open(src).expect("source GGUF");
+    let content = Content::read(&mut f).expect("source GGUF header");
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::new();
+    for name in names {
+        let q = content.tensor(&mut f, name, &dev).expect("tensor");
+        let q = match pick(name, q.shape().dims()) {
+            Some(t) if t != q.dtype() => {
+                QTensor::quantize(&q.dequantize(&dev).expect("dequantize"), t).expect("quantize")
+            }
+            _ => q,
+        };
+        tensors.push((name.clone(), q));
+    }
+    let mut md: Vec<(&String, &Value)> = content.metadata.iter().collect();
+    md.sort_by(|a, b| a.0.cmp(b.0));
+    let md: Vec<(&str, &Value)> = md.into_iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tmp = dst.with_extension("part");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("create GGUF"));
+    candle_core::quantized::gguf_file::write(&mut out, &md, &ts).expect("write GGUF");
+    drop(out);
+    std::fs::rename(&tmp, dst).expect("rename GGUF");
+}

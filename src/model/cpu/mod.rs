@@ -1,3 +1,4 @@
-//! CPU compute kernels for the Llama forward pass: quantized dot products that read GGUF
-//! weight blocks in place (see [`quant`]).
+//! The CPU engine for quantized Llama weights: dot-product kernels that read GGUF weight blocks
+//! in place ([`quant`]) and the decoder forward built on them ([`engine`]).
+pub mod engine;
 pub mod quant;

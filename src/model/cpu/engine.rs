@@ -1,0 +1,731 @@
+//! The project's own CPU forward of a Llama decoder over quantized GGUF weights.
+//!
+//! Weights stay in their GGUF block format ([`QMatrix`]); each matrix product quantizes its input
+//! rows to 8 bits per 32-element block once and runs integer dot products
+//! ([`super::quant::vec_dot`], AVX2 when the CPU has it, else the scalar reference). Rows of the
+//! weight matrix are split over the compute threads (rayon's pool, sized by
+//! [`crate::model::set_threads`]); prompts and embedding batches multiply four activation rows per
+//! unpacked weight block ([`super::quant::vec_dot_x4`]).
+//!
+//! Sequences of a batch are packed one after another (no padding), so a batch costs the tokens it
+//! holds; attention runs per sequence. The KV cache ([`Cache`]) is allocated once for its capacity.
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::quant::{self, BlockQ8, QType};
+use crate::error::{Error, Result};
+use crate::model::llama::{HiddenLayer, LlamaConfig};
+
+/// A weight matrix of `rows × cols`, row-major, each row stored as GGUF blocks of its type, or
+/// as f32 for types without a kernel (dequantized at load).
+pub struct QMatrix {
+    ty: QType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Store,
+}
+
+enum Store {
+    Blocks(Vec<u8>),
+    Dense(Vec<f32>),
+}
+
+impl QMatrix {
+    /// A matrix from GGUF bytes of type `ty` (anything but F32/F16, which go through
+    /// [`QMatrix::dense`]).
+    pub fn blocks(ty: QType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        if !cols.is_multiple_of(ty.block_elems()) || !cols.is_multiple_of(32) {
+            return Err(Error::InvalidOption(format!(
+                "a {ty:?} matrix needs rows that are a multiple of {} elements; this one has {cols}",
+                ty.block_elems().max(32)
+            )));
+        }
+        let row_bytes = ty.row_bytes(cols);
+        if data.len() != rows * row_bytes {
+            return Err(Error::InvalidOption(format!(
+                "{ty:?} matrix {rows}×{cols}: {} bytes, expected {}",
+                data.len(),
+                rows * row_bytes
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data: Store::Blocks(data),
+        })
+    }
+
+    /// A dense f32 matrix (`data.len() == rows * cols`).
+    pub fn dense(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), rows * cols, "dense matrix {rows}×{cols}");
+        Self {
+            ty: QType::F32,
+            rows,
+            cols,
+            row_bytes: cols * 4,
+            data: Store::Dense(data),
+        }
+    }
+
+    /// Number of rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (inputs).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage type.
+    pub fn qtype(&self) -> QType {
+        self.ty
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.rows * self.row_bytes
+    }
+
+    /// Row `r` as f32 (the token-embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        match &self.data {
+            Store::Blocks(b) => quant::dequantize_row(
+                self.ty,
+                &b[r * self.row_bytes..(r + 1) * self.row_bytes],
+                out,
+            ),
+            Store::Dense(d) => out.copy_from_slice(&d[r * self.cols..(r + 1) * self.cols]),
+        }
+    }
+
+    /// `y[i * rows + r] = W[r] · x[i]` for the `x.t` input rows.
+    pub fn matmul(&self, x: &Input<'_>, y: &mut [f32]) {
+        matmul_many(&[self], x, &mut [y]);
+    }
+
+    /// Rows `r0..r1` of the product into `out` (`t × rows`, row-major).
+    fn rows_into(&self, x: &Input<'_>, r0: usize, r1: usize, out: SyncPtr) {
+        let t = x.t;
+        let rows = self.rows;
+        match &self.data {
+            Store::Blocks(b) => {
+                let nb = self.cols / 32;
+                let act = |i: usize| &x.q[i * nb..(i + 1) * nb];
+                // Tokens in tiles whose activations stay in L1 (~16 KiB) while each weight
+                // row of the task is read once per tile and used for every token of it.
+                let act_bytes = nb * std::mem::size_of::<BlockQ8>();
+                let tile = ((16 << 10) / act_bytes.max(1)).max(4) / 4 * 4;
+                let mut t0 = 0;
+                while t0 < t {
+                    let t1 = (t0 + tile).min(t);
+                    for r in r0..r1 {
+                        let w = &b[r * self.row_bytes..(r + 1) * self.row_bytes];
+                        let mut i = t0;
+                        while i + 4 <= t1 {
+                            let acts = [act(i), act(i + 1), act(i + 2), act(i + 3)];
+                            let d = quant::vec_dot_x4(self.ty, w, acts);
+                            for (j, v) in d.into_iter().enumerate() {
+                                // SAFETY: tasks own disjoint row ranges, so cell (i + j, r) is
+                                // written by this task only, and it lies inside the output.
+                                unsafe { *out.0.add((i + j) * rows + r) = v };
+                            }
+                            i += 4;
+                        }
+                        for i in i..t1 {
+                            // SAFETY: as above.
+                            unsafe {
+                                *out.0.add(i * rows + r) = quant::vec_dot(self.ty, w, act(i))
+                            };
+                        }
+                    }
+                    t0 = t1;
+                }
+            }
+            Store::Dense(d) => {
+                for i in 0..t {
+                    let a = &x.f[i * self.cols..(i + 1) * self.cols];
+                    for r in r0..r1 {
+                        let w = &d[r * self.cols..(r + 1) * self.cols];
+                        // SAFETY: as above.
+                        unsafe { *out.0.add(i * rows + r) = quant::dot_f32(w, a) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Several products of the same input in one parallel pass (q, k and v; gate and up): one
+/// dispatch to the threads instead of one per matrix, which matters for single-token steps.
+pub fn matmul_many(mats: &[&QMatrix], x: &Input<'_>, ys: &mut [&mut [f32]]) {
+    assert_eq!(mats.len(), ys.len());
+    let threads = rayon::current_num_threads();
+    let total_rows: usize = mats.iter().map(|m| m.rows).sum();
+    // Enough chunks per thread that a thread slowed by other load does not hold up the rest,
+    // few enough that scheduling stays cheap.
+    let chunk = total_rows.div_ceil(threads * 4).max(16);
+    let mut tasks = Vec::new(); // (matrix, r0, r1)
+    for (mi, (m, y)) in mats.iter().zip(ys.iter()).enumerate() {
+        assert_eq!(x.cols, m.cols, "matmul input width");
+        assert_eq!(y.len(), x.t * m.rows, "matmul output size");
+        let mut r = 0;
+        while r < m.rows {
+            let e = (r + chunk).min(m.rows);
+            tasks.push((mi, r, e));
+            r = e;
+        }
+    }
+    let outs: Vec<SyncPtr> = ys.iter_mut().map(|y| SyncPtr(y.as_mut_ptr())).collect();
+    let run = |&(mi, r0, r1): &(usize, usize, usize)| mats[mi].rows_into(x, r0, r1, outs[mi]);
+    if tasks.len() <= 1 || threads <= 1 {
+        tasks.iter().for_each(run);
+    } else {
+        tasks.par_iter().for_each(run);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: used only to write disjoint cells from parallel tasks (see QMatrix::matmul).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+/// The input of a matrix product: `t` rows of `cols` values, as f32 and quantized.
+pub struct Input<'a> {
+    f: &'a [f32],
+    q: &'a [BlockQ8],
+    t: usize,
+    cols: usize,
+}
+
+/// Quantize `t` rows of `cols` f32 values into `q` (resized) and return them as an [`Input`].
+pub fn quantize<'a>(x: &'a [f32], cols: usize, q: &'a mut Vec<BlockQ8>) -> Input<'a> {
+    let t = x.len() / cols;
+    let nb = cols / 32;
+    q.resize(t * nb, BlockQ8::default());
+    if t >= 8 {
+        q.par_chunks_mut(nb)
+            .zip(x.par_chunks(cols))
+            .for_each(|(q, x)| quant::quantize_row_q8(x, q));
+    } else {
+        for (q, x) in q.chunks_mut(nb).zip(x.chunks(cols)) {
+            quant::quantize_row_q8(x, q);
+        }
+    }
+    Input { f: x, q, t, cols }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    w_gate: QMatrix,
+    w_up: QMatrix,
+    w_down: QMatrix,
+}
+
+/// Weights of a Llama decoder for this engine.
+pub struct Weights {
+    cfg: LlamaConfig,
+    tok_embd: std::sync::Arc<QMatrix>,
+    output: std::sync::Arc<QMatrix>,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// cos and sin of position × frequency, `max_ctx × head_dim / 2` each.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    max_ctx: usize,
+}
+
+/// Where [`Weights::load`] gets tensors: name → (type, row-major dims, bytes).
+pub trait TensorSource {
+    fn raw(
+        &mut self,
+        name: &str,
+    ) -> Result<(candle_core::quantized::GgmlDType, Vec<usize>, Vec<u8>)>;
+    fn has(&self, name: &str) -> bool;
+}
+
+/// Turn a GGUF tensor into a matrix: block formats with a kernel stay as they are; F32, F16 and
+/// the rest are dequantized to f32.
+fn matrix(
+    name: &str,
+    (dtype, dims, data): (candle_core::quantized::GgmlDType, Vec<usize>, Vec<u8>),
+) -> Result<QMatrix> {
+    let [rows, cols] = dims[..] else {
+        return Err(Error::InvalidOption(format!(
+            "tensor {name}: expected a matrix, found shape {dims:?}"
+        )));
+    };
+    match QType::from_ggml(dtype) {
+        Some(ty)
+            if ty != QType::F32
+                && ty != QType::F16
+                && cols.is_multiple_of(32)
+                && cols.is_multiple_of(ty.block_elems()) =>
+        {
+            QMatrix::blocks(ty, rows, cols, data)
+        }
+        _ => Ok(QMatrix::dense(rows, cols, dequantize(dtype, &dims, data)?)),
+    }
+}
+
+fn dequantize(
+    dtype: candle_core::quantized::GgmlDType,
+    dims: &[usize],
+    data: Vec<u8>,
+) -> Result<Vec<f32>> {
+    use candle_core::quantized::QTensor;
+    let dev = candle_core::Device::Cpu;
+    let storage =
+        candle_core::quantized::QStorage::from_data(std::borrow::Cow::Owned(data), &dev, dtype)?;
+    let q = QTensor::new(storage, dims.to_vec())?;
+    Ok(q.dequantize(&dev)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn vector(
+    name: &str,
+    (dtype, dims, data): (candle_core::quantized::GgmlDType, Vec<usize>, Vec<u8>),
+) -> Result<Vec<f32>> {
+    if dims.len() != 1 {
+        return Err(Error::InvalidOption(format!(
+            "tensor {name}: expected a vector, found shape {dims:?}"
+        )));
+    }
+    dequantize(dtype, &dims, data)
+}
+
+impl Weights {
+    /// Load from `src`; `max_ctx` sizes the rotary tables.
+    pub fn load(src: &mut dyn TensorSource, cfg: LlamaConfig, max_ctx: usize) -> Result<Self> {
+        let tok = std::sync::Arc::new(matrix("token_embd.weight", src.raw("token_embd.weight")?)?);
+        let output = if src.has("output.weight") {
+            std::sync::Arc::new(matrix("output.weight", src.raw("output.weight")?)?)
+        } else {
+            tok.clone() // tied embeddings (SmolLM2): one copy serves both
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let mut m = |n: &str| -> Result<QMatrix> {
+                let name = format!("blk.{i}.{n}.weight");
+                let raw = src.raw(&name)?;
+                matrix(&name, raw)
+            };
+            let (wq, wk, wv, wo) = (m("attn_q")?, m("attn_k")?, m("attn_v")?, m("attn_output")?);
+            let (w_gate, w_up, w_down) = (m("ffn_gate")?, m("ffn_up")?, m("ffn_down")?);
+            let mut v = |n: &str| -> Result<Vec<f32>> {
+                let name = format!("blk.{i}.{n}.weight");
+                let raw = src.raw(&name)?;
+                vector(&name, raw)
+            };
+            layers.push(Layer {
+                attn_norm: v("attn_norm")?,
+                ffn_norm: v("ffn_norm")?,
+                wq,
+                wk,
+                wv,
+                wo,
+                w_gate,
+                w_up,
+                w_down,
+            });
+        }
+        let norm = vector("output_norm.weight", src.raw("output_norm.weight")?)?;
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| {
+                1.0 / cfg
+                    .rope_freq_base
+                    .powf((2 * i) as f32 / cfg.head_dim as f32)
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(max_ctx * half);
+        let mut sin = Vec::with_capacity(max_ctx * half);
+        for p in 0..max_ctx {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(Self {
+            cfg,
+            tok_embd: tok,
+            output,
+            layers,
+            norm,
+            cos,
+            sin,
+            max_ctx,
+        })
+    }
+
+    /// Bytes held by weight matrices (the tied token table counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let mut n = self.tok_embd.bytes();
+        if !std::sync::Arc::ptr_eq(&self.tok_embd, &self.output) {
+            n += self.output.bytes();
+        }
+        for l in &self.layers {
+            n += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .map(|m| m.bytes())
+                .sum::<usize>();
+        }
+        n
+    }
+
+    /// A KV cache for one sequence of up to `max_len` tokens.
+    pub fn new_cache(&self, max_len: usize) -> Cache {
+        let kv = self.cfg.n_kv_head * self.cfg.head_dim;
+        let max_len = max_len.min(self.max_ctx);
+        Cache {
+            k: (0..self.cfg.n_layer)
+                .map(|_| vec![f16::ZERO; max_len * kv])
+                .collect(),
+            v: (0..self.cfg.n_layer)
+                .map(|_| vec![f16::ZERO; max_len * kv])
+                .collect(),
+            len: 0,
+            max_len,
+        }
+    }
+
+    /// Hidden states of every token of `seqs`, packed: row `offset(s) + i` is token `i` of
+    /// sequence `s`, `n_embd` values each. With a cache (one sequence only), positions start at
+    /// the cache's length and the new keys and values are appended to it.
+    pub fn forward(
+        &self,
+        seqs: &[&[u32]],
+        cache: Option<&mut Cache>,
+        layer: HiddenLayer,
+    ) -> Result<Vec<f32>> {
+        // The buffers are allocated here, on the caller's thread: allocated on a worker they
+        // would land in another malloc arena and raise the peak memory.
+        let c = &self.cfg;
+        let total: usize = seqs.iter().map(|s| s.len()).sum();
+        let kv_len = cache.as_ref().map_or(0, |c| c.len + total);
+        let widest = c.n_embd.max(c.n_ff).max(c.n_head * c.head_dim);
+        let f = |n: usize| vec![0f32; total * n];
+        let kvd = c.n_kv_head * c.head_dim;
+        let mut s = Scratch {
+            x: f(c.n_embd),
+            h: f(c.n_embd),
+            hq: Vec::with_capacity(total * widest / 32),
+            q: f(c.n_head * c.head_dim),
+            k: f(kvd),
+            v: f(kvd),
+            y: f(c.n_head * c.head_dim),
+            kf: Vec::with_capacity(kv_len * kvd),
+            vf: Vec::with_capacity(kv_len * kvd),
+            gate: f(c.n_ff),
+            up: f(c.n_ff),
+        };
+        // Run on a worker of the pool: its parallel loops then start and end on a thread of
+        // the pool, instead of waking the caller after each one.
+        rayon::scope(|_| self.forward_in_pool(seqs, cache, layer, &mut s))
+    }
+
+    fn forward_in_pool(
+        &self,
+        seqs: &[&[u32]],
+        mut cache: Option<&mut Cache>,
+        layer: HiddenLayer,
+        s: &mut Scratch,
+    ) -> Result<Vec<f32>> {
+        let c = &self.cfg;
+        let d = c.n_embd;
+        let (nh, nkv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+        let kvd = nkv * hd;
+        if cache.is_some() && seqs.len() != 1 {
+            return Err(Error::InvalidOption(
+                "a KV cache serves one sequence at a time".into(),
+            ));
+        }
+        let pos = cache.as_ref().map_or(0, |c| c.len);
+        let total: usize = seqs.iter().map(|s| s.len()).sum();
+        for s in seqs {
+            if pos + s.len() > self.max_ctx {
+                return Err(Error::PromptTooLong {
+                    tokens: pos + s.len(),
+                    context: self.max_ctx,
+                    reserved: 0,
+                });
+            }
+            if let Some(&bad) = s.iter().find(|&&t| t as usize >= self.tok_embd.rows()) {
+                return Err(Error::InvalidOption(format!(
+                    "token id {bad} is outside the vocabulary ({})",
+                    self.tok_embd.rows()
+                )));
+            }
+        }
+        if let Some(cc) = cache.as_ref() {
+            if pos + total > cc.max_len {
+                return Err(Error::InvalidOption(format!(
+                    "KV cache too small: {pos} + {total} tokens for a cache of {}",
+                    cc.max_len
+                )));
+            }
+        }
+        // (start row in the packed batch, length) of each sequence.
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        for s in seqs {
+            spans.push((at, s.len()));
+            at += s.len();
+        }
+        let Scratch {
+            mut x,
+            mut h,
+            mut hq,
+            mut q,
+            mut k,
+            mut v,
+            mut y,
+            mut kf,
+            mut vf,
+            mut gate,
+            mut up,
+        } = std::mem::take(s);
+        for (row, &tok) in x.chunks_mut(d).zip(seqs.iter().flat_map(|s| s.iter())) {
+            self.tok_embd.dequantize_row(tok as usize, row);
+        }
+        let last = match layer {
+            HiddenLayer::Final => self.layers.len(),
+            HiddenLayer::After(n) => (n + 1).min(self.layers.len()),
+        };
+        let eps = c.rms_eps as f32;
+        for (li, l) in self.layers[..last].iter().enumerate() {
+            rms_norm(&x, &l.attn_norm, eps, &mut h);
+            {
+                let inp = quantize(&h, d, &mut hq);
+                matmul_many(&[&l.wq, &l.wk, &l.wv], &inp, &mut [&mut q, &mut k, &mut v]);
+            }
+            for &(start, len) in &spans {
+                for i in 0..len {
+                    let p = pos + i;
+                    let r = start + i;
+                    self.rope(&mut q[r * nh * hd..(r + 1) * nh * hd], p);
+                    self.rope(&mut k[r * kvd..(r + 1) * kvd], p);
+                }
+            }
+            match cache.as_deref_mut() {
+                Some(cc) => {
+                    let kv_len = pos + total;
+                    cc.k[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&k);
+                    cc.v[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&v);
+                    // Attention reads f32: widen the cached rows (exactly) once per layer.
+                    kf.resize(kv_len * kvd, 0.0);
+                    vf.resize(kv_len * kvd, 0.0);
+                    cc.k[li][..kv_len * kvd].convert_to_f32_slice(&mut kf);
+                    cc.v[li][..kv_len * kvd].convert_to_f32_slice(&mut vf);
+                    self.attention(&q, &kf, &vf, pos, &mut y);
+                }
+                None => {
+                    for &(start, len) in &spans {
+                        self.attention(
+                            &q[start * nh * hd..(start + len) * nh * hd],
+                            &k[start * kvd..(start + len) * kvd],
+                            &v[start * kvd..(start + len) * kvd],
+                            0,
+                            &mut y[start * nh * hd..(start + len) * nh * hd],
+                        );
+                    }
+                }
+            }
+            {
+                let inp = quantize(&y, nh * hd, &mut hq);
+                l.wo.matmul(&inp, &mut h);
+            }
+            add(&mut x, &h);
+            rms_norm(&x, &l.ffn_norm, eps, &mut h);
+            {
+                let inp = quantize(&h, d, &mut hq);
+                matmul_many(&[&l.w_gate, &l.w_up], &inp, &mut [&mut gate, &mut up]);
+            }
+            silu_mul(&mut gate, &up);
+            {
+                let inp = quantize(&gate, c.n_ff, &mut hq);
+                l.w_down.matmul(&inp, &mut h);
+            }
+            add(&mut x, &h);
+        }
+        if let Some(cc) = cache {
+            cc.len += total;
+        }
+        if layer == HiddenLayer::Final {
+            rms_norm(&x, &self.norm, eps, &mut h);
+            return Ok(h);
+        }
+        Ok(x)
+    }
+
+    /// Logits over the vocabulary of `hidden` (rows of `n_embd`, final layer).
+    pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
+        let d = self.cfg.n_embd;
+        let t = hidden.len() / d;
+        let mut hq = Vec::new();
+        let inp = quantize(hidden, d, &mut hq);
+        let mut out = vec![0f32; t * self.output.rows()];
+        rayon::scope(|_| self.output.matmul(&inp, &mut out));
+        out
+    }
+
+    /// Rotate the pairs `(x[2i], x[2i+1])` of every head in `x` by position `p`.
+    fn rope(&self, x: &mut [f32], p: usize) {
+        let half = self.cfg.head_dim / 2;
+        let (cos, sin) = (
+            &self.cos[p * half..(p + 1) * half],
+            &self.sin[p * half..(p + 1) * half],
+        );
+        for head in x.chunks_mut(self.cfg.head_dim) {
+            for (pair, (&c, &s)) in head.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * c - b * s;
+                pair[1] = a * s + b * c;
+            }
+        }
+    }
+
+    /// Causal attention of the query rows `q` (positions `pos..`) over keys and values
+    /// `k`, `v` (positions `0..`), written to `y`. Query heads share KV heads in groups.
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], pos: usize, y: &mut [f32]) {
+        let c = &self.cfg;
+        let (nh, hd) = (c.n_head, c.head_dim);
+        let kvd = c.n_kv_head * hd;
+        let rep = nh / c.n_kv_head;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let work = |scores: &mut Vec<f32>, (idx, out): (usize, &mut [f32])| {
+            let (i, head) = (idx / nh, idx % nh);
+            let kvh = head / rep;
+            let qrow = &q[idx * hd..(idx + 1) * hd];
+            let n = pos + i + 1;
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for j in 0..n {
+                let s =
+                    quant::dot_f32(qrow, &k[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * scale;
+                max = max.max(s);
+                scores.push(s);
+            }
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            out.fill(0.0);
+            let inv = 1.0 / sum;
+            for (j, &s) in scores.iter().enumerate() {
+                quant::axpy_f32(
+                    s * inv,
+                    &v[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd],
+                    out,
+                );
+            }
+        };
+        if y.len() / hd >= 4 {
+            y.par_chunks_mut(hd)
+                .enumerate()
+                .for_each_init(Vec::new, work);
+        } else {
+            let mut scores = Vec::new();
+            y.chunks_mut(hd)
+                .enumerate()
+                .for_each(|e| work(&mut scores, e));
+        }
+    }
+}
+
+/// The buffers of one forward pass.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    hq: Vec<BlockQ8>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    y: Vec<f32>,
+    kf: Vec<f32>,
+    vf: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+/// Per-layer keys and values of one sequence, `max_len × n_kv_head × head_dim` each, in f16
+/// (as llama.cpp keeps them): half the memory of f32, with rounding far below that of the
+/// 8-bit activations.
+pub struct Cache {
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
+    len: usize,
+    max_len: usize,
+}
+
+impl Cache {
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity in tokens.
+    pub fn capacity(&self) -> usize {
+        self.max_len
+    }
+
+    /// Forget what is cached (the memory stays).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    let one = |(x, out): (&[f32], &mut [f32])| {
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+            *o = v * r * g;
+        }
+    };
+    if x.len() / d >= 16 {
+        x.par_chunks(d).zip(out.par_chunks_mut(d)).for_each(one);
+    } else {
+        x.chunks(d).zip(out.chunks_mut(d)).for_each(one);
+    }
+}
+
+fn add(x: &mut [f32], h: &[f32]) {
+    for (a, b) in x.iter_mut().zip(h) {
+        *a += b;
+    }
+}
+
+/// `gate = silu(gate) * up`.
+fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let one = |(g, u): (&mut [f32], &[f32])| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    };
+    if gate.len() >= 1 << 15 {
+        gate.par_chunks_mut(4096)
+            .zip(up.par_chunks(4096))
+            .for_each(one);
+    } else {
+        one((gate, up));
+    }
+}
