@@ -120,6 +120,13 @@ impl QMatrix {
                 // row of the task is read once per tile and used for every token of it.
                 let act_bytes = nb * std::mem::size_of::<BlockQ8>();
                 let tile = ((16 << 10) / act_bytes.max(1)).max(4) / 4 * 4;
+                if t == 1 {
+                    // SAFETY: the task owns rows r0..r1 of the single output row.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), r1 - r0) };
+                    let w = &b[r0 * self.row_bytes..r1 * self.row_bytes];
+                    quant::vec_dot_rows(self.ty, w, act(0), o);
+                    return;
+                }
                 let mut t0 = 0;
                 while t0 < t {
                     let t1 = (t0 + tile).min(t);

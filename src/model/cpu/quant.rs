@@ -279,6 +279,34 @@ pub fn vec_dot_with(k: Kernels, ty: QType, row: &[u8], act: &[BlockQ8]) -> f32 {
     }
 }
 
+/// `out[r] = dot(weight row r, act)` for the `out.len()` consecutive rows in `rows`: the
+/// matrix-vector inner loop, with the length check and the kernel choice made once for all rows.
+/// Bit-identical to [`vec_dot`] on each row.
+pub fn vec_dot_rows(ty: QType, rows: &[u8], act: &[BlockQ8], out: &mut [f32]) {
+    let rb = ty.row_bytes(32 * act.len());
+    assert_eq!(
+        rows.len(),
+        rb * out.len(),
+        "vec_dot_rows: {} bytes for {} {ty:?} rows of {rb} bytes",
+        rows.len(),
+        out.len()
+    );
+    match effective(kernels()) {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => {
+            for (row, o) in rows.chunks_exact(rb).zip(out) {
+                // SAFETY: features detected (effective); every row has act's length.
+                *o = unsafe { avx2::vec_dot::<1>(ty, row, [act])[0] };
+            }
+        }
+        _ => {
+            for (row, o) in rows.chunks_exact(rb).zip(out) {
+                *o = scalar::vec_dot(ty, row, [act])[0];
+            }
+        }
+    }
+}
+
 /// One weight row against 4 activation rows at once (each weight block is unpacked once and
 /// used 4 times): the prefill / embedding microkernel. Bit-identical to 4 calls of
 /// [`vec_dot`].
