@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::embed::variant_of_id;
 use crate::model::minilm::MiniLm;
-use crate::model::{EmbedOptions, EmbedderKind, GenerateParams, Model, StopReason, TextEmbedder};
+use crate::model::{
+    EmbedOptions, EmbedderKind, GenerateParams, Model, StopReason, TextEmbedder, WeightFormat,
+};
 use crate::pipeline::{IngestEvent, IngestOptions, IngestReport};
 use crate::retrieve::{self, Mode, RetrieveOptions};
 
@@ -151,6 +153,11 @@ pub struct Rag {
     index: OnceLock<Index>,
 }
 
+/// Chat models up to this size are dequantized to f32 for answering: on a CPU an f32 prefill of
+/// a 1,000-token prompt is about 5x faster than the quantized one for a small model (README,
+/// Benchmark), at four bytes a parameter. Larger files stay quantized.
+const F32_CHAT_MAX_FILE: u64 = 512 << 20;
+
 impl Rag {
     /// Use the index at `dir` (it need not exist yet: [`Rag::ingest`] creates it) with the
     /// models named by `config`. Loads nothing yet.
@@ -202,19 +209,20 @@ impl Rag {
             return Ok(m);
         }
         let path = self.config.model_path()?;
-        // Quantized, on the project's CPU engine: generation ~3x faster than f32 weights and
-        // prefill close to it, at a quarter of the memory (README, Benchmark).
-        let opts = self.config.model_options();
+        let mut opts = self.config.model_options();
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+        opts.format = if size <= F32_CHAT_MAX_FILE {
+            WeightFormat::F32
+        } else {
+            WeightFormat::Quantized
+        };
         let same_file = path == self.config.embed_model.as_path()
             || std::fs::canonicalize(path).ok()
                 == std::fs::canonicalize(&self.config.embed_model).ok();
         // Share the embedder's copy when it is already loaded (retrieval ran first); a closed-book
         // question loads no embedder at all.
-        let shared = if same_file {
-            self.embedder
-                .get()
-                .and_then(TextEmbedder::llama_model)
-                .filter(|m| m.llama().weight_format() == opts.format)
+        let shared = if same_file && opts.format == WeightFormat::F32 {
+            self.embedder.get().and_then(TextEmbedder::llama_model)
         } else {
             None
         };

@@ -86,23 +86,9 @@ fn load(path: &Path, format: WeightFormat) -> Model {
     .unwrap()
 }
 
-/// Logits at every position of `ids` in one prefill.
+/// Logits at every position of `ids` in one prefill, concatenated.
 fn logits(m: &Model, ids: &[u32]) -> Vec<f32> {
-    let x = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = m
-        .llama()
-        .forward_hidden(&x, None, None, HiddenLayer::Final)
-        .unwrap();
-    m.llama()
-        .logits(&h)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    common::logits_per_position(m, ids).concat()
 }
 
 /// `n` greedy tokens after `ids` (end-of-sequence ignored), one forward per token.

@@ -4,8 +4,7 @@
 //! quantized to 8 bits, so logits agree closely but not bit for bit.
 mod common;
 
-use candle_core::{Device, Tensor};
-use rag::model::{HiddenLayer, Model, ModelOptions, WeightFormat};
+use rag::model::{Model, ModelOptions, WeightFormat};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -39,20 +38,6 @@ const LOGIT_TOLERANCE: f32 = 0.75;
 /// A top-1 token is compared only when llama.cpp's own margin over its runner-up exceeds this.
 const CLEAR_MARGIN: f32 = 0.5;
 
-/// One forward over `ids` (no cache); the next-token logits after each position.
-fn logits_per_position(m: &Model, ids: &[u32]) -> Vec<Vec<f32>> {
-    let x = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = m
-        .llama()
-        .forward_hidden(&x, None, None, HiddenLayer::Final)
-        .unwrap();
-    let logits = m.llama().logits(&h).unwrap().squeeze(0).unwrap();
-    logits.to_vec2::<f32>().unwrap()
-}
-
 #[test]
 fn next_token_logits_match_llama_cpp() {
     let Some(path) = common::default_model() else {
@@ -65,7 +50,9 @@ fn next_token_logits_match_llama_cpp() {
         };
         let m = Model::load(&path, &opts).unwrap();
         for c in fixture().cases {
-            let logits = logits_per_position(&m, &c.prompt_ids).pop().unwrap();
+            let logits = common::logits_per_position(&m, &c.prompt_ids)
+                .pop()
+                .unwrap();
             let ours: Vec<f32> = c.top10_ids.iter().map(|&id| logits[id as usize]).collect();
             let max_diff = ours
                 .iter()
@@ -109,7 +96,7 @@ fn greedy_continuations_match_llama_cpp() {
     let (mut agree, mut total) = (0, 0);
     for c in fixture().cases {
         let seq: Vec<u32> = c.prompt_ids.iter().chain(&c.greedy_ids).copied().collect();
-        let logits = logits_per_position(&m, &seq);
+        let logits = common::logits_per_position(&m, &seq);
         for (k, &want) in c.greedy_ids.iter().enumerate() {
             let row = &logits[c.prompt_ids.len() + k - 1];
             let best = (0..row.len())

@@ -217,3 +217,17 @@ pub fn requantize(src: &Path, dst: &Path, pick: impl Fn(&str, &[usize]) -> Optio
     drop(out);
     std::fs::rename(&tmp, dst).expect("rename GGUF");
 }
+
+/// One forward over `ids` (no cache); the next-token logits after each position.
+pub fn logits_per_position(m: &rag::model::Model, ids: &[u32]) -> Vec<Vec<f32>> {
+    let x = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = m
+        .llama()
+        .forward_hidden(&x, None, None, rag::model::HiddenLayer::Final)
+        .unwrap();
+    let logits = m.llama().logits(&h).unwrap().squeeze(0).unwrap();
+    logits.to_vec2::<f32>().unwrap()
+}
