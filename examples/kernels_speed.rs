@@ -50,16 +50,9 @@ fn main() -> anyhow::Result<()> {
         "{:<6} {:>11} {:>10} {:>10} {:>13}",
         "type", "matrix", "scalar", "avx2", "avx2 x4/row"
     );
-    let types = [
-        QType::Q4_0,
-        QType::Q4_1,
-        QType::Q5_0,
-        QType::Q5_1,
-        QType::Q8_0,
-        QType::Q4K,
-        QType::Q5K,
-        QType::Q6K,
-    ];
+    let types = QType::ALL
+        .into_iter()
+        .filter(|t| !matches!(t, QType::F32 | QType::F16));
     for ty in types {
         let (rows, cols) = if ty.block_elems() == 256 {
             (576, 1536)

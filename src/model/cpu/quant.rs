@@ -1299,16 +1299,12 @@ mod tests {
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
-    const QUANT: [QType; 8] = [
-        QType::Q4_0,
-        QType::Q4_1,
-        QType::Q5_0,
-        QType::Q5_1,
-        QType::Q8_0,
-        QType::Q4K,
-        QType::Q5K,
-        QType::Q6K,
-    ];
+    /// The block types (every supported type but the float ones).
+    fn quant() -> impl Iterator<Item = QType> {
+        QType::ALL
+            .into_iter()
+            .filter(|t| !matches!(t, QType::F32 | QType::F16))
+    }
 
     /// Row lengths to test per type: the model's widths plus edge sizes.
     fn sizes(ty: QType) -> &'static [usize] {
@@ -1486,7 +1482,7 @@ mod tests {
 
     #[test]
     fn scalar_vec_dot_close_to_unquantized_activation() {
-        for ty in QUANT {
+        for ty in quant() {
             for &cols in sizes(ty).iter().filter(|&&c| c >= 256) {
                 let w = weights(cols, 3 * cols as u64);
                 let (bytes, deq) = candle_row(ty, &w);
@@ -1506,7 +1502,7 @@ mod tests {
     /// The comparisons above are tight enough to notice one changed weight byte.
     #[test]
     fn reference_check_catches_a_corrupted_byte() {
-        for ty in QUANT {
+        for ty in quant() {
             let cols = *sizes(ty).last().unwrap();
             let w = weights(cols, 5);
             let (mut bytes, deq) = candle_row(ty, &w);
@@ -1617,7 +1613,7 @@ mod tests {
         if skip_without_avx2("avx2_extreme_values_bit_identical_to_scalar") {
             return;
         }
-        for ty in QUANT {
+        for ty in quant() {
             let cols = *sizes(ty).last().unwrap();
             let w: Vec<f32> = (0..cols)
                 .map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 })
@@ -1642,7 +1638,7 @@ mod tests {
         // Random raw bytes with sane (finite, either sign) scales: every bit pattern of the
         // quants is legal.
         let mut r = Rng(99);
-        for ty in QUANT {
+        for ty in quant() {
             for &cols in sizes(ty) {
                 for round in 0..3 {
                     let mut bytes: Vec<u8> = (0..ty.row_bytes(cols))
