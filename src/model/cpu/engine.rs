@@ -13,7 +13,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::quant::{self, BlockQ8, QType};
+use super::quant::{self, BlockQ8, KvRows, QType};
 use crate::error::{Error, Result};
 use crate::model::llama::{HiddenLayer, LlamaConfig};
 
@@ -419,7 +419,6 @@ impl Weights {
         // would land in another malloc arena and raise the peak memory.
         let c = &self.cfg;
         let total: usize = seqs.iter().map(|s| s.len()).sum();
-        let kv_len = cache.as_ref().map_or(0, |c| c.len + total);
         let widest = c.n_embd.max(c.n_ff).max(c.n_head * c.head_dim);
         let f = |n: usize| vec![0f32; total * n];
         let kvd = c.n_kv_head * c.head_dim;
@@ -431,8 +430,6 @@ impl Weights {
             k: f(kvd),
             v: f(kvd),
             y: f(c.n_head * c.head_dim),
-            kf: Vec::with_capacity(kv_len * kvd),
-            vf: Vec::with_capacity(kv_len * kvd),
             gate: f(c.n_ff),
             up: f(c.n_ff),
         };
@@ -497,8 +494,6 @@ impl Weights {
             mut k,
             mut v,
             mut y,
-            mut kf,
-            mut vf,
             mut gate,
             mut up,
         } = std::mem::take(s);
@@ -529,19 +524,21 @@ impl Weights {
                     let kv_len = pos + total;
                     cc.k[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&k);
                     cc.v[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&v);
-                    // Attention reads f32: widen the cached rows (exactly) once per layer.
-                    kf.resize(kv_len * kvd, 0.0);
-                    vf.resize(kv_len * kvd, 0.0);
-                    cc.k[li][..kv_len * kvd].convert_to_f32_slice(&mut kf);
-                    cc.v[li][..kv_len * kvd].convert_to_f32_slice(&mut vf);
-                    self.attention(&q, &kf, &vf, pos, &mut y);
+                    // The kernel reads the f16 rows in place.
+                    self.attention(
+                        &q,
+                        KvRows::F16(&cc.k[li][..kv_len * kvd]),
+                        KvRows::F16(&cc.v[li][..kv_len * kvd]),
+                        pos,
+                        &mut y,
+                    );
                 }
                 None => {
                     for &(start, len) in &spans {
                         self.attention(
                             &q[start * nh * hd..(start + len) * nh * hd],
-                            &k[start * kvd..(start + len) * kvd],
-                            &v[start * kvd..(start + len) * kvd],
+                            KvRows::F32(&k[start * kvd..(start + len) * kvd]),
+                            KvRows::F32(&v[start * kvd..(start + len) * kvd]),
                             0,
                             &mut y[start * nh * hd..(start + len) * nh * hd],
                         );
@@ -603,8 +600,9 @@ impl Weights {
     }
 
     /// Causal attention of the query rows `q` (positions `pos..`) over keys and values
-    /// `k`, `v` (positions `0..`), written to `y`. Query heads share KV heads in groups.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], pos: usize, y: &mut [f32]) {
+    /// `k`, `v` (positions `0..`, rows of `n_kv_head × head_dim`), written to `y`. Query heads
+    /// share KV heads in groups.
+    fn attention(&self, q: &[f32], k: KvRows<'_>, v: KvRows<'_>, pos: usize, y: &mut [f32]) {
         let c = &self.cfg;
         let (nh, hd) = (c.n_head, c.head_dim);
         let kvd = c.n_kv_head * hd;
@@ -614,29 +612,16 @@ impl Weights {
             let (i, head) = (idx / nh, idx % nh);
             let kvh = head / rep;
             let qrow = &q[idx * hd..(idx + 1) * hd];
-            let n = pos + i + 1;
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in 0..n {
-                let s =
-                    quant::dot_f32(qrow, &k[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * scale;
-                max = max.max(s);
-                scores.push(s);
-            }
-            let mut sum = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            out.fill(0.0);
-            let inv = 1.0 / sum;
-            for (j, &s) in scores.iter().enumerate() {
-                quant::axpy_f32(
-                    s * inv,
-                    &v[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd],
-                    out,
-                );
-            }
+            quant::attend(
+                qrow,
+                k.from(kvh * hd),
+                v.from(kvh * hd),
+                kvd,
+                pos + i + 1,
+                scale,
+                scores,
+                out,
+            );
         };
         if y.len() / hd >= 4 {
             y.par_chunks_mut(hd)
@@ -661,8 +646,6 @@ struct Scratch {
     k: Vec<f32>,
     v: Vec<f32>,
     y: Vec<f32>,
-    kf: Vec<f32>,
-    vf: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
 }

@@ -359,6 +359,141 @@ pub fn axpy_f32_with(k: Kernels, alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Keys or values for [`attend`]: f32 (a batch without a cache) or f16 (the KV cache), read
+/// as f32 (the widening of f16 is exact).
+#[derive(Clone, Copy)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl<'a> KvRows<'a> {
+    /// The rows from element `at` on.
+    pub fn from(self, at: usize) -> KvRows<'a> {
+        match self {
+            KvRows::F32(x) => KvRows::F32(&x[at..]),
+            KvRows::F16(x) => KvRows::F16(&x[at..]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KvRows::F32(x) => x.len(),
+            KvRows::F16(x) => x.len(),
+        }
+    }
+
+    /// Elements `at..at + out.len()` as f32.
+    fn widen(&self, at: usize, out: &mut [f32]) {
+        match self {
+            KvRows::F32(x) => out.copy_from_slice(&x[at..at + out.len()]),
+            KvRows::F16(x) => {
+                let n = out.len();
+                for (o, h) in out.iter_mut().zip(&x[at..at + n]) {
+                    *o = h.to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// Attention of one query head over `n` keys and values: with `k_j` the `q.len()` elements of
+/// `keys` at `j * stride` (likewise `v_j`), `out = Σ_j p_j v_j` where `p = softmax(scale · q·k_j)`.
+/// `scores` is scratch. One call does a whole head, in one kernel choice: the QK dot products,
+/// then the softmax (the same scalar code for both kernels), then the weighted sum of values
+/// held in registers across keys. Bit-identical between kernels, and to [`dot_f32`] of each
+/// key then [`axpy_f32`] of each value into a zeroed `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_with(kernels(), q, keys, values, stride, n, scale, scores, out)
+}
+
+/// [`attend`] with explicit kernels.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_with(
+    k: Kernels,
+    q: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert_eq!(out.len(), hd, "attend: output width");
+    assert!(n > 0, "attend: no keys");
+    let need = (n - 1) * stride + hd;
+    assert!(
+        keys.len() >= need && values.len() >= need && stride >= hd,
+        "attend: {n} rows of stride {stride} need {need} elements; keys {}, values {}",
+        keys.len(),
+        values.len()
+    );
+    scores.clear();
+    scores.resize(n, 0.0);
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected; every row j < n lies inside keys and values (checked).
+        Kernels::Avx2 => unsafe {
+            match keys {
+                KvRows::F32(x) => avx2::qk::<false>(q, x.as_ptr().cast(), stride, scale, scores),
+                KvRows::F16(x) => avx2::qk::<true>(q, x.as_ptr().cast(), stride, scale, scores),
+            }
+        },
+        _ => {
+            let mut row = vec![0f32; hd];
+            for (j, s) in scores.iter_mut().enumerate() {
+                keys.widen(j * stride, &mut row);
+                *s = scalar::dot_f32(q, &row) * scale;
+            }
+        }
+    }
+    softmax(scores);
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernels::Avx2 => unsafe {
+            match values {
+                KvRows::F32(x) => avx2::pv::<false>(scores, x.as_ptr().cast(), stride, out),
+                KvRows::F16(x) => avx2::pv::<true>(scores, x.as_ptr().cast(), stride, out),
+            }
+        },
+        _ => {
+            let mut row = vec![0f32; hd];
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                values.widen(j * stride, &mut row);
+                scalar::axpy_f32(p, &row, out);
+            }
+        }
+    }
+}
+
+/// `s = exp(s - max) / Σ exp(s - max)`, in place (`p_j = e_j · (1 / Σ)`).
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Shared helpers.
 
@@ -1275,6 +1410,124 @@ mod avx2 {
         s
     }
 
+    /// Eight elements at element index `i` of `p` (f16 when `HALF`, else f32) as f32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<const HALF: bool>(p: *const u8, i: usize) -> __m256 {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const __m128i))
+        } else {
+            _mm256_loadu_ps((p as *const f32).add(i))
+        }
+    }
+
+    /// Element `i` of `p` as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn elem<const HALF: bool>(p: *const u8, i: usize) -> f32 {
+        if HALF {
+            f16_at(p.add(2 * i))
+        } else {
+            *(p as *const f32).add(i)
+        }
+    }
+
+    /// `scores[j] = dot_f32(q, k_j) * scale`, k_j at element `j * stride` of `k`, with the
+    /// float order of [`dot_f32`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn qk<const HALF: bool>(
+        q: &[f32],
+        k: *const u8,
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let n = q.len();
+        let pq = q.as_ptr();
+        for (j, s) in scores.iter_mut().enumerate() {
+            let base = j * stride;
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for a in 0..4 {
+                    acc[a] = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(pq.add(i + 8 * a)),
+                        load8::<HALF>(k, base + i + 8 * a),
+                        acc[a],
+                    );
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pq.add(i)),
+                    load8::<HALF>(k, base + i),
+                    acc[0],
+                );
+                i += 8;
+            }
+            let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut d = hsum(v);
+            while i < n {
+                d += q[i] * elem::<HALF>(k, base + i);
+                i += 1;
+            }
+            *s = d * scale;
+        }
+    }
+
+    /// `out = Σ_j p[j] v_j` (v_j at element `j * stride` of `v`), each element accumulated by
+    /// FMA from zero in key order, as [`axpy_f32`] into a zeroed `out` does; 64 elements at a
+    /// time stay in registers across all keys.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn pv<const HALF: bool>(
+        p: &[f32],
+        v: *const u8,
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let n = out.len();
+        let po = out.as_mut_ptr();
+        let mut c = 0;
+        while c + 64 <= n {
+            pv_regs::<HALF, 8>(p, v, stride, c, po);
+            c += 64;
+        }
+        while c + 8 <= n {
+            pv_regs::<HALF, 1>(p, v, stride, c, po);
+            c += 8;
+        }
+        for i in c..n {
+            let mut o = 0f32;
+            for (j, &w) in p.iter().enumerate() {
+                o = w.mul_add(elem::<HALF>(v, j * stride + i), o);
+            }
+            out[i] = o;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pv_regs<const HALF: bool, const R: usize>(
+        p: &[f32],
+        v: *const u8,
+        stride: usize,
+        c: usize,
+        out: *mut f32,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for (j, &w) in p.iter().enumerate() {
+            let w = _mm256_set1_ps(w);
+            let base = j * stride + c;
+            for r in 0..R {
+                acc[r] = _mm256_fmadd_ps(w, load8::<HALF>(v, base + 8 * r), acc[r]);
+            }
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out.add(c + 8 * r), acc[r]);
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len();
@@ -1817,6 +2070,100 @@ mod tests {
             axpy_f32_with(Kernels::Avx2, alpha, a, &mut ya);
             for i in 0..m {
                 assert_eq!(ya[i].to_bits(), ys[i].to_bits(), "axpy n {m} i {i}");
+            }
+        }
+    }
+
+    /// `attend` (both kernels, f32 and f16 rows) equals the composition it replaces: `dot_f32`
+    /// per key, the softmax, `axpy_f32` per value into a zeroed output; bit for bit.
+    #[test]
+    fn attend_bit_identical_to_dot_softmax_axpy() {
+        let mut r = Rng(9);
+        for &(hd, stride, n) in &[
+            (64, 192, 1),
+            (64, 192, 37),
+            (64, 64, 300),
+            (80, 96, 9),
+            (12, 12, 5),
+        ] {
+            let q: Vec<f32> = (0..hd).map(|_| r.normal()).collect();
+            let len = (n - 1) * stride + hd;
+            let kf: Vec<f32> = (0..len).map(|_| r.normal() * 2.0).collect();
+            let vf: Vec<f32> = (0..len).map(|_| r.normal()).collect();
+            let kh: Vec<half::f16> = kf.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let vh: Vec<half::f16> = vf.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            for (keys, values, kw, vw) in [
+                (KvRows::F32(&kf), KvRows::F32(&vf), kf.clone(), vf.clone()),
+                (
+                    KvRows::F16(&kh),
+                    KvRows::F16(&vh),
+                    kh.iter().map(|h| h.to_f32()).collect(),
+                    vh.iter().map(|h| h.to_f32()).collect(),
+                ),
+            ] {
+                let mut want = vec![0f32; hd];
+                let mut s: Vec<f32> = (0..n)
+                    .map(|j| {
+                        dot_f32_with(Kernels::Scalar, &q, &kw[j * stride..j * stride + hd]) * scale
+                    })
+                    .collect();
+                softmax(&mut s);
+                for (j, &p) in s.iter().enumerate() {
+                    axpy_f32_with(
+                        Kernels::Scalar,
+                        p,
+                        &vw[j * stride..j * stride + hd],
+                        &mut want,
+                    );
+                }
+                // Exact softmax and weighted sum, to check the composition itself.
+                let sc: Vec<f64> = (0..n)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|i| q[i] as f64 * kw[j * stride + i] as f64)
+                            .sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                for i in 0..hd {
+                    let e: f64 = (0..n)
+                        .map(|j| (sc[j] - m).exp() / z * vw[j * stride + i] as f64)
+                        .sum();
+                    assert!(
+                        (e - want[i] as f64).abs() < 1e-4,
+                        "hd {hd} n {n} i {i}: {e} vs {}",
+                        want[i]
+                    );
+                }
+                let mut kernels = vec![Kernels::Scalar];
+                if avx2_available() {
+                    kernels.push(Kernels::Avx2);
+                }
+                for k in kernels {
+                    let mut out = vec![f32::NAN; hd];
+                    let mut scratch = Vec::new();
+                    attend_with(
+                        k,
+                        &q,
+                        keys,
+                        values,
+                        stride,
+                        n,
+                        scale,
+                        &mut scratch,
+                        &mut out,
+                    );
+                    for i in 0..hd {
+                        assert_eq!(
+                            out[i].to_bits(),
+                            want[i].to_bits(),
+                            "{k:?} hd {hd} n {n} i {i}"
+                        );
+                    }
+                }
             }
         }
     }
