@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use rag::model::cpu::quant::{
-    avx2_available, dot_f32_with, quantize_row_q8_with, vec_dot_with, vec_dot_x4_with, BlockQ8,
-    Kernels, QType,
+    avx2_available, dot_f32_with, quantize_row_q8_with, vec_dot_tile, vec_dot_with,
+    vec_dot_x4_with, BlockQ8, Kernels, QType,
 };
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -47,8 +47,8 @@ fn main() -> anyhow::Result<()> {
     let avx2 = avx2_available();
     println!("AVX2+FMA+F16C detected: {avx2}");
     println!(
-        "{:<6} {:>11} {:>10} {:>10} {:>13}",
-        "type", "matrix", "scalar", "avx2", "avx2 x4/row"
+        "{:<6} {:>11} {:>10} {:>10} {:>13} {:>11}",
+        "type", "matrix", "scalar", "avx2", "avx2 x4/row", "tile16/row"
     );
     let types = QType::ALL
         .into_iter()
@@ -97,13 +97,29 @@ fn main() -> anyhow::Result<()> {
         } else {
             "-".into()
         };
+        // The engine's prefill shape: 16 tokens against 128-row slices (kernels() in use).
+        let acts16: Vec<BlockQ8> = (0..16).flat_map(|i| acts[i % 4].clone()).collect();
+        let mut out16 = vec![0f32; 16 * 128];
+        let tile = gmacs(16 * (rows / 128 * 128) * cols, || {
+            for r0 in (0..rows / 128 * 128).step_by(128) {
+                vec_dot_tile(
+                    ty,
+                    &data[r0 * rb..(r0 + 128) * rb],
+                    &acts16,
+                    cols,
+                    &mut out16,
+                );
+                black_box(&out16);
+            }
+        });
         println!(
-            "{:<6} {:>11} {:>10.2} {:>10} {:>13}",
+            "{:<6} {:>11} {:>10.2} {:>10} {:>13} {:>11.2}",
             format!("{ty:?}"),
             format!("{rows}x{cols}"),
             scalar,
             vec,
-            x4
+            x4,
+            tile
         );
     }
     // f32 rows (dequantized weights) for comparison.

@@ -127,28 +127,20 @@ impl QMatrix {
                     quant::vec_dot_rows(self.ty, w, act(0), o);
                     return;
                 }
+                let w = &b[r0 * self.row_bytes..r1 * self.row_bytes];
+                let n = r1 - r0;
+                let mut part = vec![0f32; tile.min(t) * n];
                 let mut t0 = 0;
                 while t0 < t {
                     let t1 = (t0 + tile).min(t);
-                    for r in r0..r1 {
-                        let w = &b[r * self.row_bytes..(r + 1) * self.row_bytes];
-                        let mut i = t0;
-                        while i + 4 <= t1 {
-                            let acts = [act(i), act(i + 1), act(i + 2), act(i + 3)];
-                            let d = quant::vec_dot_x4(self.ty, w, acts);
-                            for (j, v) in d.into_iter().enumerate() {
-                                // SAFETY: tasks own disjoint row ranges, so cell (i + j, r) is
-                                // written by this task only, and it lies inside the output.
-                                unsafe { *out.0.add((i + j) * rows + r) = v };
-                            }
-                            i += 4;
-                        }
-                        for i in i..t1 {
-                            // SAFETY: as above.
-                            unsafe {
-                                *out.0.add(i * rows + r) = quant::vec_dot(self.ty, w, act(i))
-                            };
-                        }
+                    let part = &mut part[..(t1 - t0) * n];
+                    quant::vec_dot_tile(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part);
+                    for (i, p) in (t0..t1).zip(part.chunks_exact(n)) {
+                        // SAFETY: tasks own disjoint row ranges, so cells (i, r0..r1) are
+                        // written by this task only, and they lie inside the output.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(p.as_ptr(), out.0.add(i * rows + r0), n)
+                        };
                     }
                     t0 = t1;
                 }

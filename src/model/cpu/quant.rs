@@ -293,15 +293,64 @@ pub fn vec_dot_rows(ty: QType, rows: &[u8], act: &[BlockQ8], out: &mut [f32]) {
     );
     match effective(kernels()) {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 => {
-            for (row, o) in rows.chunks_exact(rb).zip(out) {
-                // SAFETY: features detected (effective); every row has act's length.
-                *o = unsafe { avx2::vec_dot::<1>(ty, row, [act])[0] };
-            }
-        }
+        // SAFETY: features detected (effective); every row has act's length.
+        Kernels::Avx2 => unsafe { avx2::rows(ty, rows, rb, act, out) },
         _ => {
             for (row, o) in rows.chunks_exact(rb).zip(out) {
                 *o = scalar::vec_dot(ty, row, [act])[0];
+            }
+        }
+    }
+}
+
+/// The matrix-matrix tile: `out[i * R + r] = dot(weight row r, activation row i)` for the R
+/// rows in `rows` and the T rows of `cols / 32` blocks in `acts` (`out.len() == T * R`). Four
+/// activation rows share each unpacked weight block ([`vec_dot_x4`]); one length check and one
+/// kernel choice serve the whole tile. Bit-identical to [`vec_dot`] on each cell.
+pub fn vec_dot_tile(ty: QType, rows: &[u8], acts: &[BlockQ8], cols: usize, out: &mut [f32]) {
+    vec_dot_tile_with(kernels(), ty, rows, acts, cols, out)
+}
+
+/// [`vec_dot_tile`] with explicit kernels.
+pub fn vec_dot_tile_with(
+    k: Kernels,
+    ty: QType,
+    rows: &[u8],
+    acts: &[BlockQ8],
+    cols: usize,
+    out: &mut [f32],
+) {
+    let nb = cols / 32;
+    let rb = ty.row_bytes(cols);
+    assert!(
+        cols.is_multiple_of(32)
+            && nb > 0
+            && rows.len().is_multiple_of(rb)
+            && acts.len().is_multiple_of(nb),
+        "vec_dot_tile: {} bytes of {ty:?} rows and {} blocks for {cols} columns",
+        rows.len(),
+        acts.len()
+    );
+    let (r_n, t_n) = (rows.len() / rb, acts.len() / nb);
+    assert_eq!(out.len(), r_n * t_n, "vec_dot_tile: output size");
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected (effective); every row and activation row has `nb` blocks.
+        Kernels::Avx2 => unsafe { avx2::tile(ty, rows, rb, acts, nb, out) },
+        _ => {
+            let act = |i: usize| &acts[i * nb..(i + 1) * nb];
+            for (r, w) in rows.chunks_exact(rb).enumerate() {
+                let mut i = 0;
+                while i + 4 <= t_n {
+                    let d = scalar::vec_dot(ty, w, [act(i), act(i + 1), act(i + 2), act(i + 3)]);
+                    for (j, v) in d.into_iter().enumerate() {
+                        out[(i + j) * r_n + r] = v;
+                    }
+                    i += 4;
+                }
+                for i in i..t_n {
+                    out[i * r_n + r] = scalar::vec_dot(ty, w, [act(i)])[0];
+                }
             }
         }
     }
@@ -1138,6 +1187,308 @@ mod avx2 {
         out
     }
 
+    /// The per-block scales and sums of four activation rows, interleaved (see [`tile`]).
+    #[derive(Clone, Copy)]
+    pub(super) struct Scales4 {
+        d: *const f32,
+        s: *const f32,
+    }
+
+    /// [`vec_dot`] for four activation rows, with their scales interleaved in `sc`: the same
+    /// float operations on the same values (a four-lane product is four scalar products), so
+    /// the same bits.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn vec_dot_x4t(ty: QType, row: &[u8], acts: [&[BlockQ8]; 4], sc: Scales4) -> [f32; 4] {
+        match ty {
+            QType::Q4_0 => q4_or_5_x4t::<false, false>(row, acts, sc),
+            QType::Q4_1 => q4_or_5_x4t::<false, true>(row, acts, sc),
+            QType::Q5_0 => q4_or_5_x4t::<true, false>(row, acts, sc),
+            QType::Q5_1 => q4_or_5_x4t::<true, true>(row, acts, sc),
+            QType::Q8_0 => q8_0_x4t(row, acts, sc),
+            QType::Q4K => qk45_x4t::<false>(row, acts, sc),
+            QType::Q5K => qk45_x4t::<true>(row, acts, sc),
+            QType::Q6K => q6k_x4t(row, acts, sc),
+            _ => vec_dot::<4>(ty, row, acts),
+        }
+    }
+
+    /// `[x·d_a of row n]` for the four rows, block `j`, each spread over a register.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales4(x: f32, sc: Scales4, j: usize) -> [__m256; 4] {
+        let p = _mm_mul_ps(_mm_set1_ps(x), _mm_loadu_ps(sc.d.add(4 * j)));
+        let p = _mm256_set_m128(p, p);
+        [
+            _mm256_permute_ps::<0x00>(p),
+            _mm256_permute_ps::<0x55>(p),
+            _mm256_permute_ps::<0xAA>(p),
+            _mm256_permute_ps::<0xFF>(p),
+        ]
+    }
+
+    /// [`q8_0`] for four rows with interleaved scales.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_x4t(row: &[u8], acts: [&[BlockQ8]; 4], sc: Scales4) -> [f32; 4] {
+        let nb = acts[0].len();
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        let p = row.as_ptr();
+        let block = |b: *const u8, i: usize, acc: &mut [__m256; 4]| {
+            let d = f16_at(b);
+            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
+            let scale = scales4(d, sc, i);
+            for n in 0..4 {
+                let sa = _mm256_sign_epi8(load_qs(acts[n].get_unchecked(i)), w);
+                acc[n] = _mm256_fmadd_ps(dot_u8_i8(aw, sa), scale[n], acc[n]);
+            }
+        };
+        let mut i = 0;
+        while i + 1 < nb {
+            block(p.add(i * 34), i, &mut acc0);
+            block(p.add((i + 1) * 34), i + 1, &mut acc1);
+            i += 2;
+        }
+        if i < nb {
+            block(p.add(i * 34), i, &mut acc0);
+        }
+        let mut out = [0f32; 4];
+        for n in 0..4 {
+            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n]));
+        }
+        out
+    }
+
+    /// [`qk45`] for four rows with interleaved scales.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn qk45_x4t<const FIVE: bool>(
+        row: &[u8],
+        acts: [&[BlockQ8]; 4],
+        sc: Scales4,
+    ) -> [f32; 4] {
+        let bb = if FIVE { 176 } else { 144 };
+        let qs_at = if FIVE { 48 } else { 16 };
+        let nsb = acts[0].len() / 8;
+        let mask = _mm256_set1_epi8(0x0F);
+        let bit4 = _mm256_set1_epi8(0x10);
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        let mut corr = _mm_setzero_ps();
+        for sb in 0..nsb {
+            let blk = std::slice::from_raw_parts(row.as_ptr().add(sb * bb), bb);
+            let d = f16_at(blk.as_ptr());
+            let dmin = f16_at(blk.as_ptr().add(2));
+            let mut w = [0f32; 8];
+            let mut mn = [0f32; 8];
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &blk[4..16]);
+                w[j] = d * sc as f32;
+                mn[j] = dmin * m as f32;
+            }
+            let mut hb = if FIVE {
+                _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            for c in 0..4 {
+                let x = _mm256_loadu_si256(blk.as_ptr().add(qs_at + 32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(x, mask);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+                if FIVE {
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(hb), bit4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(hb), bit4));
+                    hb = _mm256_srli_epi16::<2>(hb);
+                }
+                let j = 8 * sb + 2 * c;
+                let (sc0, sc1) = (scales4(w[2 * c], sc, j), scales4(w[2 * c + 1], sc, j + 1));
+                for n in 0..4 {
+                    let s0 = dot_u8_i8(lo, load_qs(acts[n].get_unchecked(j)));
+                    let s1 = dot_u8_i8(hi, load_qs(acts[n].get_unchecked(j + 1)));
+                    acc0[n] = _mm256_fmadd_ps(s0, sc0[n], acc0[n]);
+                    acc1[n] = _mm256_fmadd_ps(s1, sc1[n], acc1[n]);
+                }
+                // corr += mn0 · s_a(j) + mn1 · s_a(j + 1), lane by lane.
+                let c0 = _mm_mul_ps(_mm_set1_ps(mn[2 * c]), _mm_loadu_ps(sc.s.add(4 * j)));
+                let c1 = _mm_mul_ps(
+                    _mm_set1_ps(mn[2 * c + 1]),
+                    _mm_loadu_ps(sc.s.add(4 * j + 4)),
+                );
+                corr = _mm_add_ps(corr, _mm_add_ps(c0, c1));
+            }
+        }
+        let mut c = [0f32; 4];
+        _mm_storeu_ps(c.as_mut_ptr(), corr);
+        let mut out = [0f32; 4];
+        for n in 0..4 {
+            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n])) - c[n];
+        }
+        out
+    }
+
+    /// [`q6k`] for four rows with interleaved scales.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6k_x4t(row: &[u8], acts: [&[BlockQ8]; 4], sc4: Scales4) -> [f32; 4] {
+        let nsb = acts[0].len() / 8;
+        let mask = _mm256_set1_epi8(0x0F);
+        let bits = _mm256_set1_epi8(0x30);
+        let m32 = _mm256_set1_epi8(32);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for sb in 0..nsb {
+            let blk = row.as_ptr().add(sb * 210);
+            let d = f16_at(blk.add(208));
+            let sc = blk.add(192) as *const i8;
+            for h in 0..2 {
+                let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, mask),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, mask),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
+                        _mm256_and_si256(qh, bits),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits),
+                    ),
+                ];
+                for g in 0..4 {
+                    let k = 8 * h + 2 * g;
+                    let scv = _mm256_set_m128i(
+                        _mm_set1_epi16(*sc.add(k + 1) as i16),
+                        _mm_set1_epi16(*sc.add(k) as i16),
+                    );
+                    let j = 8 * sb + 4 * h + g;
+                    let scale = scales4(d, sc4, j);
+                    for n in 0..4 {
+                        let qa = load_qs(acts[n].get_unchecked(j));
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(q[g], qa),
+                            _mm256_maddubs_epi16(m32, qa),
+                        );
+                        let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, scv));
+                        acc[n] = _mm256_fmadd_ps(s, scale[n], acc[n]);
+                    }
+                }
+            }
+        }
+        let mut out = [0f32; 4];
+        for n in 0..4 {
+            out[n] = hsum(acc[n]);
+        }
+        out
+    }
+
+    /// [`q4_or_5`] for four rows with interleaved scales.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_or_5_x4t<const FIVE: bool, const MIN: bool>(
+        row: &[u8],
+        acts: [&[BlockQ8]; 4],
+        sc: Scales4,
+    ) -> [f32; 4] {
+        let bb = match (FIVE, MIN) {
+            (false, false) => 18,
+            (false, true) => 20,
+            (true, false) => 22,
+            (true, true) => 24,
+        };
+        let qs_at = 2 + if MIN { 2 } else { 0 } + if FIVE { 4 } else { 0 };
+        let off: f32 = if MIN {
+            0.0
+        } else if FIVE {
+            -16.0
+        } else {
+            -8.0
+        };
+        let nb = acts[0].len();
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        let (mut corr0, mut corr1) = (_mm_setzero_ps(), _mm_setzero_ps());
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i + 1 < nb {
+            q45_block_x4t::<FIVE, MIN>(
+                p.add(i * bb),
+                off,
+                qs_at,
+                i,
+                &acts,
+                sc,
+                &mut acc0,
+                &mut corr0,
+            );
+            q45_block_x4t::<FIVE, MIN>(
+                p.add((i + 1) * bb),
+                off,
+                qs_at,
+                i + 1,
+                &acts,
+                sc,
+                &mut acc1,
+                &mut corr1,
+            );
+            i += 2;
+        }
+        if i < nb {
+            q45_block_x4t::<FIVE, MIN>(
+                p.add(i * bb),
+                off,
+                qs_at,
+                i,
+                &acts,
+                sc,
+                &mut acc0,
+                &mut corr0,
+            );
+        }
+        let corr = _mm_add_ps(corr0, corr1);
+        let mut c = [0f32; 4];
+        _mm_storeu_ps(c.as_mut_ptr(), corr);
+        let mut out = [0f32; 4];
+        for n in 0..4 {
+            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n])) + c[n];
+        }
+        out
+    }
+
+    /// One block of [`q4_or_5_x4t`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q45_block_x4t<const FIVE: bool, const MIN: bool>(
+        b: *const u8,
+        off: f32,
+        qs_at: usize,
+        i: usize,
+        acts: &[&[BlockQ8]; 4],
+        sc: Scales4,
+        acc: &mut [__m256; 4],
+        corr: &mut __m128,
+    ) {
+        let d = f16_at(b);
+        let m = if MIN { f16_at(b.add(2)) } else { off * d };
+        let mut q = nibbles16(b.add(qs_at));
+        if FIVE {
+            let qh = (b.add(qs_at - 4) as *const u32).read_unaligned();
+            q = _mm256_or_si256(q, bits_to_0x10(qh));
+        }
+        let scale = scales4(d, sc, i);
+        for n in 0..4 {
+            let a = acts[n].get_unchecked(i);
+            let s = dot_u8_i8(q, load_qs(a));
+            acc[n] = _mm256_fmadd_ps(s, scale[n], acc[n]);
+        }
+        *corr = _mm_add_ps(
+            *corr,
+            _mm_mul_ps(_mm_set1_ps(m), _mm_loadu_ps(sc.s.add(4 * i))),
+        );
+    }
+
     /// One block of [`q4_or_5`].
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1408,6 +1759,75 @@ mod avx2 {
             i += 1;
         }
         s
+    }
+
+    /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead
+    /// while each is computed: the weights of a single-token step stream from memory once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn rows(ty: QType, rows: &[u8], rb: usize, act: &[BlockQ8], out: &mut [f32]) {
+        const AHEAD: usize = 4;
+        let p = rows.as_ptr();
+        let n = out.len();
+        for r in 0..n {
+            if r + AHEAD < n {
+                let next = p.add((r + AHEAD) * rb);
+                let mut off = 0;
+                while off < rb {
+                    _mm_prefetch::<_MM_HINT_T0>(next.add(off) as *const i8);
+                    off += 64;
+                }
+            }
+            let row = rows.get_unchecked(r * rb..(r + 1) * rb);
+            *out.get_unchecked_mut(r) = vec_dot::<1>(ty, row, [act])[0];
+        }
+    }
+
+    /// [`super::vec_dot_tile`] (the caller checked the sizes).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile(
+        ty: QType,
+        rows: &[u8],
+        rb: usize,
+        acts: &[BlockQ8],
+        nb: usize,
+        out: &mut [f32],
+    ) {
+        let (r_n, t_n) = (rows.len() / rb, acts.len() / nb);
+        let act = |i: usize| acts.get_unchecked(i * nb..(i + 1) * nb);
+        // The scales and sums of each group of four activation rows, block by block
+        // (`[d of row i, i+1, i+2, i+3]` per block), so that a kernel multiplies a weight
+        // block's scale into all four with one instruction.
+        let groups = t_n / 4;
+        let mut ds = vec![0f32; groups * nb * 4];
+        let mut ss = vec![0f32; groups * nb * 4];
+        for g in 0..groups {
+            for n in 0..4 {
+                for (b, a) in act(4 * g + n).iter().enumerate() {
+                    ds[(g * nb + b) * 4 + n] = a.d;
+                    ss[(g * nb + b) * 4 + n] = a.s;
+                }
+            }
+        }
+        for r in 0..r_n {
+            let w = rows.get_unchecked(r * rb..(r + 1) * rb);
+            let mut i = 0;
+            while i + 4 <= t_n {
+                let g = i / 4;
+                let sc = Scales4 {
+                    d: ds.as_ptr().add(g * nb * 4),
+                    s: ss.as_ptr().add(g * nb * 4),
+                };
+                let d = vec_dot_x4t(ty, w, [act(i), act(i + 1), act(i + 2), act(i + 3)], sc);
+                for j in 0..4 {
+                    *out.get_unchecked_mut((i + j) * r_n + r) = d[j];
+                }
+                i += 4;
+            }
+            while i < t_n {
+                *out.get_unchecked_mut(i * r_n + r) = vec_dot::<1>(ty, w, [act(i)])[0];
+                i += 1;
+            }
+        }
     }
 
     /// Eight elements at element index `i` of `p` (f16 when `HALF`, else f32) as f32 lanes.
@@ -2070,6 +2490,52 @@ mod tests {
             axpy_f32_with(Kernels::Avx2, alpha, a, &mut ya);
             for i in 0..m {
                 assert_eq!(ya[i].to_bits(), ys[i].to_bits(), "axpy n {m} i {i}");
+            }
+        }
+    }
+
+    /// Every cell of `vec_dot_tile` (1 to 9 activation rows: groups of four and the rest) has
+    /// the bits of `vec_dot` on that row and activation, with either kernel.
+    #[test]
+    fn tile_bit_identical_to_vec_dot() {
+        let mut kernels = vec![Kernels::Scalar];
+        if avx2_available() {
+            kernels.push(Kernels::Avx2);
+        }
+        for ty in quant() {
+            let cols = *sizes(ty).last().unwrap();
+            let r_n = 3;
+            let (bytes, _) = candle_row(ty, &weights(r_n * cols, 41));
+            let rb = ty.row_bytes(cols);
+            let acts: Vec<BlockQ8> = (0..9)
+                .flat_map(|i| {
+                    q8(
+                        &activation(&weights(cols, 50 + i), i % 2 == 0, 60 + i),
+                        Kernels::Scalar,
+                    )
+                })
+                .collect();
+            let nb = cols / 32;
+            for t_n in 1..=9 {
+                for &k in &kernels {
+                    let mut out = vec![f32::NAN; r_n * t_n];
+                    vec_dot_tile_with(k, ty, &bytes, &acts[..t_n * nb], cols, &mut out);
+                    for r in 0..r_n {
+                        for i in 0..t_n {
+                            let want = vec_dot_with(
+                                Kernels::Scalar,
+                                ty,
+                                &bytes[r * rb..(r + 1) * rb],
+                                &acts[i * nb..(i + 1) * nb],
+                            );
+                            assert_eq!(
+                                out[i * r_n + r].to_bits(),
+                                want.to_bits(),
+                                "{ty:?} {k:?} t {t_n} row {r} act {i}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }
