@@ -238,9 +238,9 @@ pub struct Weights {
     output: std::sync::Arc<QMatrix>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    /// cos and sin of position × frequency, `max_ctx × head_dim / 2` each.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// The rotary frequencies, `head_dim / 2`; each forward computes the cos and sin of the
+    /// positions it covers (a table for the whole context would be 2 MiB at 8k tokens).
+    inv_freq: Vec<f32>,
     max_ctx: usize,
 }
 
@@ -303,7 +303,7 @@ fn vector(
 }
 
 impl Weights {
-    /// Load from `src`; `max_ctx` sizes the rotary tables.
+    /// Load from `src`; `max_ctx` caps positions and KV caches.
     pub fn load(src: &mut dyn TensorSource, cfg: LlamaConfig, max_ctx: usize) -> Result<Self> {
         let tok = std::sync::Arc::new(matrix("token_embd.weight", src.raw("token_embd.weight")?)?);
         let output = if src.has("output.weight") {
@@ -339,30 +339,20 @@ impl Weights {
         }
         let norm = vector("output_norm.weight", src.raw("output_norm.weight")?)?;
         let half = cfg.head_dim / 2;
-        let inv: Vec<f32> = (0..half)
+        let inv_freq: Vec<f32> = (0..half)
             .map(|i| {
                 1.0 / cfg
                     .rope_freq_base
                     .powf((2 * i) as f32 / cfg.head_dim as f32)
             })
             .collect();
-        let mut cos = Vec::with_capacity(max_ctx * half);
-        let mut sin = Vec::with_capacity(max_ctx * half);
-        for p in 0..max_ctx {
-            for f in &inv {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
         Ok(Self {
             cfg,
             tok_embd: tok,
             output,
             layers,
             norm,
-            cos,
-            sin,
+            inv_freq,
             max_ctx,
         })
     }
@@ -492,6 +482,17 @@ impl Weights {
         for (row, &tok) in x.chunks_mut(d).zip(seqs.iter().flat_map(|s| s.iter())) {
             self.tok_embd.dequantize_row(tok as usize, row);
         }
+        // (cos, sin) pairs of each position of the longest sequence, `head_dim` values a
+        // position.
+        let longest = spans.iter().map(|s| s.1).max().unwrap_or(0);
+        let mut rot = Vec::with_capacity(longest * hd);
+        for p in pos..pos + longest {
+            for f in &self.inv_freq {
+                let a = p as f32 * f;
+                rot.push(a.cos());
+                rot.push(a.sin());
+            }
+        }
         let last = match layer {
             HiddenLayer::Final => self.layers.len(),
             HiddenLayer::After(n) => (n + 1).min(self.layers.len()),
@@ -505,10 +506,10 @@ impl Weights {
             }
             for &(start, len) in &spans {
                 for i in 0..len {
-                    let p = pos + i;
                     let r = start + i;
-                    self.rope(&mut q[r * nh * hd..(r + 1) * nh * hd], p);
-                    self.rope(&mut k[r * kvd..(r + 1) * kvd], p);
+                    let rot = &rot[i * hd..(i + 1) * hd];
+                    rope(&mut q[r * nh * hd..(r + 1) * nh * hd], rot);
+                    rope(&mut k[r * kvd..(r + 1) * kvd], rot);
                 }
             }
             match cache.as_deref_mut() {
@@ -573,22 +574,6 @@ impl Weights {
         let mut out = vec![0f32; t * self.output.rows()];
         rayon::scope(|_| self.output.matmul(&inp, &mut out));
         out
-    }
-
-    /// Rotate the pairs `(x[2i], x[2i+1])` of every head in `x` by position `p`.
-    fn rope(&self, x: &mut [f32], p: usize) {
-        let half = self.cfg.head_dim / 2;
-        let (cos, sin) = (
-            &self.cos[p * half..(p + 1) * half],
-            &self.sin[p * half..(p + 1) * half],
-        );
-        for head in x.chunks_mut(self.cfg.head_dim) {
-            for (pair, (&c, &s)) in head.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * c - b * s;
-                pair[1] = a * s + b * c;
-            }
-        }
     }
 
     /// Causal attention of the query rows `q` (positions `pos..`) over keys and values
@@ -687,6 +672,18 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         x.par_chunks(d).zip(out.par_chunks_mut(d)).for_each(one);
     } else {
         x.chunks(d).zip(out.chunks_mut(d)).for_each(one);
+    }
+}
+
+/// Rotate the pairs `(x[2i], x[2i+1])` of every head in `x` by the angles whose (cos, sin)
+/// pairs are `rot`.
+fn rope(x: &mut [f32], rot: &[f32]) {
+    for head in x.chunks_mut(rot.len()) {
+        for (pair, cs) in head.chunks_exact_mut(2).zip(rot.chunks_exact(2)) {
+            let (a, b, c, s) = (pair[0], pair[1], cs[0], cs[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
     }
 }
 
