@@ -191,32 +191,43 @@ fn engine_agrees_with_candle_f32_on_every_format() {
     for (name, path) in &formats {
         let fast = load(path, WeightFormat::Quantized);
         let dense = load(path, WeightFormat::F32);
+        let (mut same, mut rows) = (0, 0);
         for p in PROMPTS {
             let ids = fast.tokenizer().encode(p, true, true);
             let a = logits(&fast, &ids);
             let b = logits(&dense, &ids);
             let v = dense.info().vocab_size;
             // The engine rounds activations to 8 bits per block; candle keeps them in f32. The
-            // logits stay close and the next token is the same nearly everywhere.
-            let (mut same, mut dot, mut na, mut nb) = (0, 0f64, 0f64, 0f64);
-            for (ra, rb) in a.chunks(v).zip(b.chunks(v)) {
-                same += usize::from(argmax(ra) == argmax(rb));
+            // logits stay close, and the next token is the same nearly everywhere; where it is
+            // not, it is a near tie: one of candle's five most likely.
+            let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+            for (i, (ra, rb)) in a.chunks(v).zip(b.chunks(v)).enumerate() {
+                let (x, y) = (argmax(ra), argmax(rb));
+                same += usize::from(x == y);
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&i, &j| rb[j].total_cmp(&rb[i]));
+                assert!(
+                    order[..5].contains(&(x as usize)),
+                    "{name}, {p:?}, position {i}: engine's next token {x} is not in candle's top 5 ({:?})",
+                    &order[..5]
+                );
                 for (x, y) in ra.iter().zip(rb) {
                     dot += (*x as f64) * (*y as f64);
                     na += (*x as f64).powi(2);
                     nb += (*y as f64).powi(2);
                 }
             }
-            let rows = ids.len();
+            rows += ids.len();
             let cos = dot / (na.sqrt() * nb.sqrt());
             assert!(
                 cos > 0.995,
                 "{name}, {p:?}: logits cosine {cos:.5} vs candle f32"
             );
-            assert!(
-                same * 10 >= rows * 8,
-                "{name}, {p:?}: next token agrees at {same} of {rows} positions"
-            );
         }
+        assert!(
+            same * 100 >= rows * 85,
+            "{name}: next token agrees at {same} of {rows} positions"
+        );
+        eprintln!("{name}: next token as candle f32's at {same} of {rows} positions");
     }
 }

@@ -29,6 +29,8 @@ pub struct QMatrix {
 
 enum Store {
     Blocks(Vec<u8>),
+    /// Q4_0 or Q4_1 with rows interleaved eight at a time ([`quant::repack_x8`]).
+    X8(Vec<u8>),
     Dense(Vec<f32>),
 }
 
@@ -50,12 +52,17 @@ impl QMatrix {
                 rows * row_bytes
             )));
         }
+        let data = if quant::has_x8(ty) && rows.is_multiple_of(8) {
+            Store::X8(quant::repack_x8(ty, &data, rows, cols))
+        } else {
+            Store::Blocks(data)
+        };
         Ok(Self {
             ty,
             rows,
             cols,
             row_bytes,
-            data: Store::Blocks(data),
+            data,
         })
     }
 
@@ -99,6 +106,9 @@ impl QMatrix {
                 &b[r * self.row_bytes..(r + 1) * self.row_bytes],
                 out,
             ),
+            Store::X8(p) => {
+                quant::dequantize_row(self.ty, &quant::x8_row(self.ty, p, self.cols, r), out)
+            }
             Store::Dense(d) => out.copy_from_slice(&d[r * self.cols..(r + 1) * self.cols]),
         }
     }
@@ -145,6 +155,35 @@ impl QMatrix {
                     t0 = t1;
                 }
             }
+            Store::X8(p) => {
+                // Row ranges start and end on groups of eight (see matmul_many).
+                let nb = self.cols / 32;
+                let gb = nb * quant::x8_block_bytes(self.ty);
+                let w = &p[r0 / 8 * gb..r1 / 8 * gb];
+                let n = r1 - r0;
+                if t == 1 {
+                    // SAFETY: the task owns rows r0..r1 of the single output row.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), n) };
+                    quant::gemm_x8(self.ty, w, x.q, self.cols, o);
+                    return;
+                }
+                let act_bytes = nb * std::mem::size_of::<BlockQ8>();
+                let tile = ((16 << 10) / act_bytes.max(1)).clamp(1, 32);
+                let mut part = vec![0f32; tile.min(t) * n];
+                let mut t0 = 0;
+                while t0 < t {
+                    let t1 = (t0 + tile).min(t);
+                    let part = &mut part[..(t1 - t0) * n];
+                    quant::gemm_x8(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part);
+                    for (i, p) in (t0..t1).zip(part.chunks_exact(n)) {
+                        // SAFETY: as for Blocks.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(p.as_ptr(), out.0.add(i * rows + r0), n)
+                        };
+                    }
+                    t0 = t1;
+                }
+            }
             Store::Dense(d) => {
                 for i in 0..t {
                     let a = &x.f[i * self.cols..(i + 1) * self.cols];
@@ -167,7 +206,8 @@ pub fn matmul_many(mats: &[&QMatrix], x: &Input<'_>, ys: &mut [&mut [f32]]) {
     let total_rows: usize = mats.iter().map(|m| m.rows).sum();
     // Enough chunks per thread that a thread slowed by other load does not hold up the rest,
     // few enough that scheduling stays cheap.
-    let chunk = total_rows.div_ceil(threads * 4).max(16);
+    // A multiple of 8: interleaved matrices split only between groups of eight rows.
+    let chunk = total_rows.div_ceil(threads * 4).max(16).next_multiple_of(8);
     let mut tasks = Vec::new(); // (matrix, r0, r1)
     for (mi, (m, y)) in mats.iter().zip(ys.iter()).enumerate() {
         assert_eq!(x.cols, m.cols, "matmul input width");

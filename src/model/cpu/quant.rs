@@ -356,6 +356,123 @@ pub fn vec_dot_tile_with(
     }
 }
 
+/// Whether [`repack_x8`] handles `ty`: Q4_0 and Q4_1.
+pub fn has_x8(ty: QType) -> bool {
+    matches!(ty, QType::Q4_0 | QType::Q4_1)
+}
+
+/// Bytes of one block (32 columns) of eight interleaved rows of `ty` ([`repack_x8`]): the
+/// same as eight blocks of `ty`.
+pub fn x8_block_bytes(ty: QType) -> usize {
+    8 * ty.block_bytes()
+}
+
+/// Q4_0 or Q4_1 rows regrouped eight at a time for [`gemm_x8`]: for each group of eight rows
+/// and each 32-column block, the eight f16 scales (then, for Q4_1, the eight f16 minimums),
+/// then four 32-byte chunks, chunk `m` holding bytes `4m..4m + 4` of each row's 16 nibble
+/// bytes (row `r` at bytes `4r..4r + 4`). The same size as the input; `rows` must be a
+/// multiple of 8.
+pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
+    let h = bb - 16; // header bytes of a block: d (and m)
+    assert!(
+        has_x8(ty)
+            && rows.is_multiple_of(8)
+            && cols.is_multiple_of(32)
+            && data.len() == rows * nb * bb,
+        "repack_x8: {} bytes of {ty:?} for {rows}x{cols}",
+        data.len()
+    );
+    let mut out = vec![0u8; data.len()];
+    for g in 0..rows / 8 {
+        for b in 0..nb {
+            let o = &mut out[(g * nb + b) * xb..][..xb];
+            for r in 0..8 {
+                let src = &data[((8 * g + r) * nb + b) * bb..][..bb];
+                for k in 0..h / 2 {
+                    o[16 * k + 2 * r..16 * k + 2 * r + 2].copy_from_slice(&src[2 * k..2 * k + 2]);
+                }
+                for m in 0..4 {
+                    let at = 8 * h + 32 * m + 4 * r;
+                    o[at..at + 4].copy_from_slice(&src[h + 4 * m..h + 4 * m + 4]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row `r` of [`repack_x8`] data back in `ty`'s own block format.
+pub fn x8_row(ty: QType, packed: &[u8], cols: usize, r: usize) -> Vec<u8> {
+    let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
+    let h = bb - 16;
+    let (g, k) = (r / 8, r % 8);
+    let mut row = vec![0u8; nb * bb];
+    for b in 0..nb {
+        let src = &packed[(g * nb + b) * xb..][..xb];
+        let dst = &mut row[b * bb..(b + 1) * bb];
+        for j in 0..h / 2 {
+            dst[2 * j..2 * j + 2].copy_from_slice(&src[16 * j + 2 * k..16 * j + 2 * k + 2]);
+        }
+        for m in 0..4 {
+            let at = 8 * h + 32 * m + 4 * k;
+            dst[h + 4 * m..h + 4 * m + 4].copy_from_slice(&src[at..at + 4]);
+        }
+    }
+    row
+}
+
+/// `out[i * R + r] = dot(row r, activation row i)` for the R = 8 × groups rows of
+/// [`repack_x8`] data in `packed` and the T activation rows in `acts` (`cols / 32` blocks
+/// each): the Q4_0 / Q4_1 matrix kernel, for one token as for many. Per block, eight rows'
+/// integer sums come out of one register (`maddubs` over four columns of all eight rows at a
+/// time, summed in 16 bits), and each row's accumulator takes `fma(sum, d·d_a)` then
+/// `fma(m, s_a)` (m = -8d for Q4_0, the block minimum for Q4_1). The AVX2 and scalar kernels
+/// give the same bits, and a token's results do not depend on the other tokens of the call.
+/// (The float order differs from [`vec_dot`]'s, so results differ from it in the last bits.)
+pub fn gemm_x8(ty: QType, packed: &[u8], acts: &[BlockQ8], cols: usize, out: &mut [f32]) {
+    gemm_x8_with(kernels(), ty, packed, acts, cols, out)
+}
+
+/// [`gemm_x8`] with explicit kernels.
+pub fn gemm_x8_with(
+    k: Kernels,
+    ty: QType,
+    packed: &[u8],
+    acts: &[BlockQ8],
+    cols: usize,
+    out: &mut [f32],
+) {
+    let nb = cols / 32;
+    let xb = x8_block_bytes(ty);
+    assert!(
+        has_x8(ty)
+            && cols.is_multiple_of(32)
+            && nb > 0
+            && packed.len().is_multiple_of(nb * xb)
+            && acts.len().is_multiple_of(nb),
+        "gemm_x8: {} bytes of {ty:?} and {} blocks for {cols} columns",
+        packed.len(),
+        acts.len()
+    );
+    let rows = packed.len() / (nb * xb) * 8;
+    let t = acts.len() / nb;
+    assert_eq!(out.len(), rows * t, "gemm_x8: output size");
+    let min = ty == QType::Q4_1;
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected; sizes checked above.
+        Kernels::Avx2 => unsafe {
+            if min {
+                avx2::gemm_x8::<true>(packed, acts, nb, out)
+            } else {
+                avx2::gemm_x8::<false>(packed, acts, nb, out)
+            }
+        },
+        _ => scalar::gemm_x8(min, packed, acts, nb, out),
+    }
+}
+
 /// One weight row against 4 activation rows at once (each weight block is unpacked once and
 /// used 4 times): the prefill / embedding microkernel. Bit-identical to 4 calls of
 /// [`vec_dot`].
@@ -589,6 +706,58 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 #[allow(clippy::needless_range_loop)]
 mod scalar {
     use super::{rd_f16, scale_min_k4, BlockQ8, QType};
+
+    /// [`super::gemm_x8`], lane by lane as the AVX2 code.
+    pub fn gemm_x8(min: bool, packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("fma") {
+            // SAFETY: FMA detected.
+            return unsafe { fma::gemm_x8(min, packed, acts, nb, out) };
+        }
+        gemm_x8_body(min, packed, acts, nb, out)
+    }
+
+    #[inline(always)]
+    pub(super) fn gemm_x8_body(
+        min: bool,
+        packed: &[u8],
+        acts: &[BlockQ8],
+        nb: usize,
+        out: &mut [f32],
+    ) {
+        let h = if min { 32 } else { 16 };
+        let bs = h + 128;
+        let rows = packed.len() / (nb * bs) * 8;
+        let t = acts.len() / nb;
+        for g in 0..rows / 8 {
+            for i in 0..t {
+                let mut acc = [0f32; 8];
+                for b in 0..nb {
+                    let blk = &packed[(g * nb + b) * bs..][..bs];
+                    let a = &acts[i * nb + b];
+                    for r in 0..8 {
+                        let d = rd_f16(blk, 2 * r);
+                        let m = if min {
+                            rd_f16(blk, 16 + 2 * r)
+                        } else {
+                            d * -8.0
+                        };
+                        let mut isum = 0i32;
+                        for j in 0..4 {
+                            for c in 0..4 {
+                                let q = blk[h + 32 * j + 4 * r + c];
+                                isum += (q & 0x0F) as i32 * a.qs[4 * j + c] as i32;
+                                isum += (q >> 4) as i32 * a.qs[16 + 4 * j + c] as i32;
+                            }
+                        }
+                        acc[r] = (isum as f32).mul_add(d * a.d, acc[r]);
+                        acc[r] = m.mul_add(a.s, acc[r]);
+                    }
+                }
+                out[i * rows + 8 * g..i * rows + 8 * g + 8].copy_from_slice(&acc);
+            }
+        }
+    }
 
     pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
         for (xb, ob) in x.chunks_exact(32).zip(out.iter_mut()) {
@@ -1029,7 +1198,18 @@ mod scalar {
     /// (no call into libm's software `fmaf` per lane).
     #[cfg(target_arch = "x86_64")]
     mod fma {
-        use super::{axpy_f32_body, dot_f32_body, vec_dot_body, BlockQ8, QType};
+        use super::{axpy_f32_body, dot_f32_body, gemm_x8_body, vec_dot_body, BlockQ8, QType};
+
+        #[target_feature(enable = "fma")]
+        pub(super) unsafe fn gemm_x8(
+            min: bool,
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: &mut [f32],
+        ) {
+            gemm_x8_body(min, packed, acts, nb, out)
+        }
 
         #[target_feature(enable = "fma")]
         pub(super) unsafe fn vec_dot<const N: usize>(
@@ -1759,6 +1939,75 @@ mod avx2 {
             i += 1;
         }
         s
+    }
+
+    /// [`super::gemm_x8`] (the caller checked the sizes); `MIN`: Q4_1, else Q4_0. Tokens in runs of up to 32,
+    /// their accumulators (8 rows each) in memory; the eight unpacked weight registers of a
+    /// block serve every token of the run.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gemm_x8<const MIN: bool>(
+        packed: &[u8],
+        acts: &[BlockQ8],
+        nb: usize,
+        out: &mut [f32],
+    ) {
+        const RUN: usize = 32;
+        let h = if MIN { 32 } else { 16 };
+        let bs = h + 128;
+        let rows = packed.len() / (nb * bs) * 8;
+        let t = acts.len() / nb;
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let minus8 = _mm256_set1_ps(-8.0);
+        let po = out.as_mut_ptr();
+        let mut acc = [_mm256_setzero_ps(); RUN];
+        for g in 0..rows / 8 {
+            let mut i0 = 0;
+            while i0 < t {
+                let n = (t - i0).min(RUN);
+                for a in acc.iter_mut().take(n) {
+                    *a = _mm256_setzero_ps();
+                }
+                for b in 0..nb {
+                    let blk = packed.as_ptr().add((g * nb + b) * bs);
+                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + 64) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + 128) as *const i8);
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                    let m = if MIN {
+                        _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
+                    } else {
+                        _mm256_mul_ps(d, minus8)
+                    };
+                    let mut w = [_mm256_setzero_si256(); 8];
+                    for c in 0..4 {
+                        let x = _mm256_loadu_si256(blk.add(h + 32 * c) as *const __m256i);
+                        w[c] = _mm256_and_si256(x, mask);
+                        w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+                    }
+                    for j in 0..n {
+                        let a = acts.get_unchecked((i0 + j) * nb + b);
+                        let q = a.qs.as_ptr();
+                        let at =
+                            |o: usize| _mm256_set1_epi32((q.add(o) as *const i32).read_unaligned());
+                        let mut s = _mm256_maddubs_epi16(w[0], at(0));
+                        for c in 1..4 {
+                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[c], at(4 * c)));
+                        }
+                        for c in 0..4 {
+                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[4 + c], at(16 + 4 * c)));
+                        }
+                        let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                        let x = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[j]);
+                        acc[j] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s), x);
+                    }
+                }
+                for j in 0..n {
+                    _mm256_storeu_ps(po.add((i0 + j) * rows + 8 * g), acc[j]);
+                }
+                i0 += n;
+            }
+        }
     }
 
     /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead
@@ -2536,6 +2785,86 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The interleaved Q4_0 / Q4_1 layout: rows come back intact, and `gemm_x8` gives the same
+    /// bits with either kernel, for a token alone as in a batch, within float rounding of
+    /// `vec_dot` on the plain rows.
+    #[test]
+    fn x8_gemm() {
+        for ty in [QType::Q4_0, QType::Q4_1] {
+            x8_gemm_for(ty);
+        }
+    }
+
+    fn x8_gemm_for(ty: QType) {
+        let (rows, cols) = (16, 576);
+        let (bytes, _) = candle_row(ty, &weights(rows * cols, 77));
+        let packed = repack_x8(ty, &bytes, rows, cols);
+        assert_eq!(packed.len(), bytes.len());
+        let rb = ty.row_bytes(cols);
+        for r in 0..rows {
+            assert_eq!(
+                x8_row(ty, &packed, cols, r),
+                &bytes[r * rb..(r + 1) * rb],
+                "row {r}"
+            );
+        }
+        let nb = cols / 32;
+        let t = 9;
+        let mut acts: Vec<BlockQ8> = (0..t as u64)
+            .flat_map(|i| {
+                q8(
+                    &activation(&weights(cols, 80 + i), i % 2 == 1, 90 + i),
+                    Kernels::Scalar,
+                )
+            })
+            .collect();
+        // Extreme blocks too: all -128 / +127 against the largest nibbles.
+        for q in acts[0].qs.iter_mut() {
+            *q = -128;
+        }
+        for q in acts[1].qs.iter_mut() {
+            *q = 127;
+        }
+        let mut kernels = vec![Kernels::Scalar];
+        if avx2_available() {
+            kernels.push(Kernels::Avx2);
+        }
+        let mut all = Vec::new();
+        for &k in &kernels {
+            let mut out = vec![f32::NAN; rows * t];
+            gemm_x8_with(k, ty, &packed, &acts, cols, &mut out);
+            for i in 0..t {
+                let mut one = vec![f32::NAN; rows];
+                gemm_x8_with(k, ty, &packed, &acts[i * nb..(i + 1) * nb], cols, &mut one);
+                for r in 0..rows {
+                    assert_eq!(
+                        one[r].to_bits(),
+                        out[i * rows + r].to_bits(),
+                        "{k:?} token {i} row {r}"
+                    );
+                    let v = vec_dot_with(
+                        Kernels::Scalar,
+                        ty,
+                        &bytes[r * rb..(r + 1) * rb],
+                        &acts[i * nb..(i + 1) * nb],
+                    );
+                    let tol = 1e-4 * (1.0 + v.abs());
+                    assert!(
+                        (v - out[i * rows + r]).abs() <= tol,
+                        "{k:?} token {i} row {r}: {} vs {v}",
+                        out[i * rows + r]
+                    );
+                }
+            }
+            all.push(out);
+        }
+        for o in &all[1..] {
+            for (a, b) in o.iter().zip(&all[0]) {
+                assert_eq!(a.to_bits(), b.to_bits(), "avx2 vs scalar");
             }
         }
     }
