@@ -356,9 +356,12 @@ pub fn vec_dot_tile_with(
     }
 }
 
-/// Whether [`repack_x8`] handles `ty`: Q4_0 and Q4_1.
+/// Whether [`repack_x8`] handles `ty`: the 32-element formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
 pub fn has_x8(ty: QType) -> bool {
-    matches!(ty, QType::Q4_0 | QType::Q4_1)
+    matches!(
+        ty,
+        QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q8_0
+    )
 }
 
 /// Bytes of one block (32 columns) of eight interleaved rows of `ty` ([`repack_x8`]): the
@@ -367,14 +370,26 @@ pub fn x8_block_bytes(ty: QType) -> usize {
     8 * ty.block_bytes()
 }
 
-/// Q4_0 or Q4_1 rows regrouped eight at a time for [`gemm_x8`]: for each group of eight rows
-/// and each 32-column block, the eight f16 scales (then, for Q4_1, the eight f16 minimums),
-/// then four 32-byte chunks, chunk `m` holding bytes `4m..4m + 4` of each row's 16 nibble
-/// bytes (row `r` at bytes `4r..4r + 4`). The same size as the input; `rows` must be a
-/// multiple of 8.
+/// (f16 fields, has the 5th-bit word, bytes of quants) of a block of `ty`.
+fn x8_parts(ty: QType) -> (usize, bool, usize) {
+    match ty {
+        QType::Q4_0 => (1, false, 16),
+        QType::Q4_1 => (2, false, 16),
+        QType::Q5_0 => (1, true, 16),
+        QType::Q5_1 => (2, true, 16),
+        QType::Q8_0 => (1, false, 32),
+        _ => unreachable!("x8 layout for {ty:?}"),
+    }
+}
+
+/// Rows of a 32-element block format regrouped eight at a time for [`gemm_x8`]. For each
+/// group of eight rows and each 32-column block: each f16 field (the scale, then for Q4_1 /
+/// Q5_1 the minimum) of the eight rows; for Q5_0 / Q5_1, eight 32-bit words, word `k` holding
+/// the fifth bits of columns `4k..4k + 4` of all eight rows (row `r`'s at bits `4r..4r + 4`);
+/// then the quant bytes in 32-byte chunks, chunk `m` holding bytes `4m..4m + 4` of each row
+/// (row `r` at bytes `4r..4r + 4`). The same size as the input; `rows` must be a multiple of 8.
 pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
     let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
-    let h = bb - 16; // header bytes of a block: d (and m)
     assert!(
         has_x8(ty)
             && rows.is_multiple_of(8)
@@ -383,18 +398,30 @@ pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
         "repack_x8: {} bytes of {ty:?} for {rows}x{cols}",
         data.len()
     );
+    let (nf, five, nq) = x8_parts(ty);
+    let (qh_at, qs_at) = (2 * nf, bb - nq); // in a source block
+    let chunks_at = 16 * nf + if five { 32 } else { 0 }; // in an x8 block
     let mut out = vec![0u8; data.len()];
     for g in 0..rows / 8 {
         for b in 0..nb {
             let o = &mut out[(g * nb + b) * xb..][..xb];
             for r in 0..8 {
                 let src = &data[((8 * g + r) * nb + b) * bb..][..bb];
-                for k in 0..h / 2 {
-                    o[16 * k + 2 * r..16 * k + 2 * r + 2].copy_from_slice(&src[2 * k..2 * k + 2]);
+                for f in 0..nf {
+                    o[16 * f + 2 * r..16 * f + 2 * r + 2].copy_from_slice(&src[2 * f..2 * f + 2]);
                 }
-                for m in 0..4 {
-                    let at = 8 * h + 32 * m + 4 * r;
-                    o[at..at + 4].copy_from_slice(&src[h + 4 * m..h + 4 * m + 4]);
+                if five {
+                    let qh = u32::from_le_bytes(src[qh_at..qh_at + 4].try_into().unwrap());
+                    for k in 0..8 {
+                        let at = 16 * nf + 4 * k;
+                        let mut w = u32::from_le_bytes(o[at..at + 4].try_into().unwrap());
+                        w |= ((qh >> (4 * k)) & 0xF) << (4 * r);
+                        o[at..at + 4].copy_from_slice(&w.to_le_bytes());
+                    }
+                }
+                for m in 0..nq / 4 {
+                    let at = chunks_at + 32 * m + 4 * r;
+                    o[at..at + 4].copy_from_slice(&src[qs_at + 4 * m..qs_at + 4 * m + 4]);
                 }
             }
         }
@@ -405,18 +432,29 @@ pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
 /// Row `r` of [`repack_x8`] data back in `ty`'s own block format.
 pub fn x8_row(ty: QType, packed: &[u8], cols: usize, r: usize) -> Vec<u8> {
     let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
-    let h = bb - 16;
+    let (nf, five, nq) = x8_parts(ty);
+    let (qh_at, qs_at) = (2 * nf, bb - nq);
+    let chunks_at = 16 * nf + if five { 32 } else { 0 };
     let (g, k) = (r / 8, r % 8);
     let mut row = vec![0u8; nb * bb];
     for b in 0..nb {
         let src = &packed[(g * nb + b) * xb..][..xb];
         let dst = &mut row[b * bb..(b + 1) * bb];
-        for j in 0..h / 2 {
-            dst[2 * j..2 * j + 2].copy_from_slice(&src[16 * j + 2 * k..16 * j + 2 * k + 2]);
+        for f in 0..nf {
+            dst[2 * f..2 * f + 2].copy_from_slice(&src[16 * f + 2 * k..16 * f + 2 * k + 2]);
         }
-        for m in 0..4 {
-            let at = 8 * h + 32 * m + 4 * k;
-            dst[h + 4 * m..h + 4 * m + 4].copy_from_slice(&src[at..at + 4]);
+        if five {
+            let mut qh = 0u32;
+            for j in 0..8 {
+                let at = 16 * nf + 4 * j;
+                let w = u32::from_le_bytes(src[at..at + 4].try_into().unwrap());
+                qh |= ((w >> (4 * k)) & 0xF) << (4 * j);
+            }
+            dst[qh_at..qh_at + 4].copy_from_slice(&qh.to_le_bytes());
+        }
+        for m in 0..nq / 4 {
+            let at = chunks_at + 32 * m + 4 * k;
+            dst[qs_at + 4 * m..qs_at + 4 * m + 4].copy_from_slice(&src[at..at + 4]);
         }
     }
     row
@@ -424,12 +462,14 @@ pub fn x8_row(ty: QType, packed: &[u8], cols: usize, r: usize) -> Vec<u8> {
 
 /// `out[i * R + r] = dot(row r, activation row i)` for the R = 8 × groups rows of
 /// [`repack_x8`] data in `packed` and the T activation rows in `acts` (`cols / 32` blocks
-/// each): the Q4_0 / Q4_1 matrix kernel, for one token as for many. Per block, eight rows'
-/// integer sums come out of one register (`maddubs` over four columns of all eight rows at a
-/// time, summed in 16 bits), and each row's accumulator takes `fma(sum, d·d_a)` then
-/// `fma(m, s_a)` (m = -8d for Q4_0, the block minimum for Q4_1). The AVX2 and scalar kernels
-/// give the same bits, and a token's results do not depend on the other tokens of the call.
-/// (The float order differs from [`vec_dot`]'s, so results differ from it in the last bits.)
+/// each): the matrix kernel of the 32-element formats, for one token as for many. Per block,
+/// eight rows' integer sums come out of one register (`maddubs` over four columns of all
+/// eight rows at a time, summed in 16 bits as far as the format's range allows), and each
+/// row's accumulator takes `fma(sum, d·d_a)`, then `fma(m, s_a)` where the format has an
+/// offset or minimum m (-8d for Q4_0, -16d for Q5_0, the block minimum for Q4_1 / Q5_1). The
+/// AVX2 and scalar kernels give the same bits, and a token's results do not depend on the
+/// other tokens of the call. (The float order differs from [`vec_dot`]'s, so results differ
+/// from it in the last bits.)
 pub fn gemm_x8(ty: QType, packed: &[u8], acts: &[BlockQ8], cols: usize, out: &mut [f32]) {
     gemm_x8_with(kernels(), ty, packed, acts, cols, out)
 }
@@ -458,18 +498,19 @@ pub fn gemm_x8_with(
     let rows = packed.len() / (nb * xb) * 8;
     let t = acts.len() / nb;
     assert_eq!(out.len(), rows * t, "gemm_x8: output size");
-    let min = ty == QType::Q4_1;
     match effective(k) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected; sizes checked above.
         Kernels::Avx2 => unsafe {
-            if min {
-                avx2::gemm_x8::<true>(packed, acts, nb, out)
-            } else {
-                avx2::gemm_x8::<false>(packed, acts, nb, out)
+            match ty {
+                QType::Q4_0 => avx2::gemm_x8_q45::<false, false>(packed, acts, nb, out),
+                QType::Q4_1 => avx2::gemm_x8_q45::<false, true>(packed, acts, nb, out),
+                QType::Q5_0 => avx2::gemm_x8_q45::<true, false>(packed, acts, nb, out),
+                QType::Q5_1 => avx2::gemm_x8_q45::<true, true>(packed, acts, nb, out),
+                _ => avx2::gemm_x8_q8(packed, acts, nb, out),
             }
         },
-        _ => scalar::gemm_x8(min, packed, acts, nb, out),
+        _ => scalar::gemm_x8(ty, packed, acts, nb, out),
     }
 }
 
@@ -708,53 +749,102 @@ mod scalar {
     use super::{rd_f16, scale_min_k4, BlockQ8, QType};
 
     /// [`super::gemm_x8`], lane by lane as the AVX2 code.
-    pub fn gemm_x8(min: bool, packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
+    pub fn gemm_x8(ty: QType, packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("fma") {
             // SAFETY: FMA detected.
-            return unsafe { fma::gemm_x8(min, packed, acts, nb, out) };
+            return unsafe { fma::gemm_x8(ty, packed, acts, nb, out) };
         }
-        gemm_x8_body(min, packed, acts, nb, out)
+        gemm_x8_body(ty, packed, acts, nb, out)
+    }
+
+    /// `_mm256_sign_epi8(a, w)` on one byte.
+    #[inline(always)]
+    fn sign8(a: i8, w: i8) -> i8 {
+        match w.signum() {
+            1 => a,
+            0 => 0,
+            _ => a.wrapping_neg(),
+        }
     }
 
     #[inline(always)]
     pub(super) fn gemm_x8_body(
-        min: bool,
+        ty: QType,
         packed: &[u8],
         acts: &[BlockQ8],
         nb: usize,
         out: &mut [f32],
     ) {
-        let h = if min { 32 } else { 16 };
-        let bs = h + 128;
+        let (nf, five, nq) = super::x8_parts(ty);
+        let min = nf == 2;
+        let chunks_at = 16 * nf + if five { 32 } else { 0 };
+        let bs = super::x8_block_bytes(ty);
         let rows = packed.len() / (nb * bs) * 8;
         let t = acts.len() / nb;
+        let off = if five { -16.0 } else { -8.0 };
+        let mut acc = vec![[0f32; 8]; t];
+        // The eight rows' weights of one block, column by column (Q8_0: signed).
+        let mut q = [[0i32; 32]; 8];
         for g in 0..rows / 8 {
-            for i in 0..t {
-                let mut acc = [0f32; 8];
-                for b in 0..nb {
-                    let blk = &packed[(g * nb + b) * bs..][..bs];
+            acc.iter_mut().for_each(|a| *a = [0f32; 8]);
+            for b in 0..nb {
+                let blk = &packed[(g * nb + b) * bs..][..bs];
+                let word = |k: usize| {
+                    let at = 16 * nf + 4 * k;
+                    u32::from_le_bytes(blk[at..at + 4].try_into().unwrap())
+                };
+                for (r, q) in q.iter_mut().enumerate() {
+                    for m in 0..nq / 4 {
+                        for c in 0..4 {
+                            let x = blk[chunks_at + 32 * m + 4 * r + c];
+                            if nq == 32 {
+                                q[4 * m + c] = x as i8 as i32;
+                                continue;
+                            }
+                            let (mut lo, mut hi) = ((x & 0x0F) as i32, (x >> 4) as i32);
+                            if five {
+                                lo |= (((word(m) >> (4 * r + c)) & 1) << 4) as i32;
+                                hi |= (((word(4 + m) >> (4 * r + c)) & 1) << 4) as i32;
+                            }
+                            q[4 * m + c] = lo;
+                            q[16 + 4 * m + c] = hi;
+                        }
+                    }
+                }
+                for (i, acc) in acc.iter_mut().enumerate() {
                     let a = &acts[i * nb + b];
                     for r in 0..8 {
                         let d = rd_f16(blk, 2 * r);
+                        let mut isum = 0i32;
+                        if nq == 32 {
+                            // Q8_0: |w| against a with w's sign, byte pairs saturated as
+                            // maddubs does.
+                            let p = |c: usize| {
+                                let w = q[r][c] as i8;
+                                w.unsigned_abs() as i32 * sign8(a.qs[c], w) as i32
+                            };
+                            for c in (0..32).step_by(2) {
+                                isum += (p(c) + p(c + 1)).clamp(i16::MIN as i32, i16::MAX as i32);
+                            }
+                            acc[r] = (isum as f32).mul_add(d * a.d, acc[r]);
+                            continue;
+                        }
+                        for c in 0..32 {
+                            isum += q[r][c] * a.qs[c] as i32;
+                        }
                         let m = if min {
                             rd_f16(blk, 16 + 2 * r)
                         } else {
-                            d * -8.0
+                            d * off
                         };
-                        let mut isum = 0i32;
-                        for j in 0..4 {
-                            for c in 0..4 {
-                                let q = blk[h + 32 * j + 4 * r + c];
-                                isum += (q & 0x0F) as i32 * a.qs[4 * j + c] as i32;
-                                isum += (q >> 4) as i32 * a.qs[16 + 4 * j + c] as i32;
-                            }
-                        }
                         acc[r] = (isum as f32).mul_add(d * a.d, acc[r]);
                         acc[r] = m.mul_add(a.s, acc[r]);
                     }
                 }
-                out[i * rows + 8 * g..i * rows + 8 * g + 8].copy_from_slice(&acc);
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                out[i * rows + 8 * g..i * rows + 8 * g + 8].copy_from_slice(acc);
             }
         }
     }
@@ -1202,13 +1292,13 @@ mod scalar {
 
         #[target_feature(enable = "fma")]
         pub(super) unsafe fn gemm_x8(
-            min: bool,
+            ty: QType,
             packed: &[u8],
             acts: &[BlockQ8],
             nb: usize,
             out: &mut [f32],
         ) {
-            gemm_x8_body(min, packed, acts, nb, out)
+            gemm_x8_body(ty, packed, acts, nb, out)
         }
 
         #[target_feature(enable = "fma")]
@@ -1941,24 +2031,25 @@ mod avx2 {
         s
     }
 
-    /// [`super::gemm_x8`] (the caller checked the sizes); `MIN`: Q4_1, else Q4_0. Tokens in runs of up to 32,
-    /// their accumulators (8 rows each) in memory; the eight unpacked weight registers of a
-    /// block serve every token of the run.
+    /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
+    /// Tokens in runs of up to 32, their accumulators (8 rows each) in memory; the eight
+    /// unpacked weight registers of a block serve every token of the run.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn gemm_x8<const MIN: bool>(
+    pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
         packed: &[u8],
         acts: &[BlockQ8],
         nb: usize,
         out: &mut [f32],
     ) {
         const RUN: usize = 32;
-        let h = if MIN { 32 } else { 16 };
-        let bs = h + 128;
+        let nf = if MIN { 2 } else { 1 };
+        let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
+        let bs = chunks_at + 128;
         let rows = packed.len() / (nb * bs) * 8;
         let t = acts.len() / nb;
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        let minus8 = _mm256_set1_ps(-8.0);
+        let off = _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 });
         let po = out.as_mut_ptr();
         let mut acc = [_mm256_setzero_ps(); RUN];
         for g in 0..rows / 8 {
@@ -1970,36 +2061,110 @@ mod avx2 {
                 }
                 for b in 0..nb {
                     let blk = packed.as_ptr().add((g * nb + b) * bs);
-                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + 64) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + 128) as *const i8);
+                    let mut o = 0;
+                    while o < bs {
+                        _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
+                        o += 64;
+                    }
                     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
                     let m = if MIN {
                         _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
                     } else {
-                        _mm256_mul_ps(d, minus8)
+                        _mm256_mul_ps(d, off)
                     };
                     let mut w = [_mm256_setzero_si256(); 8];
                     for c in 0..4 {
-                        let x = _mm256_loadu_si256(blk.add(h + 32 * c) as *const __m256i);
+                        let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
                         w[c] = _mm256_and_si256(x, mask);
                         w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+                    }
+                    if FIVE {
+                        let words = blk.add(16 * nf) as *const u32;
+                        for k in 0..8 {
+                            w[k] =
+                                _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
+                        }
                     }
                     for j in 0..n {
                         let a = acts.get_unchecked((i0 + j) * nb + b);
                         let q = a.qs.as_ptr();
                         let at =
                             |o: usize| _mm256_set1_epi32((q.add(o) as *const i32).read_unaligned());
-                        let mut s = _mm256_maddubs_epi16(w[0], at(0));
-                        for c in 1..4 {
-                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[c], at(4 * c)));
-                        }
-                        for c in 0..4 {
-                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[4 + c], at(16 + 4 * c)));
-                        }
-                        let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                        let part = |k0: usize| {
+                            let mut s = _mm256_maddubs_epi16(w[k0], at(4 * k0));
+                            for k in k0 + 1..k0 + 4 {
+                                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], at(4 * k)));
+                            }
+                            s
+                        };
+                        // 16-bit sums: eight products of up to 15 · 128 per lane fit, for
+                        // 5-bit weights four do, so those are widened in two halves.
+                        let isum = if FIVE {
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(part(0), ones),
+                                _mm256_madd_epi16(part(4), ones),
+                            )
+                        } else {
+                            _mm256_madd_epi16(_mm256_add_epi16(part(0), part(4)), ones)
+                        };
+                        let f = _mm256_cvtepi32_ps(isum);
                         let x = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[j]);
                         acc[j] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s), x);
+                    }
+                }
+                for j in 0..n {
+                    _mm256_storeu_ps(po.add((i0 + j) * rows + 8 * g), acc[j]);
+                }
+                i0 += n;
+            }
+        }
+    }
+
+    /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes): |w| into `maddubs`, w's
+    /// sign moved onto the activation, each chunk widened to 32 bits (two products of up to
+    /// 127 · 128 already fill 16 bits).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gemm_x8_q8(packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
+        const RUN: usize = 32;
+        let bs = 16 + 256;
+        let rows = packed.len() / (nb * bs) * 8;
+        let t = acts.len() / nb;
+        let ones = _mm256_set1_epi16(1);
+        let po = out.as_mut_ptr();
+        let mut acc = [_mm256_setzero_ps(); RUN];
+        for g in 0..rows / 8 {
+            let mut i0 = 0;
+            while i0 < t {
+                let n = (t - i0).min(RUN);
+                for a in acc.iter_mut().take(n) {
+                    *a = _mm256_setzero_ps();
+                }
+                for b in 0..nb {
+                    let blk = packed.as_ptr().add((g * nb + b) * bs);
+                    let mut o = 0;
+                    while o < bs {
+                        _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
+                        o += 64;
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                    let mut w = [_mm256_setzero_si256(); 8];
+                    let mut aw = [_mm256_setzero_si256(); 8];
+                    for c in 0..8 {
+                        w[c] = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                        aw[c] = _mm256_sign_epi8(w[c], w[c]);
+                    }
+                    for j in 0..n {
+                        let a = acts.get_unchecked((i0 + j) * nb + b);
+                        let q = a.qs.as_ptr();
+                        let mut isum = _mm256_setzero_si256();
+                        for c in 0..8 {
+                            let x =
+                                _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                            let p = _mm256_maddubs_epi16(aw[c], _mm256_sign_epi8(x, w[c]));
+                            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
+                        }
+                        let f = _mm256_cvtepi32_ps(isum);
+                        acc[j] = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[j]);
                     }
                 }
                 for j in 0..n {
@@ -2789,12 +2954,12 @@ mod tests {
         }
     }
 
-    /// The interleaved Q4_0 / Q4_1 layout: rows come back intact, and `gemm_x8` gives the same
+    /// The interleaved layout: rows come back intact, and `gemm_x8` gives the same
     /// bits with either kernel, for a token alone as in a batch, within float rounding of
     /// `vec_dot` on the plain rows.
     #[test]
     fn x8_gemm() {
-        for ty in [QType::Q4_0, QType::Q4_1] {
+        for ty in QType::ALL.into_iter().filter(|&t| has_x8(t)) {
             x8_gemm_for(ty);
         }
     }
