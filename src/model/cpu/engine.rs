@@ -53,7 +53,7 @@ impl QMatrix {
             )));
         }
         let data = if quant::has_x8(ty) && rows.is_multiple_of(8) {
-            Store::X8(quant::repack_x8(ty, &data, rows, cols))
+            Store::X8(quant::repack_x8(ty, data, rows, cols))
         } else {
             Store::Blocks(data)
         };

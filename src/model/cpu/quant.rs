@@ -387,8 +387,10 @@ fn x8_parts(ty: QType) -> (usize, bool, usize) {
 /// Q5_1 the minimum) of the eight rows; for Q5_0 / Q5_1, eight 32-bit words, word `k` holding
 /// the fifth bits of columns `4k..4k + 4` of all eight rows (row `r`'s at bits `4r..4r + 4`);
 /// then the quant bytes in 32-byte chunks, chunk `m` holding bytes `4m..4m + 4` of each row
-/// (row `r` at bytes `4r..4r + 4`). The same size as the input; `rows` must be a multiple of 8.
-pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+/// (row `r` at bytes `4r..4r + 4`). The same size as the input, and done in place (a group of
+/// eight rows occupies the same bytes before and after), so loading needs no second copy of
+/// a matrix; `rows` must be a multiple of 8.
+pub fn repack_x8(ty: QType, mut data: Vec<u8>, rows: usize, cols: usize) -> Vec<u8> {
     let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
     assert!(
         has_x8(ty)
@@ -401,12 +403,16 @@ pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
     let (nf, five, nq) = x8_parts(ty);
     let (qh_at, qs_at) = (2 * nf, bb - nq); // in a source block
     let chunks_at = 16 * nf + if five { 32 } else { 0 }; // in an x8 block
-    let mut out = vec![0u8; data.len()];
+    let mut group = vec![0u8; 8 * nb * bb];
     for g in 0..rows / 8 {
+        let span = g * 8 * nb * bb..(g + 1) * 8 * nb * bb;
+        group.copy_from_slice(&data[span.clone()]);
+        let out = &mut data[span];
+        out.fill(0);
         for b in 0..nb {
-            let o = &mut out[(g * nb + b) * xb..][..xb];
+            let o = &mut out[b * xb..][..xb];
             for r in 0..8 {
-                let src = &data[((8 * g + r) * nb + b) * bb..][..bb];
+                let src = &group[(r * nb + b) * bb..][..bb];
                 for f in 0..nf {
                     o[16 * f + 2 * r..16 * f + 2 * r + 2].copy_from_slice(&src[2 * f..2 * f + 2]);
                 }
@@ -426,7 +432,7 @@ pub fn repack_x8(ty: QType, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
             }
         }
     }
-    out
+    data
 }
 
 /// Row `r` of [`repack_x8`] data back in `ty`'s own block format.
@@ -2967,7 +2973,7 @@ mod tests {
     fn x8_gemm_for(ty: QType) {
         let (rows, cols) = (16, 576);
         let (bytes, _) = candle_row(ty, &weights(rows * cols, 77));
-        let packed = repack_x8(ty, &bytes, rows, cols);
+        let packed = repack_x8(ty, bytes.clone(), rows, cols);
         assert_eq!(packed.len(), bytes.len());
         let rb = ty.row_bytes(cols);
         for r in 0..rows {
