@@ -138,22 +138,9 @@ impl QMatrix {
                     return;
                 }
                 let w = &b[r0 * self.row_bytes..r1 * self.row_bytes];
-                let n = r1 - r0;
-                let mut part = vec![0f32; tile.min(t) * n];
-                let mut t0 = 0;
-                while t0 < t {
-                    let t1 = (t0 + tile).min(t);
-                    let part = &mut part[..(t1 - t0) * n];
-                    quant::vec_dot_tile(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part);
-                    for (i, p) in (t0..t1).zip(part.chunks_exact(n)) {
-                        // SAFETY: tasks own disjoint row ranges, so cells (i, r0..r1) are
-                        // written by this task only, and they lie inside the output.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(p.as_ptr(), out.0.add(i * rows + r0), n)
-                        };
-                    }
-                    t0 = t1;
-                }
+                tiles(t, tile, r0, r1, rows, out, |t0, t1, part| {
+                    quant::vec_dot_tile(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part)
+                });
             }
             Store::X8(p) => {
                 // Row ranges start and end on groups of eight (see matmul_many).
@@ -169,20 +156,9 @@ impl QMatrix {
                 }
                 let act_bytes = nb * std::mem::size_of::<BlockQ8>();
                 let tile = ((16 << 10) / act_bytes.max(1)).clamp(1, 32);
-                let mut part = vec![0f32; tile.min(t) * n];
-                let mut t0 = 0;
-                while t0 < t {
-                    let t1 = (t0 + tile).min(t);
-                    let part = &mut part[..(t1 - t0) * n];
-                    quant::gemm_x8(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part);
-                    for (i, p) in (t0..t1).zip(part.chunks_exact(n)) {
-                        // SAFETY: as for Blocks.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(p.as_ptr(), out.0.add(i * rows + r0), n)
-                        };
-                    }
-                    t0 = t1;
-                }
+                tiles(t, tile, r0, r1, rows, out, |t0, t1, part| {
+                    quant::gemm_x8(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part)
+                });
             }
             Store::Dense(d) => {
                 for i in 0..t {
@@ -195,6 +171,34 @@ impl QMatrix {
                 }
             }
         }
+    }
+}
+
+/// Run `kernel(t0, t1, part)` over the tokens `0..t` in tiles of `tile`, `part` holding the
+/// tile's rows `r0..r1` (tokens × rows), and copy each part into those columns of `out` (`t ×
+/// rows`, row-major).
+fn tiles(
+    t: usize,
+    tile: usize,
+    r0: usize,
+    r1: usize,
+    rows: usize,
+    out: SyncPtr,
+    mut kernel: impl FnMut(usize, usize, &mut [f32]),
+) {
+    let n = r1 - r0;
+    let mut part = vec![0f32; tile.min(t) * n];
+    let mut t0 = 0;
+    while t0 < t {
+        let t1 = (t0 + tile).min(t);
+        let part = &mut part[..(t1 - t0) * n];
+        kernel(t0, t1, part);
+        for (i, p) in (t0..t1).zip(part.chunks_exact(n)) {
+            // SAFETY: tasks own disjoint row ranges, so cells (i, r0..r1) are written by this
+            // task only, and they lie inside the output.
+            unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), out.0.add(i * rows + r0), n) };
+        }
+        t0 = t1;
     }
 }
 

@@ -1472,16 +1472,13 @@ mod avx2 {
 
     /// [`vec_dot`] for four activation rows, with their scales interleaved in `sc`: the same
     /// float operations on the same values (a four-lane product is four scalar products), so
-    /// the same bits.
+    /// the same bits. The K-quants only: the 32-element formats go through the interleaved
+    /// rows of [`gemm_x8_q45`] / [`gemm_x8_q8`] in the engine (a matrix whose row count is not a
+    /// multiple of 8 takes [`vec_dot`]).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn vec_dot_x4t(ty: QType, row: &[u8], acts: [&[BlockQ8]; 4], sc: Scales4) -> [f32; 4] {
         match ty {
-            QType::Q4_0 => q4_or_5_x4t::<false, false>(row, acts, sc),
-            QType::Q4_1 => q4_or_5_x4t::<false, true>(row, acts, sc),
-            QType::Q5_0 => q4_or_5_x4t::<true, false>(row, acts, sc),
-            QType::Q5_1 => q4_or_5_x4t::<true, true>(row, acts, sc),
-            QType::Q8_0 => q8_0_x4t(row, acts, sc),
             QType::Q4K => qk45_x4t::<false>(row, acts, sc),
             QType::Q5K => qk45_x4t::<true>(row, acts, sc),
             QType::Q6K => q6k_x4t(row, acts, sc),
@@ -1503,36 +1500,72 @@ mod avx2 {
         ]
     }
 
-    /// [`q8_0`] for four rows with interleaved scales.
+    /// The eight sub-block scales and minimums of a Q4_K / Q5_K super-block, as f32.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_x4t(row: &[u8], acts: [&[BlockQ8]; 4], sc: Scales4) -> [f32; 4] {
-        let nb = acts[0].len();
-        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-        let p = row.as_ptr();
-        let block = |b: *const u8, i: usize, acc: &mut [__m256; 4]| {
-            let d = f16_at(b);
-            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-            let aw = _mm256_sign_epi8(w, w);
-            let scale = scales4(d, sc, i);
-            for n in 0..4 {
-                let sa = _mm256_sign_epi8(load_qs(acts[n].get_unchecked(i)), w);
-                acc[n] = _mm256_fmadd_ps(dot_u8_i8(aw, sa), scale[n], acc[n]);
-            }
-        };
-        let mut i = 0;
-        while i + 1 < nb {
-            block(p.add(i * 34), i, &mut acc0);
-            block(p.add((i + 1) * 34), i + 1, &mut acc1);
-            i += 2;
+    unsafe fn k_scales(blk: &[u8]) -> ([f32; 8], [f32; 8]) {
+        let d = f16_at(blk.as_ptr());
+        let dmin = f16_at(blk.as_ptr().add(2));
+        let mut w = [0f32; 8];
+        let mut mn = [0f32; 8];
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, &blk[4..16]);
+            w[j] = d * sc as f32;
+            mn[j] = dmin * m as f32;
         }
-        if i < nb {
-            block(p.add(i * 34), i, &mut acc0);
+        (w, mn)
+    }
+
+    /// Quants `64c..64c + 64` of a Q4_K / Q5_K super-block as two registers (the low and the
+    /// high nibbles); `hb` carries the fifth bits from one `c` to the next.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn k_quants<const FIVE: bool>(
+        blk: &[u8],
+        qs_at: usize,
+        c: usize,
+        hb: &mut __m256i,
+    ) -> (__m256i, __m256i) {
+        let mask = _mm256_set1_epi8(0x0F);
+        let bit4 = _mm256_set1_epi8(0x10);
+        let x = _mm256_loadu_si256(blk.as_ptr().add(qs_at + 32 * c) as *const __m256i);
+        let mut lo = _mm256_and_si256(x, mask);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+        if FIVE {
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(*hb), bit4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(*hb), bit4));
+            *hb = _mm256_srli_epi16::<2>(*hb);
         }
-        let mut out = [0f32; 4];
-        for n in 0..4 {
-            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n]));
-        }
-        out
+        (lo, hi)
+    }
+
+    /// Quants `128h..128h + 128` of a Q6_K super-block (unsigned, 0..64) as four registers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6k_quants(blk: *const u8, h: usize) -> [__m256i; 4] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let bits = _mm256_set1_epi8(0x30);
+        let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
+        [
+            _mm256_or_si256(
+                _mm256_and_si256(ql0, mask),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(ql1, mask),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
+                _mm256_and_si256(qh, bits),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits),
+            ),
+        ]
     }
 
     /// [`qk45`] for four rows with interleaved scales.
@@ -1545,35 +1578,18 @@ mod avx2 {
         let bb = if FIVE { 176 } else { 144 };
         let qs_at = if FIVE { 48 } else { 16 };
         let nsb = acts[0].len() / 8;
-        let mask = _mm256_set1_epi8(0x0F);
-        let bit4 = _mm256_set1_epi8(0x10);
         let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
         let mut corr = _mm_setzero_ps();
         for sb in 0..nsb {
             let blk = std::slice::from_raw_parts(row.as_ptr().add(sb * bb), bb);
-            let d = f16_at(blk.as_ptr());
-            let dmin = f16_at(blk.as_ptr().add(2));
-            let mut w = [0f32; 8];
-            let mut mn = [0f32; 8];
-            for j in 0..8 {
-                let (sc, m) = scale_min_k4(j, &blk[4..16]);
-                w[j] = d * sc as f32;
-                mn[j] = dmin * m as f32;
-            }
+            let (w, mn) = k_scales(blk);
             let mut hb = if FIVE {
                 _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
             } else {
                 _mm256_setzero_si256()
             };
             for c in 0..4 {
-                let x = _mm256_loadu_si256(blk.as_ptr().add(qs_at + 32 * c) as *const __m256i);
-                let mut lo = _mm256_and_si256(x, mask);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
-                if FIVE {
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(hb), bit4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(hb), bit4));
-                    hb = _mm256_srli_epi16::<2>(hb);
-                }
+                let (lo, hi) = k_quants::<FIVE>(blk, qs_at, c, &mut hb);
                 let j = 8 * sb + 2 * c;
                 let (sc0, sc1) = (scales4(w[2 * c], sc, j), scales4(w[2 * c + 1], sc, j + 1));
                 for n in 0..4 {
@@ -1604,8 +1620,6 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q6k_x4t(row: &[u8], acts: [&[BlockQ8]; 4], sc4: Scales4) -> [f32; 4] {
         let nsb = acts[0].len() / 8;
-        let mask = _mm256_set1_epi8(0x0F);
-        let bits = _mm256_set1_epi8(0x30);
         let m32 = _mm256_set1_epi8(32);
         let mut acc = [_mm256_setzero_ps(); 4];
         for sb in 0..nsb {
@@ -1613,27 +1627,7 @@ mod avx2 {
             let d = f16_at(blk.add(208));
             let sc = blk.add(192) as *const i8;
             for h in 0..2 {
-                let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, mask),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, mask),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
-                        _mm256_and_si256(qh, bits),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits),
-                    ),
-                ];
+                let q = q6k_quants(blk, h);
                 for g in 0..4 {
                     let k = 8 * h + 2 * g;
                     let scv = _mm256_set_m128i(
@@ -1659,110 +1653,6 @@ mod avx2 {
             out[n] = hsum(acc[n]);
         }
         out
-    }
-
-    /// [`q4_or_5`] for four rows with interleaved scales.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_or_5_x4t<const FIVE: bool, const MIN: bool>(
-        row: &[u8],
-        acts: [&[BlockQ8]; 4],
-        sc: Scales4,
-    ) -> [f32; 4] {
-        let bb = match (FIVE, MIN) {
-            (false, false) => 18,
-            (false, true) => 20,
-            (true, false) => 22,
-            (true, true) => 24,
-        };
-        let qs_at = 2 + if MIN { 2 } else { 0 } + if FIVE { 4 } else { 0 };
-        let off: f32 = if MIN {
-            0.0
-        } else if FIVE {
-            -16.0
-        } else {
-            -8.0
-        };
-        let nb = acts[0].len();
-        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-        let (mut corr0, mut corr1) = (_mm_setzero_ps(), _mm_setzero_ps());
-        let p = row.as_ptr();
-        let mut i = 0;
-        while i + 1 < nb {
-            q45_block_x4t::<FIVE, MIN>(
-                p.add(i * bb),
-                off,
-                qs_at,
-                i,
-                &acts,
-                sc,
-                &mut acc0,
-                &mut corr0,
-            );
-            q45_block_x4t::<FIVE, MIN>(
-                p.add((i + 1) * bb),
-                off,
-                qs_at,
-                i + 1,
-                &acts,
-                sc,
-                &mut acc1,
-                &mut corr1,
-            );
-            i += 2;
-        }
-        if i < nb {
-            q45_block_x4t::<FIVE, MIN>(
-                p.add(i * bb),
-                off,
-                qs_at,
-                i,
-                &acts,
-                sc,
-                &mut acc0,
-                &mut corr0,
-            );
-        }
-        let corr = _mm_add_ps(corr0, corr1);
-        let mut c = [0f32; 4];
-        _mm_storeu_ps(c.as_mut_ptr(), corr);
-        let mut out = [0f32; 4];
-        for n in 0..4 {
-            out[n] = hsum(_mm256_add_ps(acc0[n], acc1[n])) + c[n];
-        }
-        out
-    }
-
-    /// One block of [`q4_or_5_x4t`].
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn q45_block_x4t<const FIVE: bool, const MIN: bool>(
-        b: *const u8,
-        off: f32,
-        qs_at: usize,
-        i: usize,
-        acts: &[&[BlockQ8]; 4],
-        sc: Scales4,
-        acc: &mut [__m256; 4],
-        corr: &mut __m128,
-    ) {
-        let d = f16_at(b);
-        let m = if MIN { f16_at(b.add(2)) } else { off * d };
-        let mut q = nibbles16(b.add(qs_at));
-        if FIVE {
-            let qh = (b.add(qs_at - 4) as *const u32).read_unaligned();
-            q = _mm256_or_si256(q, bits_to_0x10(qh));
-        }
-        let scale = scales4(d, sc, i);
-        for n in 0..4 {
-            let a = acts[n].get_unchecked(i);
-            let s = dot_u8_i8(q, load_qs(a));
-            acc[n] = _mm256_fmadd_ps(s, scale[n], acc[n]);
-        }
-        *corr = _mm_add_ps(
-            *corr,
-            _mm_mul_ps(_mm_set1_ps(m), _mm_loadu_ps(sc.s.add(4 * i))),
-        );
     }
 
     /// One block of [`q4_or_5`].
@@ -1844,35 +1734,18 @@ mod avx2 {
         let bb = if FIVE { 176 } else { 144 };
         let qs_at = if FIVE { 48 } else { 16 };
         let nsb = acts[0].len() / 8;
-        let mask = _mm256_set1_epi8(0x0F);
-        let bit4 = _mm256_set1_epi8(0x10);
         let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
         let mut corr = [0f32; N];
         for sb in 0..nsb {
             let blk = std::slice::from_raw_parts(row.as_ptr().add(sb * bb), bb);
-            let d = f16_at(blk.as_ptr());
-            let dmin = f16_at(blk.as_ptr().add(2));
-            let mut w = [0f32; 8];
-            let mut mn = [0f32; 8];
-            for j in 0..8 {
-                let (sc, m) = scale_min_k4(j, &blk[4..16]);
-                w[j] = d * sc as f32;
-                mn[j] = dmin * m as f32;
-            }
+            let (w, mn) = k_scales(blk);
             let mut hb = if FIVE {
                 _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
             } else {
                 _mm256_setzero_si256()
             };
             for c in 0..4 {
-                let x = _mm256_loadu_si256(blk.as_ptr().add(qs_at + 32 * c) as *const __m256i);
-                let mut lo = _mm256_and_si256(x, mask);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
-                if FIVE {
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(hb), bit4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(hb), bit4));
-                    hb = _mm256_srli_epi16::<2>(hb);
-                }
+                let (lo, hi) = k_quants::<FIVE>(blk, qs_at, c, &mut hb);
                 let j = 8 * sb + 2 * c;
                 for n in 0..N {
                     let a0 = acts[n].get_unchecked(j);
@@ -1897,8 +1770,6 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q6k<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
         let nsb = acts[0].len() / 8;
-        let mask = _mm256_set1_epi8(0x0F);
-        let bits = _mm256_set1_epi8(0x30);
         let m32 = _mm256_set1_epi8(32);
         let mut acc = [_mm256_setzero_ps(); N];
         for sb in 0..nsb {
@@ -1906,27 +1777,7 @@ mod avx2 {
             let d = f16_at(blk.add(208));
             let sc = blk.add(192) as *const i8;
             for h in 0..2 {
-                let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, mask),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, mask),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
-                        _mm256_and_si256(qh, bits),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits),
-                    ),
-                ];
+                let q = q6k_quants(blk, h);
                 for g in 0..4 {
                     let k = 8 * h + 2 * g;
                     let scv = _mm256_set_m128i(
