@@ -1,11 +1,14 @@
 //! The project's own CPU forward of a Llama decoder over quantized GGUF weights.
 //!
-//! Weights stay in their GGUF block format ([`QMatrix`]); each matrix product quantizes its input
-//! rows to 8 bits per 32-element block once and runs integer dot products
-//! ([`super::quant::vec_dot`], AVX2 when the CPU has it, else the scalar reference). Rows of the
-//! weight matrix are split over the compute threads (rayon's pool, sized by
-//! [`crate::model::set_threads`]); prompts and embedding batches multiply four activation rows per
-//! unpacked weight block ([`super::quant::vec_dot_x4`]).
+//! Weights stay in GGUF blocks ([`QMatrix`]); each matrix product quantizes its input rows to 8
+//! bits per 32-element block once and runs integer dot products (AVX2 when the CPU has it, else
+//! the scalar reference). The 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) are regrouped at
+//! load, eight rows at a time and in place ([`super::quant::repack_x8`]), and multiplied by
+//! [`super::quant::gemm_x8`] for one token as for many; the K-quants keep their rows and use
+//! [`super::quant::vec_dot_rows`] for one token and [`super::quant::vec_dot_tile`] (four
+//! activation rows per unpacked weight block) for prompts and batches. Rows of the weight matrix
+//! are split over the compute threads (rayon's pool, sized by [`crate::model::set_threads`]).
+//! Attention is one [`super::quant::attend`] call per query head, over the f16 cache in place.
 //!
 //! Sequences of a batch are packed one after another (no padding), so a batch costs the tokens it
 //! holds; attention runs per sequence. The KV cache ([`Cache`]) is allocated once for its capacity.
@@ -29,7 +32,7 @@ pub struct QMatrix {
 
 enum Store {
     Blocks(Vec<u8>),
-    /// Q4_0 or Q4_1 with rows interleaved eight at a time ([`quant::repack_x8`]).
+    /// A 32-element format with rows interleaved eight at a time ([`quant::repack_x8`]).
     X8(Vec<u8>),
     Dense(Vec<f32>),
 }

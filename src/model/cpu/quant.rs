@@ -22,7 +22,10 @@
 //! scalar reference and be compared with the fast one token for token, tolerance 0. Keep it
 //! so: a change to the float order of one implementation must be made in the other (the
 //! tests compare `to_bits()`). Each row of [`vec_dot_x4`] is also bit-identical to
-//! [`vec_dot`] of that row alone.
+//! [`vec_dot`] of that row alone, as is each cell of [`vec_dot_tile`]. The same holds, each
+//! with its own float order, for [`gemm_x8`] (the matrix kernel of rows regrouped by
+//! [`repack_x8`], whose results for a token do not depend on the other tokens of the call) and
+//! for the attention kernel [`attend`].
 //!
 //! F32 and F16 weight rows: [`vec_dot`] accepts them (against the dequantized activation,
 //! scalar, slow), but the forward pass should instead dequantize such rows with
