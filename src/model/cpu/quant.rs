@@ -1891,9 +1891,49 @@ mod avx2 {
         s
     }
 
-    /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
-    /// Tokens in runs of up to 32, their accumulators (8 rows each) in memory; the eight
-    /// unpacked weight registers of a block serve every token of the run.
+    /// The loop of the x8 kernels: for each group of eight rows and each run of up to 32
+    /// tokens, `block(blk, b, i0, acc)` adds block `b` (its bytes at `blk`, prefetched four
+    /// blocks ahead) of tokens `i0..i0 + acc.len()` into their accumulators (eight rows each),
+    /// which are then stored into `out` (`tokens × rows`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn x8_loop(
+        packed: &[u8],
+        t: usize,
+        nb: usize,
+        bs: usize,
+        out: &mut [f32],
+        mut block: impl FnMut(*const u8, usize, usize, &mut [__m256]),
+    ) {
+        const RUN: usize = 32;
+        let rows = packed.len() / (nb * bs) * 8;
+        let po = out.as_mut_ptr();
+        let mut acc = [_mm256_setzero_ps(); RUN];
+        for g in 0..rows / 8 {
+            let mut i0 = 0;
+            while i0 < t {
+                let n = (t - i0).min(RUN);
+                let acc = &mut acc[..n];
+                acc.fill(_mm256_setzero_ps());
+                for b in 0..nb {
+                    let blk = packed.as_ptr().add((g * nb + b) * bs);
+                    let mut o = 0;
+                    while o < bs {
+                        _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
+                        o += 64;
+                    }
+                    block(blk, b, i0, acc);
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(po.add((i0 + j) * rows + 8 * g), *a);
+                }
+                i0 += n;
+            }
+        }
+    }
+
+    /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes): the
+    /// eight unpacked weight registers of a block serve every token of the run.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
         packed: &[u8],
@@ -1901,83 +1941,57 @@ mod avx2 {
         nb: usize,
         out: &mut [f32],
     ) {
-        const RUN: usize = 32;
         let nf = if MIN { 2 } else { 1 };
         let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
         let bs = chunks_at + 128;
-        let rows = packed.len() / (nb * bs) * 8;
-        let t = acts.len() / nb;
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let off = _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 });
-        let po = out.as_mut_ptr();
-        let mut acc = [_mm256_setzero_ps(); RUN];
-        for g in 0..rows / 8 {
-            let mut i0 = 0;
-            while i0 < t {
-                let n = (t - i0).min(RUN);
-                for a in acc.iter_mut().take(n) {
-                    *a = _mm256_setzero_ps();
-                }
-                for b in 0..nb {
-                    let blk = packed.as_ptr().add((g * nb + b) * bs);
-                    let mut o = 0;
-                    while o < bs {
-                        _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
-                        o += 64;
-                    }
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-                    let m = if MIN {
-                        _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
-                    } else {
-                        _mm256_mul_ps(d, off)
-                    };
-                    let mut w = [_mm256_setzero_si256(); 8];
-                    for c in 0..4 {
-                        let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
-                        w[c] = _mm256_and_si256(x, mask);
-                        w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
-                    }
-                    if FIVE {
-                        let words = blk.add(16 * nf) as *const u32;
-                        for k in 0..8 {
-                            w[k] =
-                                _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
-                        }
-                    }
-                    for j in 0..n {
-                        let a = acts.get_unchecked((i0 + j) * nb + b);
-                        let q = a.qs.as_ptr();
-                        let at =
-                            |o: usize| _mm256_set1_epi32((q.add(o) as *const i32).read_unaligned());
-                        let part = |k0: usize| {
-                            let mut s = _mm256_maddubs_epi16(w[k0], at(4 * k0));
-                            for k in k0 + 1..k0 + 4 {
-                                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], at(4 * k)));
-                            }
-                            s
-                        };
-                        // 16-bit sums: eight products of up to 15 · 128 per lane fit, for
-                        // 5-bit weights four do, so those are widened in two halves.
-                        let isum = if FIVE {
-                            _mm256_add_epi32(
-                                _mm256_madd_epi16(part(0), ones),
-                                _mm256_madd_epi16(part(4), ones),
-                            )
-                        } else {
-                            _mm256_madd_epi16(_mm256_add_epi16(part(0), part(4)), ones)
-                        };
-                        let f = _mm256_cvtepi32_ps(isum);
-                        let x = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[j]);
-                        acc[j] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s), x);
-                    }
-                }
-                for j in 0..n {
-                    _mm256_storeu_ps(po.add((i0 + j) * rows + 8 * g), acc[j]);
-                }
-                i0 += n;
+        x8_loop(packed, acts.len() / nb, nb, bs, out, |blk, b, i0, acc| {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+            let m = if MIN {
+                _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
+            } else {
+                _mm256_mul_ps(d, off)
+            };
+            let mut w = [_mm256_setzero_si256(); 8];
+            for c in 0..4 {
+                let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
+                w[c] = _mm256_and_si256(x, mask);
+                w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
             }
-        }
+            if FIVE {
+                let words = blk.add(16 * nf) as *const u32;
+                for k in 0..8 {
+                    w[k] = _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
+                }
+            }
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let a = acts.get_unchecked((i0 + j) * nb + b);
+                let q = a.qs.as_ptr();
+                let at = |o: usize| _mm256_set1_epi32((q.add(o) as *const i32).read_unaligned());
+                let part = |k0: usize| {
+                    let mut s = _mm256_maddubs_epi16(w[k0], at(4 * k0));
+                    for k in k0 + 1..k0 + 4 {
+                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], at(4 * k)));
+                    }
+                    s
+                };
+                // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit
+                // weights four do, so those are widened in two halves.
+                let isum = if FIVE {
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(part(0), ones),
+                        _mm256_madd_epi16(part(4), ones),
+                    )
+                } else {
+                    _mm256_madd_epi16(_mm256_add_epi16(part(0), part(4)), ones)
+                };
+                let f = _mm256_cvtepi32_ps(isum);
+                let x = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), *acc);
+                *acc = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s), x);
+            }
+        });
     }
 
     /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes): |w| into `maddubs`, w's
@@ -1985,54 +1999,35 @@ mod avx2 {
     /// 127 · 128 already fill 16 bits).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemm_x8_q8(packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
-        const RUN: usize = 32;
-        let bs = 16 + 256;
-        let rows = packed.len() / (nb * bs) * 8;
-        let t = acts.len() / nb;
         let ones = _mm256_set1_epi16(1);
-        let po = out.as_mut_ptr();
-        let mut acc = [_mm256_setzero_ps(); RUN];
-        for g in 0..rows / 8 {
-            let mut i0 = 0;
-            while i0 < t {
-                let n = (t - i0).min(RUN);
-                for a in acc.iter_mut().take(n) {
-                    *a = _mm256_setzero_ps();
+        x8_loop(
+            packed,
+            acts.len() / nb,
+            nb,
+            16 + 256,
+            out,
+            |blk, b, i0, acc| {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                let mut w = [_mm256_setzero_si256(); 8];
+                let mut aw = [_mm256_setzero_si256(); 8];
+                for c in 0..8 {
+                    w[c] = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                    aw[c] = _mm256_sign_epi8(w[c], w[c]);
                 }
-                for b in 0..nb {
-                    let blk = packed.as_ptr().add((g * nb + b) * bs);
-                    let mut o = 0;
-                    while o < bs {
-                        _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
-                        o += 64;
-                    }
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-                    let mut w = [_mm256_setzero_si256(); 8];
-                    let mut aw = [_mm256_setzero_si256(); 8];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let a = acts.get_unchecked((i0 + j) * nb + b);
+                    let q = a.qs.as_ptr();
+                    let mut isum = _mm256_setzero_si256();
                     for c in 0..8 {
-                        w[c] = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
-                        aw[c] = _mm256_sign_epi8(w[c], w[c]);
+                        let x = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                        let p = _mm256_maddubs_epi16(aw[c], _mm256_sign_epi8(x, w[c]));
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
                     }
-                    for j in 0..n {
-                        let a = acts.get_unchecked((i0 + j) * nb + b);
-                        let q = a.qs.as_ptr();
-                        let mut isum = _mm256_setzero_si256();
-                        for c in 0..8 {
-                            let x =
-                                _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
-                            let p = _mm256_maddubs_epi16(aw[c], _mm256_sign_epi8(x, w[c]));
-                            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
-                        }
-                        let f = _mm256_cvtepi32_ps(isum);
-                        acc[j] = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[j]);
-                    }
+                    let f = _mm256_cvtepi32_ps(isum);
+                    *acc = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), *acc);
                 }
-                for j in 0..n {
-                    _mm256_storeu_ps(po.add((i0 + j) * rows + 8 * g), acc[j]);
-                }
-                i0 += n;
-            }
-        }
+            },
+        );
     }
 
     /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead
