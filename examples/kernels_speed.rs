@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use rag::model::cpu::quant::{
-    avx2_available, dot_f32_with, quantize_row_q8_with, vec_dot_tile, vec_dot_with,
-    vec_dot_x4_with, BlockQ8, Kernels, QType,
+    avx2_available, dot_f32_with, gemm_x8, has_x8, quantize_row_q8_with, repack_x8, vec_dot_tile,
+    vec_dot_with, vec_dot_x4_with, BlockQ8, Kernels, QType,
 };
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -47,8 +47,8 @@ fn main() -> anyhow::Result<()> {
     let avx2 = avx2_available();
     println!("AVX2+FMA+F16C detected: {avx2}");
     println!(
-        "{:<6} {:>11} {:>10} {:>10} {:>13} {:>11}",
-        "type", "matrix", "scalar", "avx2", "avx2 x4/row", "tile16/row"
+        "{:<6} {:>11} {:>10} {:>10} {:>13} {:>11} {:>10}",
+        "type", "matrix", "scalar", "avx2", "avx2 x4/row", "tile16/row", "x8 64/row"
     );
     let types = QType::ALL
         .into_iter()
@@ -112,14 +112,28 @@ fn main() -> anyhow::Result<()> {
                 black_box(&out16);
             }
         });
+        // The x8 layout (32-element formats): 64 tokens against the whole matrix.
+        let x8 = if has_x8(ty) {
+            let packed = repack_x8(ty, data.clone(), rows, cols);
+            let acts64: Vec<BlockQ8> = (0..64).flat_map(|i| acts[i % 4].clone()).collect();
+            let mut out64 = vec![0f32; 64 * rows];
+            let g = gmacs(64 * rows * cols, || {
+                gemm_x8(ty, &packed, &acts64, cols, &mut out64);
+                black_box(&out64);
+            });
+            format!("{g:.2}")
+        } else {
+            "-".into()
+        };
         println!(
-            "{:<6} {:>11} {:>10.2} {:>10} {:>13} {:>11.2}",
+            "{:<6} {:>11} {:>10.2} {:>10} {:>13} {:>11.2} {:>10}",
             format!("{ty:?}"),
             format!("{rows}x{cols}"),
             scalar,
             vec,
             x4,
-            tile
+            tile,
+            x8
         );
     }
     // f32 rows (dequantized weights) for comparison.

@@ -8,7 +8,8 @@
 //! [`super::quant::vec_dot_rows`] for one token and [`super::quant::vec_dot_tile`] (four
 //! activation rows per unpacked weight block) for prompts and batches. Rows of the weight matrix
 //! are split over the compute threads (rayon's pool, sized by [`crate::model::set_threads`]).
-//! Attention is one [`super::quant::attend`] call per query head, over the f16 cache in place.
+//! Attention is [`super::attn::causal`] for every step, over the f16 cache in place (keys kept
+//! transposed), so that prefill and token-by-token decoding do the same arithmetic per query.
 //!
 //! Sequences of a batch are packed one after another (no padding), so a batch costs the tokens it
 //! holds; attention runs per sequence. The KV cache ([`Cache`]) is allocated once for its capacity.
@@ -16,9 +17,14 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::attn::{self, KvBlock, KvView};
 use super::quant::{self, BlockQ8, KvRows, QType};
+use super::vmath;
 use crate::error::{Error, Result};
 use crate::model::llama::{HiddenLayer, LlamaConfig};
+
+/// Tokens per parallel task of [`attn::causal`].
+const ATTN_TOKENS: usize = 8;
 
 /// A weight matrix of `rows × cols`, row-major, each row stored as GGUF blocks of its type, or
 /// as f32 for types without a kernel (dequantized at load).
@@ -159,9 +165,23 @@ impl QMatrix {
                 }
                 let act_bytes = nb * std::mem::size_of::<BlockQ8>();
                 let tile = ((16 << 10) / act_bytes.max(1)).clamp(1, 32);
-                tiles(t, tile, r0, r1, rows, out, |t0, t1, part| {
-                    quant::gemm_x8(self.ty, w, &x.q[t0 * nb..t1 * nb], self.cols, part)
-                });
+                let mut t0 = 0;
+                while t0 < t {
+                    let t1 = (t0 + tile).min(t);
+                    // SAFETY: tasks own disjoint row ranges, so cells (i, r0..r1) of tokens
+                    // t0..t1 are written by this task only, and they lie inside the output.
+                    unsafe {
+                        quant::gemm_x8_strided(
+                            self.ty,
+                            w,
+                            &x.q[t0 * nb..t1 * nb],
+                            self.cols,
+                            out.0.add(t0 * rows + r0),
+                            rows,
+                        )
+                    };
+                    t0 = t1;
+                }
             }
             Store::Dense(d) => {
                 for i in 0..t {
@@ -423,15 +443,17 @@ impl Weights {
     pub fn new_cache(&self, max_len: usize) -> Cache {
         let kv = self.cfg.n_kv_head * self.cfg.head_dim;
         let max_len = max_len.min(self.max_ctx);
+        let cap = max_len.next_multiple_of(8);
         Cache {
             k: (0..self.cfg.n_layer)
-                .map(|_| vec![f16::ZERO; max_len * kv])
+                .map(|_| vec![f16::ZERO; cap * kv])
                 .collect(),
             v: (0..self.cfg.n_layer)
                 .map(|_| vec![f16::ZERO; max_len * kv])
                 .collect(),
             len: 0,
             max_len,
+            cap,
         }
     }
 
@@ -562,23 +584,43 @@ impl Weights {
             match cache.as_deref_mut() {
                 Some(cc) => {
                     let kv_len = pos + total;
-                    cc.k[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&k);
+                    let cap = cc.cap;
+                    let kt = &mut cc.k[li];
+                    for (i, row) in k.chunks_exact(kvd).enumerate() {
+                        for (e, &x) in row.iter().enumerate() {
+                            kt[e * cap + pos + i] = f16::from_f32(x);
+                        }
+                    }
                     cc.v[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&v);
-                    // The kernel reads the f16 rows in place.
-                    self.attention(
-                        &q,
-                        KvRows::F16(&cc.k[li][..kv_len * kvd]),
-                        KvRows::F16(&cc.v[li][..kv_len * kvd]),
-                        pos,
-                        &mut y,
-                    );
+                    // The kernel reads the f16 cache in place.
+                    let (kt, vs) = (&cc.k[li], &cc.v[li][..kv_len * kvd]);
+                    let views: Vec<KvView<'_>> = (0..nkv)
+                        .map(|h| {
+                            KvView::new(
+                                KvRows::F16(&kt[h * hd * cap..(h + 1) * hd * cap]),
+                                cap,
+                                KvRows::F16(vs).from(h * hd),
+                                kvd,
+                                kv_len,
+                                hd,
+                            )
+                        })
+                        .collect();
+                    self.attention(&q, &views, pos, &mut y);
                 }
                 None => {
                     for &(start, len) in &spans {
-                        self.attention(
-                            &q[start * nh * hd..(start + len) * nh * hd],
+                        let (ks, vs) = (
                             KvRows::F32(&k[start * kvd..(start + len) * kvd]),
                             KvRows::F32(&v[start * kvd..(start + len) * kvd]),
+                        );
+                        let blocks: Vec<KvBlock> = (0..nkv)
+                            .map(|h| KvBlock::new(ks.from(h * hd), vs.from(h * hd), kvd, len, hd))
+                            .collect();
+                        let views: Vec<KvView<'_>> = blocks.iter().map(KvBlock::view).collect();
+                        self.attention(
+                            &q[start * nh * hd..(start + len) * nh * hd],
+                            &views,
                             0,
                             &mut y[start * nh * hd..(start + len) * nh * hd],
                         );
@@ -623,40 +665,45 @@ impl Weights {
         out
     }
 
-    /// Causal attention of the query rows `q` (positions `pos..`) over keys and values
-    /// `k`, `v` (positions `0..`, rows of `n_kv_head × head_dim`), written to `y`. Query heads
-    /// share KV heads in groups.
-    fn attention(&self, q: &[f32], k: KvRows<'_>, v: KvRows<'_>, pos: usize, y: &mut [f32]) {
+    /// Causal attention of the query rows `q` (positions `pos..`) over the keys and values
+    /// of each KV head (`kv[h]`, positions `0..`), written to `y`; query heads share KV heads
+    /// in groups. One token: a task per KV head; more: a task per block of tokens.
+    fn attention(&self, q: &[f32], kv: &[KvView<'_>], pos: usize, y: &mut [f32]) {
         let c = &self.cfg;
         let (nh, hd) = (c.n_head, c.head_dim);
-        let kvd = c.n_kv_head * hd;
         let rep = nh / c.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
-        let work = |scores: &mut Vec<f32>, (idx, out): (usize, &mut [f32])| {
-            let (i, head) = (idx / nh, idx % nh);
-            let kvh = head / rep;
-            let qrow = &q[idx * hd..(idx + 1) * hd];
-            quant::attend(
-                qrow,
-                k.from(kvh * hd),
-                v.from(kvh * hd),
-                kvd,
-                pos + i + 1,
-                scale,
-                scores,
-                out,
+        let t = y.len() / (nh * hd);
+        if t == 1 {
+            y.par_chunks_mut(rep * hd).enumerate().for_each_init(
+                attn::Scratch::default,
+                |sc, (h, out)| {
+                    let qs = &q[h * rep * hd..(h + 1) * rep * hd];
+                    attn::causal(&kv[h], qs, out, rep * hd, 1, rep, pos, scale, sc);
+                },
             );
-        };
-        if y.len() / hd >= 4 {
-            y.par_chunks_mut(hd)
-                .enumerate()
-                .for_each_init(Vec::new, work);
-        } else {
-            let mut scores = Vec::new();
-            y.chunks_mut(hd)
-                .enumerate()
-                .for_each(|e| work(&mut scores, e));
+            return;
         }
+        y.par_chunks_mut(ATTN_TOKENS * nh * hd)
+            .enumerate()
+            .for_each_init(attn::Scratch::default, |sc, (u, out)| {
+                let g0 = u * ATTN_TOKENS;
+                let tokens = out.len() / (nh * hd);
+                for (h, kv) in kv.iter().enumerate() {
+                    let at = h * rep * hd;
+                    attn::causal(
+                        kv,
+                        &q[g0 * nh * hd + at..],
+                        &mut out[at..],
+                        nh * hd,
+                        tokens,
+                        rep,
+                        pos + g0,
+                        scale,
+                        sc,
+                    );
+                }
+            });
     }
 }
 
@@ -678,10 +725,15 @@ struct Scratch {
 /// (as llama.cpp keeps them): half the memory of f32, with rounding far below that of the
 /// 8-bit activations.
 pub struct Cache {
+    /// Keys transposed: element `e` (of `n_kv_head × head_dim`) of position `p` at
+    /// `e * cap + p`, so that attention reads eight positions with one load.
     k: Vec<Vec<f16>>,
+    /// Values by position: element `e` of position `p` at `p * n_kv_head * head_dim + e`.
     v: Vec<Vec<f16>>,
     len: usize,
     max_len: usize,
+    /// `max_len` rounded up to 8: the row length of the transposed keys.
+    cap: usize,
 }
 
 impl Cache {
@@ -743,9 +795,7 @@ fn add(x: &mut [f32], h: &[f32]) {
 /// `gate = silu(gate) * up`.
 fn silu_mul(gate: &mut [f32], up: &[f32]) {
     let one = |(g, u): (&mut [f32], &[f32])| {
-        for (g, &u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        vmath::silu_mul(g, u);
     };
     if gate.len() >= 1 << 15 {
         gate.par_chunks_mut(4096)

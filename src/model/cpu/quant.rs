@@ -24,8 +24,8 @@
 //! tests compare `to_bits()`). Each row of [`vec_dot_x4`] is also bit-identical to
 //! [`vec_dot`] of that row alone, as is each cell of [`vec_dot_tile`]. The same holds, each
 //! with its own float order, for [`gemm_x8`] (the matrix kernel of rows regrouped by
-//! [`repack_x8`], whose results for a token do not depend on the other tokens of the call) and
-//! for the attention kernel [`attend`].
+//! [`repack_x8`], whose results for a token do not depend on the other tokens of the call);
+//! attention lives in [`super::attn`], under the same rule.
 //!
 //! F32 and F16 weight rows: [`vec_dot`] accepts them (against the dequantized activation,
 //! scalar, slow), but the forward pass should instead dequantize such rows with
@@ -182,7 +182,7 @@ fn code(k: Kernels) -> u8 {
 }
 
 /// `k` if it can run here, else scalar.
-fn effective(k: Kernels) -> Kernels {
+pub(crate) fn effective(k: Kernels) -> Kernels {
     if k == Kernels::Avx2 && avx2_available() {
         Kernels::Avx2
     } else {
@@ -492,6 +492,36 @@ pub fn gemm_x8_with(
     cols: usize,
     out: &mut [f32],
 ) {
+    let (rows, t) = x8_shape(ty, packed, acts, cols);
+    assert_eq!(out.len(), rows * t, "gemm_x8: output size");
+    // SAFETY: `out` holds the t × rows cells.
+    unsafe { gemm_x8_raw(k, ty, packed, acts, cols / 32, out.as_mut_ptr(), rows) }
+}
+
+/// [`gemm_x8`] writing token `i`'s results at `out + i * ldo` (`rows` of them): the columns
+/// of a wider output, without a copy.
+///
+/// # Safety
+/// For each token `i`, `out + i * ldo .. + rows` must be valid for writes and not accessed
+/// by anyone else during the call.
+pub unsafe fn gemm_x8_strided(
+    ty: QType,
+    packed: &[u8],
+    acts: &[BlockQ8],
+    cols: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let (rows, _) = x8_shape(ty, packed, acts, cols);
+    assert!(
+        ldo >= rows,
+        "gemm_x8_strided: stride {ldo} below {rows} rows"
+    );
+    gemm_x8_raw(kernels(), ty, packed, acts, cols / 32, out, ldo)
+}
+
+/// (rows, tokens) of a [`gemm_x8`] call, after checking the sizes.
+fn x8_shape(ty: QType, packed: &[u8], acts: &[BlockQ8], cols: usize) -> (usize, usize) {
     let nb = cols / 32;
     let xb = x8_block_bytes(ty);
     assert!(
@@ -504,22 +534,31 @@ pub fn gemm_x8_with(
         packed.len(),
         acts.len()
     );
-    let rows = packed.len() / (nb * xb) * 8;
-    let t = acts.len() / nb;
-    assert_eq!(out.len(), rows * t, "gemm_x8: output size");
+    (packed.len() / (nb * xb) * 8, acts.len() / nb)
+}
+
+/// # Safety
+/// Sizes checked by [`x8_shape`]; the output cells as in [`gemm_x8_strided`].
+unsafe fn gemm_x8_raw(
+    k: Kernels,
+    ty: QType,
+    packed: &[u8],
+    acts: &[BlockQ8],
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
     match effective(k) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected; sizes checked above.
-        Kernels::Avx2 => unsafe {
-            match ty {
-                QType::Q4_0 => avx2::gemm_x8_q45::<false, false>(packed, acts, nb, out),
-                QType::Q4_1 => avx2::gemm_x8_q45::<false, true>(packed, acts, nb, out),
-                QType::Q5_0 => avx2::gemm_x8_q45::<true, false>(packed, acts, nb, out),
-                QType::Q5_1 => avx2::gemm_x8_q45::<true, true>(packed, acts, nb, out),
-                _ => avx2::gemm_x8_q8(packed, acts, nb, out),
-            }
+        // SAFETY: features detected; sizes checked by the caller.
+        Kernels::Avx2 => match ty {
+            QType::Q4_0 => avx2::gemm_x8_q45::<false, false>(packed, acts, nb, out, ldo),
+            QType::Q4_1 => avx2::gemm_x8_q45::<false, true>(packed, acts, nb, out, ldo),
+            QType::Q5_0 => avx2::gemm_x8_q45::<true, false>(packed, acts, nb, out, ldo),
+            QType::Q5_1 => avx2::gemm_x8_q45::<true, true>(packed, acts, nb, out, ldo),
+            _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo),
         },
-        _ => scalar::gemm_x8(ty, packed, acts, nb, out),
+        _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo),
     }
 }
 
@@ -575,7 +614,7 @@ pub fn axpy_f32_with(k: Kernels, alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Keys or values for [`attend`]: f32 (a batch without a cache) or f16 (the KV cache), read
+/// Keys or values for [`super::attn`]: f32 (a batch without a cache) or f16 (the KV cache), read
 /// as f32 (the widening of f16 is exact).
 #[derive(Clone, Copy)]
 pub enum KvRows<'a> {
@@ -592,7 +631,7 @@ impl<'a> KvRows<'a> {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             KvRows::F32(x) => x.len(),
             KvRows::F16(x) => x.len(),
@@ -600,7 +639,7 @@ impl<'a> KvRows<'a> {
     }
 
     /// Elements `at..at + out.len()` as f32.
-    fn widen(&self, at: usize, out: &mut [f32]) {
+    pub(crate) fn widen(&self, at: usize, out: &mut [f32]) {
         match self {
             KvRows::F32(x) => out.copy_from_slice(&x[at..at + out.len()]),
             KvRows::F16(x) => {
@@ -610,103 +649,6 @@ impl<'a> KvRows<'a> {
                 }
             }
         }
-    }
-}
-
-/// Attention of one query head over `n` keys and values: with `k_j` the `q.len()` elements of
-/// `keys` at `j * stride` (likewise `v_j`), `out = Σ_j p_j v_j` where `p = softmax(scale · q·k_j)`.
-/// `scores` is scratch. One call does a whole head, in one kernel choice: the QK dot products,
-/// then the softmax (the same scalar code for both kernels), then the weighted sum of values
-/// held in registers across keys. Bit-identical between kernels, and to [`dot_f32`] of each
-/// key then [`axpy_f32`] of each value into a zeroed `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn attend(
-    q: &[f32],
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
-    stride: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    attend_with(kernels(), q, keys, values, stride, n, scale, scores, out)
-}
-
-/// [`attend`] with explicit kernels.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_with(
-    k: Kernels,
-    q: &[f32],
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
-    stride: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    assert_eq!(out.len(), hd, "attend: output width");
-    assert!(n > 0, "attend: no keys");
-    let need = (n - 1) * stride + hd;
-    assert!(
-        keys.len() >= need && values.len() >= need && stride >= hd,
-        "attend: {n} rows of stride {stride} need {need} elements; keys {}, values {}",
-        keys.len(),
-        values.len()
-    );
-    scores.clear();
-    scores.resize(n, 0.0);
-    match effective(k) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected; every row j < n lies inside keys and values (checked).
-        Kernels::Avx2 => unsafe {
-            match keys {
-                KvRows::F32(x) => avx2::qk::<false>(q, x.as_ptr().cast(), stride, scale, scores),
-                KvRows::F16(x) => avx2::qk::<true>(q, x.as_ptr().cast(), stride, scale, scores),
-            }
-        },
-        _ => {
-            let mut row = vec![0f32; hd];
-            for (j, s) in scores.iter_mut().enumerate() {
-                keys.widen(j * stride, &mut row);
-                *s = scalar::dot_f32(q, &row) * scale;
-            }
-        }
-    }
-    softmax(scores);
-    match effective(k) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Kernels::Avx2 => unsafe {
-            match values {
-                KvRows::F32(x) => avx2::pv::<false>(scores, x.as_ptr().cast(), stride, out),
-                KvRows::F16(x) => avx2::pv::<true>(scores, x.as_ptr().cast(), stride, out),
-            }
-        },
-        _ => {
-            let mut row = vec![0f32; hd];
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                values.widen(j * stride, &mut row);
-                scalar::axpy_f32(p, &row, out);
-            }
-        }
-    }
-}
-
-/// `s = exp(s - max) / Σ exp(s - max)`, in place (`p_j = e_j · (1 / Σ)`).
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in s.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -758,13 +700,23 @@ mod scalar {
     use super::{rd_f16, scale_min_k4, BlockQ8, QType};
 
     /// [`super::gemm_x8`], lane by lane as the AVX2 code.
-    pub fn gemm_x8(ty: QType, packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
+    ///
+    /// # Safety
+    /// As [`super::gemm_x8_strided`].
+    pub unsafe fn gemm_x8(
+        ty: QType,
+        packed: &[u8],
+        acts: &[BlockQ8],
+        nb: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("fma") {
             // SAFETY: FMA detected.
-            return unsafe { fma::gemm_x8(ty, packed, acts, nb, out) };
+            return fma::gemm_x8(ty, packed, acts, nb, out, ldo);
         }
-        gemm_x8_body(ty, packed, acts, nb, out)
+        gemm_x8_body(ty, packed, acts, nb, out, ldo)
     }
 
     /// `_mm256_sign_epi8(a, w)` on one byte.
@@ -778,12 +730,13 @@ mod scalar {
     }
 
     #[inline(always)]
-    pub(super) fn gemm_x8_body(
+    pub(super) unsafe fn gemm_x8_body(
         ty: QType,
         packed: &[u8],
         acts: &[BlockQ8],
         nb: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        ldo: usize,
     ) {
         let (nf, five, nq) = super::x8_parts(ty);
         let min = nf == 2;
@@ -853,7 +806,7 @@ mod scalar {
                 }
             }
             for (i, acc) in acc.iter().enumerate() {
-                out[i * rows + 8 * g..i * rows + 8 * g + 8].copy_from_slice(acc);
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(i * ldo + 8 * g), 8);
             }
         }
     }
@@ -1305,9 +1258,10 @@ mod scalar {
             packed: &[u8],
             acts: &[BlockQ8],
             nb: usize,
-            out: &mut [f32],
+            out: *mut f32,
+            ldo: usize,
         ) {
-            gemm_x8_body(ty, packed, acts, nb, out)
+            gemm_x8_body(ty, packed, acts, nb, out, ldo)
         }
 
         #[target_feature(enable = "fma")]
@@ -1891,70 +1845,131 @@ mod avx2 {
         s
     }
 
-    /// The loop of the x8 kernels: for each group of eight rows and each run of up to 32
-    /// tokens, `block(blk, b, i0, acc)` adds block `b` (its bytes at `blk`, prefetched four
-    /// blocks ahead) of tokens `i0..i0 + acc.len()` into their accumulators (eight rows each),
-    /// which are then stored into `out` (`tokens × rows`).
+    /// Groups of eight rows that share each broadcast activation in the x8 kernels.
+    const SHARE: usize = 4;
+    /// Tokens whose accumulators the x8 kernels keep while they walk the blocks.
+    const RUN: usize = 32;
+
+    /// One block of up to [`SHARE`] groups of eight rows, unpacked for the token loop: the
+    /// quant bytes of chunk `c` of group `g` (`w[g][c]`; for Q8_0 also `|w|` in `aw`), the
+    /// eight rows' scales `d[g]` and minimums or offsets `m[g]` as f32.
+    struct Unpacked<const G: usize> {
+        w: [[__m256i; 8]; G],
+        aw: [[__m256i; 8]; G],
+        d: [__m256; G],
+        m: [__m256; G],
+    }
+
+    /// The loop of the x8 kernels. For each set of up to [`SHARE`] groups of eight rows
+    /// (`G` of them) and each run of up to [`RUN`] tokens, block by block: `unpack(blk, g, u)`
+    /// fills group `g`'s part of `u` from its block's bytes at `blk` (prefetched four blocks
+    /// ahead), then `token(u, a, acc)` adds activation block `a` into one token's
+    /// accumulators (eight rows of each group). Each 4-byte activation is broadcast once per
+    /// token for all `G` groups: broadcasts, not multiplies, bound these kernels on AVX2
+    /// (about one a cycle where `maddubs` runs two). The accumulators are then stored into
+    /// `out` (token `i`'s rows at `out + i * ldo`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn x8_loop(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn x8_loop<const G: usize>(
         packed: &[u8],
-        t: usize,
+        acts: &[BlockQ8],
         nb: usize,
         bs: usize,
-        out: &mut [f32],
-        mut block: impl FnMut(*const u8, usize, usize, &mut [__m256]),
+        g0: usize,
+        po: *mut f32,
+        ldo: usize,
+        unpack: impl Fn(*const u8, usize, &mut Unpacked<G>),
+        token: impl Fn(&Unpacked<G>, &BlockQ8, &mut [__m256; G]),
     ) {
-        const RUN: usize = 32;
-        let rows = packed.len() / (nb * bs) * 8;
-        let po = out.as_mut_ptr();
-        let mut acc = [_mm256_setzero_ps(); RUN];
-        for g in 0..rows / 8 {
-            let mut i0 = 0;
-            while i0 < t {
-                let n = (t - i0).min(RUN);
-                let acc = &mut acc[..n];
-                acc.fill(_mm256_setzero_ps());
-                for b in 0..nb {
-                    let blk = packed.as_ptr().add((g * nb + b) * bs);
+        let t = acts.len() / nb;
+        let zero = [_mm256_setzero_ps(); G];
+        let mut acc = [zero; RUN];
+        let mut u = Unpacked::<G> {
+            w: [[_mm256_setzero_si256(); 8]; G],
+            aw: [[_mm256_setzero_si256(); 8]; G],
+            d: zero,
+            m: zero,
+        };
+        let mut i0 = 0;
+        while i0 < t {
+            let n = (t - i0).min(RUN);
+            let acc = &mut acc[..n];
+            acc.fill(zero);
+            for b in 0..nb {
+                for g in 0..G {
+                    let blk = packed.as_ptr().add(((g0 + g) * nb + b) * bs);
                     let mut o = 0;
                     while o < bs {
                         _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
                         o += 64;
                     }
-                    block(blk, b, i0, acc);
+                    unpack(blk, g, &mut u);
                 }
-                for (j, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(po.add((i0 + j) * rows + 8 * g), *a);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    token(&u, acts.get_unchecked((i0 + j) * nb + b), acc);
                 }
-                i0 += n;
             }
+            for (j, a) in acc.iter().enumerate() {
+                for g in 0..G {
+                    _mm256_storeu_ps(po.add((i0 + j) * ldo + 8 * (g0 + g)), a[g]);
+                }
+            }
+            i0 += n;
         }
     }
 
-    /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes): the
-    /// eight unpacked weight registers of a block serve every token of the run.
+    /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
         packed: &[u8],
         acts: &[BlockQ8],
         nb: usize,
-        out: &mut [f32],
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let nf = if MIN { 2 } else { 1 };
+        let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
+        let groups = packed.len() / (nb * bs);
+        let mut g0 = 0;
+        while g0 < groups {
+            let f = match groups - g0 {
+                // One token: no broadcast to share, and one group's weights stay in registers.
+                _ if acts.len() / nb < SHARE => q45_groups::<1, FIVE, MIN>,
+                1 => q45_groups::<1, FIVE, MIN>,
+                2 => q45_groups::<2, FIVE, MIN>,
+                3 => q45_groups::<3, FIVE, MIN>,
+                _ => q45_groups::<SHARE, FIVE, MIN>,
+            };
+            f(g0, packed, acts, nb, out, ldo);
+            g0 += if acts.len() / nb < SHARE { 1 } else { SHARE };
+        }
+    }
+
+    /// Groups `g0..g0 + G` of [`gemm_x8_q45`]: per token, the eight unpacked weight
+    /// registers of each group against the same eight broadcast activations.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q45_groups<const G: usize, const FIVE: bool, const MIN: bool>(
+        g0: usize,
+        packed: &[u8],
+        acts: &[BlockQ8],
+        nb: usize,
+        out: *mut f32,
+        ldo: usize,
     ) {
         let nf = if MIN { 2 } else { 1 };
         let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
         let bs = chunks_at + 128;
-        let mask = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let off = _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 });
-        x8_loop(packed, acts.len() / nb, nb, bs, out, |blk, b, i0, acc| {
+        let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
+            let mask = _mm256_set1_epi8(0x0F);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-            let m = if MIN {
+            u.d[g] = d;
+            u.m[g] = if MIN {
                 _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
             } else {
-                _mm256_mul_ps(d, off)
+                _mm256_mul_ps(d, _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 }))
             };
-            let mut w = [_mm256_setzero_si256(); 8];
+            let w = &mut u.w[g];
             for c in 0..4 {
                 let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
                 w[c] = _mm256_and_si256(x, mask);
@@ -1966,68 +1981,105 @@ mod avx2 {
                     w[k] = _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
                 }
             }
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let a = acts.get_unchecked((i0 + j) * nb + b);
-                let q = a.qs.as_ptr();
-                let at = |o: usize| _mm256_set1_epi32((q.add(o) as *const i32).read_unaligned());
-                let part = |k0: usize| {
-                    let mut s = _mm256_maddubs_epi16(w[k0], at(4 * k0));
-                    for k in k0 + 1..k0 + 4 {
-                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], at(4 * k)));
+        };
+        let token = |u: &Unpacked<G>, a: &BlockQ8, acc: &mut [__m256; G]| {
+            let ones = _mm256_set1_epi16(1);
+            let q = a.qs.as_ptr();
+            // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit weights
+            // four do, so those are widened in two halves.
+            let mut lo = [_mm256_setzero_si256(); G];
+            let mut hi = [_mm256_setzero_si256(); G];
+            for c in 0..8 {
+                let x = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                for g in 0..G {
+                    let p = _mm256_maddubs_epi16(u.w[g][c], x);
+                    if FIVE && c >= 4 {
+                        hi[g] = _mm256_add_epi16(hi[g], p);
+                    } else {
+                        lo[g] = _mm256_add_epi16(lo[g], p);
                     }
-                    s
-                };
-                // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit
-                // weights four do, so those are widened in two halves.
+                }
+            }
+            let (ad, as_) = (_mm256_set1_ps(a.d), _mm256_set1_ps(a.s));
+            for g in 0..G {
                 let isum = if FIVE {
                     _mm256_add_epi32(
-                        _mm256_madd_epi16(part(0), ones),
-                        _mm256_madd_epi16(part(4), ones),
+                        _mm256_madd_epi16(lo[g], ones),
+                        _mm256_madd_epi16(hi[g], ones),
                     )
                 } else {
-                    _mm256_madd_epi16(_mm256_add_epi16(part(0), part(4)), ones)
+                    _mm256_madd_epi16(lo[g], ones)
                 };
                 let f = _mm256_cvtepi32_ps(isum);
-                let x = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), *acc);
-                *acc = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s), x);
+                let x = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[g]);
+                acc[g] = _mm256_fmadd_ps(u.m[g], as_, x);
             }
-        });
+        };
+        x8_loop::<G>(packed, acts, nb, bs, g0, out, ldo, unpack, token);
     }
 
     /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes): |w| into `maddubs`, w's
     /// sign moved onto the activation, each chunk widened to 32 bits (two products of up to
     /// 127 · 128 already fill 16 bits).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn gemm_x8_q8(packed: &[u8], acts: &[BlockQ8], nb: usize, out: &mut [f32]) {
-        let ones = _mm256_set1_epi16(1);
-        x8_loop(
-            packed,
-            acts.len() / nb,
-            nb,
-            16 + 256,
-            out,
-            |blk, b, i0, acc| {
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-                let mut w = [_mm256_setzero_si256(); 8];
-                let mut aw = [_mm256_setzero_si256(); 8];
-                for c in 0..8 {
-                    w[c] = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
-                    aw[c] = _mm256_sign_epi8(w[c], w[c]);
+    pub(super) unsafe fn gemm_x8_q8(
+        packed: &[u8],
+        acts: &[BlockQ8],
+        nb: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let groups = packed.len() / (nb * (16 + 256));
+        let mut g0 = 0;
+        while g0 < groups {
+            let f = match groups - g0 {
+                _ if acts.len() / nb < SHARE => q8_groups::<1>,
+                1 => q8_groups::<1>,
+                2 => q8_groups::<2>,
+                3 => q8_groups::<3>,
+                _ => q8_groups::<SHARE>,
+            };
+            f(g0, packed, acts, nb, out, ldo);
+            g0 += if acts.len() / nb < SHARE { 1 } else { SHARE };
+        }
+    }
+
+    /// Groups `g0..g0 + G` of [`gemm_x8_q8`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_groups<const G: usize>(
+        g0: usize,
+        packed: &[u8],
+        acts: &[BlockQ8],
+        nb: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
+            u.d[g] = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                u.w[g][c] = w;
+                u.aw[g][c] = _mm256_sign_epi8(w, w);
+            }
+        };
+        let token = |u: &Unpacked<G>, a: &BlockQ8, acc: &mut [__m256; G]| {
+            let ones = _mm256_set1_epi16(1);
+            let q = a.qs.as_ptr();
+            let mut isum = [_mm256_setzero_si256(); G];
+            for c in 0..8 {
+                let x = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                for g in 0..G {
+                    let p = _mm256_maddubs_epi16(u.aw[g][c], _mm256_sign_epi8(x, u.w[g][c]));
+                    isum[g] = _mm256_add_epi32(isum[g], _mm256_madd_epi16(p, ones));
                 }
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let a = acts.get_unchecked((i0 + j) * nb + b);
-                    let q = a.qs.as_ptr();
-                    let mut isum = _mm256_setzero_si256();
-                    for c in 0..8 {
-                        let x = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
-                        let p = _mm256_maddubs_epi16(aw[c], _mm256_sign_epi8(x, w[c]));
-                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
-                    }
-                    let f = _mm256_cvtepi32_ps(isum);
-                    *acc = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(a.d)), *acc);
-                }
-            },
-        );
+            }
+            let ad = _mm256_set1_ps(a.d);
+            for g in 0..G {
+                let f = _mm256_cvtepi32_ps(isum[g]);
+                acc[g] = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[g]);
+            }
+        };
+        x8_loop::<G>(packed, acts, nb, 16 + 256, g0, out, ldo, unpack, token);
     }
 
     /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead
@@ -2096,124 +2148,6 @@ mod avx2 {
                 *out.get_unchecked_mut(i * r_n + r) = vec_dot::<1>(ty, w, [act(i)])[0];
                 i += 1;
             }
-        }
-    }
-
-    /// Eight elements at element index `i` of `p` (f16 when `HALF`, else f32) as f32 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load8<const HALF: bool>(p: *const u8, i: usize) -> __m256 {
-        if HALF {
-            _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const __m128i))
-        } else {
-            _mm256_loadu_ps((p as *const f32).add(i))
-        }
-    }
-
-    /// Element `i` of `p` as f32.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn elem<const HALF: bool>(p: *const u8, i: usize) -> f32 {
-        if HALF {
-            f16_at(p.add(2 * i))
-        } else {
-            *(p as *const f32).add(i)
-        }
-    }
-
-    /// `scores[j] = dot_f32(q, k_j) * scale`, k_j at element `j * stride` of `k`, with the
-    /// float order of [`dot_f32`].
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn qk<const HALF: bool>(
-        q: &[f32],
-        k: *const u8,
-        stride: usize,
-        scale: f32,
-        scores: &mut [f32],
-    ) {
-        let n = q.len();
-        let pq = q.as_ptr();
-        for (j, s) in scores.iter_mut().enumerate() {
-            let base = j * stride;
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut i = 0;
-            while i + 32 <= n {
-                for a in 0..4 {
-                    acc[a] = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(pq.add(i + 8 * a)),
-                        load8::<HALF>(k, base + i + 8 * a),
-                        acc[a],
-                    );
-                }
-                i += 32;
-            }
-            while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pq.add(i)),
-                    load8::<HALF>(k, base + i),
-                    acc[0],
-                );
-                i += 8;
-            }
-            let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let mut d = hsum(v);
-            while i < n {
-                d += q[i] * elem::<HALF>(k, base + i);
-                i += 1;
-            }
-            *s = d * scale;
-        }
-    }
-
-    /// `out = Σ_j p[j] v_j` (v_j at element `j * stride` of `v`), each element accumulated by
-    /// FMA from zero in key order, as [`axpy_f32`] into a zeroed `out` does; 64 elements at a
-    /// time stay in registers across all keys.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn pv<const HALF: bool>(
-        p: &[f32],
-        v: *const u8,
-        stride: usize,
-        out: &mut [f32],
-    ) {
-        let n = out.len();
-        let po = out.as_mut_ptr();
-        let mut c = 0;
-        while c + 64 <= n {
-            pv_regs::<HALF, 8>(p, v, stride, c, po);
-            c += 64;
-        }
-        while c + 8 <= n {
-            pv_regs::<HALF, 1>(p, v, stride, c, po);
-            c += 8;
-        }
-        for i in c..n {
-            let mut o = 0f32;
-            for (j, &w) in p.iter().enumerate() {
-                o = w.mul_add(elem::<HALF>(v, j * stride + i), o);
-            }
-            out[i] = o;
-        }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pv_regs<const HALF: bool, const R: usize>(
-        p: &[f32],
-        v: *const u8,
-        stride: usize,
-        c: usize,
-        out: *mut f32,
-    ) {
-        let mut acc = [_mm256_setzero_ps(); R];
-        for (j, &w) in p.iter().enumerate() {
-            let w = _mm256_set1_ps(w);
-            let base = j * stride + c;
-            for r in 0..R {
-                acc[r] = _mm256_fmadd_ps(w, load8::<HALF>(v, base + 8 * r), acc[r]);
-            }
-        }
-        for r in 0..R {
-            _mm256_storeu_ps(out.add(c + 8 * r), acc[r]);
         }
     }
 
@@ -2885,100 +2819,6 @@ mod tests {
         for o in &all[1..] {
             for (a, b) in o.iter().zip(&all[0]) {
                 assert_eq!(a.to_bits(), b.to_bits(), "avx2 vs scalar");
-            }
-        }
-    }
-
-    /// `attend` (both kernels, f32 and f16 rows) equals the composition it replaces: `dot_f32`
-    /// per key, the softmax, `axpy_f32` per value into a zeroed output; bit for bit.
-    #[test]
-    fn attend_bit_identical_to_dot_softmax_axpy() {
-        let mut r = Rng(9);
-        for &(hd, stride, n) in &[
-            (64, 192, 1),
-            (64, 192, 37),
-            (64, 64, 300),
-            (80, 96, 9),
-            (12, 12, 5),
-        ] {
-            let q: Vec<f32> = (0..hd).map(|_| r.normal()).collect();
-            let len = (n - 1) * stride + hd;
-            let kf: Vec<f32> = (0..len).map(|_| r.normal() * 2.0).collect();
-            let vf: Vec<f32> = (0..len).map(|_| r.normal()).collect();
-            let kh: Vec<half::f16> = kf.iter().map(|&x| half::f16::from_f32(x)).collect();
-            let vh: Vec<half::f16> = vf.iter().map(|&x| half::f16::from_f32(x)).collect();
-            let scale = 1.0 / (hd as f32).sqrt();
-            for (keys, values, kw, vw) in [
-                (KvRows::F32(&kf), KvRows::F32(&vf), kf.clone(), vf.clone()),
-                (
-                    KvRows::F16(&kh),
-                    KvRows::F16(&vh),
-                    kh.iter().map(|h| h.to_f32()).collect(),
-                    vh.iter().map(|h| h.to_f32()).collect(),
-                ),
-            ] {
-                let mut want = vec![0f32; hd];
-                let mut s: Vec<f32> = (0..n)
-                    .map(|j| {
-                        dot_f32_with(Kernels::Scalar, &q, &kw[j * stride..j * stride + hd]) * scale
-                    })
-                    .collect();
-                softmax(&mut s);
-                for (j, &p) in s.iter().enumerate() {
-                    axpy_f32_with(
-                        Kernels::Scalar,
-                        p,
-                        &vw[j * stride..j * stride + hd],
-                        &mut want,
-                    );
-                }
-                // Exact softmax and weighted sum, to check the composition itself.
-                let sc: Vec<f64> = (0..n)
-                    .map(|j| {
-                        (0..hd)
-                            .map(|i| q[i] as f64 * kw[j * stride + i] as f64)
-                            .sum::<f64>()
-                            * scale as f64
-                    })
-                    .collect();
-                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
-                for i in 0..hd {
-                    let e: f64 = (0..n)
-                        .map(|j| (sc[j] - m).exp() / z * vw[j * stride + i] as f64)
-                        .sum();
-                    assert!(
-                        (e - want[i] as f64).abs() < 1e-4,
-                        "hd {hd} n {n} i {i}: {e} vs {}",
-                        want[i]
-                    );
-                }
-                let mut kernels = vec![Kernels::Scalar];
-                if avx2_available() {
-                    kernels.push(Kernels::Avx2);
-                }
-                for k in kernels {
-                    let mut out = vec![f32::NAN; hd];
-                    let mut scratch = Vec::new();
-                    attend_with(
-                        k,
-                        &q,
-                        keys,
-                        values,
-                        stride,
-                        n,
-                        scale,
-                        &mut scratch,
-                        &mut out,
-                    );
-                    for i in 0..hd {
-                        assert_eq!(
-                            out[i].to_bits(),
-                            want[i].to_bits(),
-                            "{k:?} hd {hd} n {n} i {i}"
-                        );
-                    }
-                }
             }
         }
     }
