@@ -235,21 +235,31 @@ pub fn causal_with(
                 _ => scalar::scores(kv, qs, m, nk, scale, &mut scratch.s),
             }
             let w = nk.next_multiple_of(8);
-            for h in 0..m {
-                let p = &mut scratch.s[h * w..(h + 1) * w];
-                let o = &mut out[at + h * hd..at + (h + 1) * hd];
+            for p in scratch.s.chunks_exact_mut(w) {
                 match k {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
-                    Kernels::Avx2 => unsafe {
-                        avx2::softmax(p, nk);
-                        match kv.v {
-                            KvRows::F32(_) => avx2::values::<false>(kv, p, nk, o),
-                            KvRows::F16(_) => avx2::values::<true>(kv, p, nk, o),
-                        }
-                    },
-                    _ => {
-                        scalar::softmax(p, nk);
+                    Kernels::Avx2 => unsafe { avx2::softmax(p, nk) },
+                    _ => scalar::softmax(p, nk),
+                }
+            }
+            let o = &mut out[at..at + m * hd];
+            match k {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Kernels::Avx2 => unsafe {
+                    let f = match (m, kv.v) {
+                        (1, KvRows::F32(_)) => avx2::values::<1, false>,
+                        (2, KvRows::F32(_)) => avx2::values::<2, false>,
+                        (_, KvRows::F32(_)) => avx2::values::<3, false>,
+                        (1, KvRows::F16(_)) => avx2::values::<1, true>,
+                        (2, KvRows::F16(_)) => avx2::values::<2, true>,
+                        (_, KvRows::F16(_)) => avx2::values::<3, true>,
+                    };
+                    f(kv, &scratch.s, w, nk, o)
+                },
+                _ => {
+                    for (p, o) in scratch.s.chunks_exact(w).zip(o.chunks_exact_mut(hd)) {
                         scalar::values(kv, p, nk, o);
                     }
                 }
@@ -492,55 +502,71 @@ mod avx2 {
         }
     }
 
-    /// [`super::scalar::values`]: 64 elements at a time in registers across all keys.
+    /// [`super::scalar::values`] for `M` heads at once (`p` holds their weights, `w` apart;
+    /// `o` their outputs, `hd` apart): 32 elements at a time in registers across all keys,
+    /// each value loaded once for all heads.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn values<const HALF: bool>(
+    pub(super) unsafe fn values<const M: usize, const HALF: bool>(
         kv: &KvView<'_>,
         p: &[f32],
+        w: usize,
         nk: usize,
         o: &mut [f32],
     ) {
         let (hd, vs) = (kv.hd, kv.vstride);
         let v = base(kv.v);
-        let po = o.as_mut_ptr();
+        let (pp, po) = (p.as_ptr(), o.as_mut_ptr());
         let mut c = 0;
-        while c + 64 <= hd {
-            values_regs::<HALF, 8>(v, vs, p, nk, c, po);
-            c += 64;
+        while c + 32 <= hd {
+            values_regs::<M, HALF, 4>(v, vs, pp, w, nk, c, po, hd);
+            c += 32;
         }
         while c + 8 <= hd {
-            values_regs::<HALF, 1>(v, vs, p, nk, c, po);
+            values_regs::<M, HALF, 1>(v, vs, pp, w, nk, c, po, hd);
             c += 8;
         }
-        for d in c..hd {
-            let mut a = 0f32;
-            for j in 0..nk {
-                a = p[j].mul_add(elem::<HALF>(v, j * vs + d), a);
+        for h in 0..M {
+            for d in c..hd {
+                let mut a = 0f32;
+                for j in 0..nk {
+                    a = (*pp.add(h * w + j)).mul_add(elem::<HALF>(v, j * vs + d), a);
+                }
+                *po.add(h * hd + d) = a;
             }
-            o[d] = a;
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn values_regs<const HALF: bool, const R: usize>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn values_regs<const M: usize, const HALF: bool, const R: usize>(
         v: *const u8,
         vs: usize,
-        p: &[f32],
+        p: *const f32,
+        w: usize,
         nk: usize,
         c: usize,
         o: *mut f32,
+        hd: usize,
     ) {
-        let mut acc = [_mm256_setzero_ps(); R];
+        let mut acc = [[_mm256_setzero_ps(); R]; M];
         for j in 0..nk {
-            let w = _mm256_set1_ps(*p.get_unchecked(j));
+            let mut pw = [_mm256_setzero_ps(); M];
+            for h in 0..M {
+                pw[h] = _mm256_set1_ps(*p.add(h * w + j));
+            }
             let at = j * vs + c;
             for r in 0..R {
-                acc[r] = _mm256_fmadd_ps(w, load8::<HALF>(v, at + 8 * r), acc[r]);
+                let x = load8::<HALF>(v, at + 8 * r);
+                for h in 0..M {
+                    acc[h][r] = _mm256_fmadd_ps(pw[h], x, acc[h][r]);
+                }
             }
         }
-        for r in 0..R {
-            _mm256_storeu_ps(o.add(c + 8 * r), acc[r]);
+        for h in 0..M {
+            for r in 0..R {
+                _mm256_storeu_ps(o.add(h * hd + c + 8 * r), acc[h][r]);
+            }
         }
     }
 }
