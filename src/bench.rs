@@ -307,9 +307,7 @@ pub fn bench_model(
     for _ in 0..opts.runs.max(1) {
         let mut cache = model.llama().new_cache(1, prompt.len() + opts.gen_tokens)?;
         let t = Instant::now();
-        for chunk in prompt.chunks(512) {
-            model.step(chunk, &mut cache)?;
-        }
+        model.prefill(&prompt, &mut cache)?;
         times.push(t.elapsed().as_secs_f64());
     }
     let prompt_tok_s = prompt.len() as f64 / median(&mut times);
@@ -318,11 +316,7 @@ pub fn bench_model(
     let mut times = Vec::new();
     for _ in 0..opts.runs.max(1) {
         let mut cache = model.llama().new_cache(1, prompt.len() + opts.gen_tokens)?;
-        let mut logits = None;
-        for chunk in prompt.chunks(512) {
-            logits = Some(model.step(chunk, &mut cache)?);
-        }
-        let mut next = argmax(&logits.expect("prompt is not empty"))?;
+        let mut next = argmax(&model.prefill(&prompt, &mut cache)?)?;
         let t = Instant::now();
         for _ in 0..opts.gen_tokens {
             let l = model.step(&[next], &mut cache)?;

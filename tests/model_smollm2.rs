@@ -129,7 +129,7 @@ fn prompt_over_context_is_a_clear_error() {
     assert!(err.to_string().contains("context"), "{err}");
 }
 
-/// The KV cache gives the same logits as recomputing the whole sequence.
+/// The KV cache gives the same logits as recomputing the whole sequence, to the bit.
 #[test]
 fn incremental_decoding_matches_full_prefill() {
     let Some(m) = model() else { return };
@@ -163,7 +163,9 @@ fn incremental_decoding_matches_full_prefill() {
         .zip(&split)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(max_diff < 1e-2, "max logit difference {max_diff}");
+    // The engine gives each token the same bits whatever the batch: its matrix kernels are
+    // batch-invariant and one attention kernel serves prefill and decode alike.
+    assert_eq!(max_diff, 0.0, "max logit difference {max_diff}");
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
