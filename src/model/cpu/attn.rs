@@ -175,6 +175,22 @@ pub fn causal(
     )
 }
 
+/// The AVX2 kernel `avx2::$f::<M, HALF>` for `$m` heads (1, 2 or 3) over rows of `$rows`'s
+/// kind.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pick {
+    ($f:ident, $m:expr, $rows:expr) => {
+        match ($m, $rows) {
+            (1, KvRows::F32(_)) => avx2::$f::<1, false>,
+            (2, KvRows::F32(_)) => avx2::$f::<2, false>,
+            (_, KvRows::F32(_)) => avx2::$f::<3, false>,
+            (1, KvRows::F16(_)) => avx2::$f::<1, true>,
+            (2, KvRows::F16(_)) => avx2::$f::<2, true>,
+            (_, KvRows::F16(_)) => avx2::$f::<3, true>,
+        }
+    };
+}
+
 /// [`causal`] with explicit kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn causal_with(
@@ -222,14 +238,7 @@ pub fn causal_with(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX2 detected (effective); sizes checked above and in KvView.
                 Kernels::Avx2 => unsafe {
-                    let f = match (m, kv.kt) {
-                        (1, KvRows::F32(_)) => avx2::scores::<1, false>,
-                        (2, KvRows::F32(_)) => avx2::scores::<2, false>,
-                        (_, KvRows::F32(_)) => avx2::scores::<3, false>,
-                        (1, KvRows::F16(_)) => avx2::scores::<1, true>,
-                        (2, KvRows::F16(_)) => avx2::scores::<2, true>,
-                        (_, KvRows::F16(_)) => avx2::scores::<3, true>,
-                    };
+                    let f = pick!(scores, m, kv.kt);
                     f(kv, qs, nk, scale, &mut scratch.s)
                 },
                 _ => scalar::scores(kv, qs, m, nk, scale, &mut scratch.s),
@@ -248,14 +257,7 @@ pub fn causal_with(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
                 Kernels::Avx2 => unsafe {
-                    let f = match (m, kv.v) {
-                        (1, KvRows::F32(_)) => avx2::values::<1, false>,
-                        (2, KvRows::F32(_)) => avx2::values::<2, false>,
-                        (_, KvRows::F32(_)) => avx2::values::<3, false>,
-                        (1, KvRows::F16(_)) => avx2::values::<1, true>,
-                        (2, KvRows::F16(_)) => avx2::values::<2, true>,
-                        (_, KvRows::F16(_)) => avx2::values::<3, true>,
-                    };
+                    let f = pick!(values, m, kv.v);
                     f(kv, &scratch.s, w, nk, o)
                 },
                 _ => {

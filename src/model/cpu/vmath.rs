@@ -52,9 +52,10 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
 /// [`silu_mul`] with explicit kernels.
 pub fn silu_mul_with(k: Kernels, g: &mut [f32], u: &[f32]) {
     assert_eq!(g.len(), u.len(), "silu_mul: lengths");
+    let k = effective(k);
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    if effective(k) == Kernels::Avx2 {
+    if k == Kernels::Avx2 {
         // SAFETY: features detected; lengths checked.
         i = unsafe { avx2::silu_mul(g, u) };
     }
