@@ -11,7 +11,7 @@
 //! `*_with` variants take the choice explicitly (tests and benchmarks compare the two).
 //!
 //! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
-//! [`dot_f32`], [`axpy_f32`] and [`quantize_row_q8`] return the same bits with either. The
+//! [`dot_f32`] and [`quantize_row_q8`] return the same bits with either. The
 //! scalar code performs the same floating-point operations in the same order (the integer
 //! partial sums grouped into the same 8 lanes, each FMA'd with `f32::mul_add` into the same
 //! accumulator with the same scale product, the same horizontal-sum tree, the same
@@ -595,22 +595,6 @@ pub fn dot_f32_with(k: Kernels, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: features detected; lengths equal.
         Kernels::Avx2 => unsafe { avx2::dot_f32(a, b) },
         _ => scalar::dot_f32(a, b),
-    }
-}
-
-/// y += alpha * x.
-pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    axpy_f32_with(kernels(), alpha, x, y)
-}
-
-/// [`axpy_f32`] with explicit kernels.
-pub fn axpy_f32_with(k: Kernels, alpha: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "axpy_f32: length mismatch");
-    match effective(k) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected; lengths equal.
-        Kernels::Avx2 => unsafe { avx2::axpy_f32(alpha, x, y) },
-        _ => scalar::axpy_f32(alpha, x, y),
     }
 }
 
@@ -1228,29 +1212,12 @@ mod scalar {
         s
     }
 
-    /// y = fma(alpha, x, y) elementwise, like the AVX2 code (tail included).
-    pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("fma") {
-            // SAFETY: FMA detected.
-            return unsafe { fma::axpy_f32(alpha, x, y) };
-        }
-        axpy_f32_body(alpha, x, y)
-    }
-
-    #[inline(always)]
-    pub(super) fn axpy_f32_body(alpha: f32, x: &[f32], y: &mut [f32]) {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = alpha.mul_add(x, *y);
-        }
-    }
-
     /// The same code compiled for FMA hardware, used where it is detected (also with AVX2
     /// forced off): `mul_add` is exactly rounded either way, so only the speed differs
     /// (no call into libm's software `fmaf` per lane).
     #[cfg(target_arch = "x86_64")]
     mod fma {
-        use super::{axpy_f32_body, dot_f32_body, gemm_x8_body, vec_dot_body, BlockQ8, QType};
+        use super::{dot_f32_body, gemm_x8_body, vec_dot_body, BlockQ8, QType};
 
         #[target_feature(enable = "fma")]
         pub(super) unsafe fn gemm_x8(
@@ -1276,11 +1243,6 @@ mod scalar {
         #[target_feature(enable = "fma")]
         pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             dot_f32_body(a, b)
-        }
-
-        #[target_feature(enable = "fma")]
-        pub(super) unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-            axpy_f32_body(alpha, x, y)
         }
     }
 }
@@ -2150,23 +2112,6 @@ mod avx2 {
             }
         }
     }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len();
-        let al = _mm256_set1_ps(alpha);
-        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-        let mut i = 0;
-        while i + 8 <= n {
-            let r = _mm256_fmadd_ps(al, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
-            _mm256_storeu_ps(py.add(i), r);
-            i += 8;
-        }
-        while i < n {
-            y[i] = alpha.mul_add(x[i], y[i]);
-            i += 1;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -2630,10 +2575,10 @@ mod tests {
     }
 
     #[test]
-    fn dot_and_axpy_match_naive() {
+    fn dot_matches_naive() {
         let mut r = Rng(5);
         for k in [Kernels::Scalar, Kernels::Avx2] {
-            if k == Kernels::Avx2 && skip_without_avx2("dot_and_axpy_match_naive (AVX2)") {
+            if k == Kernels::Avx2 && skip_without_avx2("dot_matches_naive (AVX2)") {
                 continue;
             }
             for n in [0, 1, 7, 8, 9, 31, 32, 33, 63, 576, 1000, 1536] {
@@ -2650,22 +2595,13 @@ mod tests {
                     (got - want).abs() <= 1e-6 * mag + 1e-12,
                     "{k:?} n {n}: {got} vs {want}"
                 );
-
-                let alpha = r.normal();
-                let mut y = b.clone();
-                axpy_f32_with(k, alpha, &a, &mut y);
-                for i in 0..n {
-                    let want = b[i] as f64 + alpha as f64 * a[i] as f64;
-                    let tol = 1e-6 * (b[i].abs() as f64 + (alpha * a[i]).abs() as f64);
-                    assert!((y[i] as f64 - want).abs() <= tol, "{k:?} n {n} i {i}");
-                }
             }
         }
     }
 
     #[test]
-    fn avx2_dot_and_axpy_bit_identical_to_scalar() {
-        if skip_without_avx2("avx2_dot_and_axpy_bit_identical_to_scalar") {
+    fn avx2_dot_bit_identical_to_scalar() {
+        if skip_without_avx2("avx2_dot_bit_identical_to_scalar") {
             return;
         }
         let mut r = Rng(6);
@@ -2685,15 +2621,6 @@ mod tests {
                 s.to_bits(),
                 "dot n {m}: avx2 {v} vs scalar {s}"
             );
-
-            let alpha = a.first().copied().unwrap_or(0.5) * 0.7;
-            let mut ys = b.to_vec();
-            let mut ya = b.to_vec();
-            axpy_f32_with(Kernels::Scalar, alpha, a, &mut ys);
-            axpy_f32_with(Kernels::Avx2, alpha, a, &mut ya);
-            for i in 0..m {
-                assert_eq!(ya[i].to_bits(), ys[i].to_bits(), "axpy n {m} i {i}");
-            }
         }
     }
 
@@ -2846,13 +2773,6 @@ mod tests {
             let soft = scalar::dot_f32_body(&a, &b);
             let used = dot_f32_with(Kernels::Scalar, &a, &b);
             assert_eq!(soft.to_bits(), used.to_bits(), "dot n {n}");
-            let (mut ys, mut yu) = (b.clone(), b.clone());
-            scalar::axpy_f32_body(0.3, &a, &mut ys);
-            axpy_f32_with(Kernels::Scalar, 0.3, &a, &mut yu);
-            assert!(
-                ys.iter().zip(&yu).all(|(s, u)| s.to_bits() == u.to_bits()),
-                "axpy n {n}"
-            );
         }
     }
 
