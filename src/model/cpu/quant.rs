@@ -1881,6 +1881,16 @@ mod avx2 {
         }
     }
 
+    /// The sets of groups of eight rows the x8 kernels run together: (first group, count),
+    /// [`SHARE`] at a time (fewer at the end); one at a time below [`SHARE`] tokens, where
+    /// there is little broadcast to share and one group's weights stay in registers.
+    fn group_sets(groups: usize, tokens: usize) -> impl Iterator<Item = (usize, usize)> {
+        let step = if tokens < SHARE { 1 } else { SHARE };
+        (0..groups)
+            .step_by(step)
+            .map(move |g0| (g0, step.min(groups - g0)))
+    }
+
     /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
@@ -1892,19 +1902,14 @@ mod avx2 {
     ) {
         let nf = if MIN { 2 } else { 1 };
         let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
-        let groups = packed.len() / (nb * bs);
-        let mut g0 = 0;
-        while g0 < groups {
-            let f = match groups - g0 {
-                // One token: no broadcast to share, and one group's weights stay in registers.
-                _ if acts.len() / nb < SHARE => q45_groups::<1, FIVE, MIN>,
+        for (g0, n) in group_sets(packed.len() / (nb * bs), acts.len() / nb) {
+            let f = match n {
                 1 => q45_groups::<1, FIVE, MIN>,
                 2 => q45_groups::<2, FIVE, MIN>,
                 3 => q45_groups::<3, FIVE, MIN>,
                 _ => q45_groups::<SHARE, FIVE, MIN>,
             };
             f(g0, packed, acts, nb, out, ldo);
-            g0 += if acts.len() / nb < SHARE { 1 } else { SHARE };
         }
     }
 
@@ -1991,18 +1996,14 @@ mod avx2 {
         out: *mut f32,
         ldo: usize,
     ) {
-        let groups = packed.len() / (nb * (16 + 256));
-        let mut g0 = 0;
-        while g0 < groups {
-            let f = match groups - g0 {
-                _ if acts.len() / nb < SHARE => q8_groups::<1>,
+        for (g0, n) in group_sets(packed.len() / (nb * (16 + 256)), acts.len() / nb) {
+            let f = match n {
                 1 => q8_groups::<1>,
                 2 => q8_groups::<2>,
                 3 => q8_groups::<3>,
                 _ => q8_groups::<SHARE>,
             };
             f(g0, packed, acts, nb, out, ldo);
-            g0 += if acts.len() / nb < SHARE { 1 } else { SHARE };
         }
     }
 
@@ -2676,12 +2677,15 @@ mod tests {
     #[test]
     fn x8_gemm() {
         for ty in QType::ALL.into_iter().filter(|&t| has_x8(t)) {
-            x8_gemm_for(ty);
+            // 2, 5 and 7 groups of eight rows: the kernels' sets of four, three and one.
+            for rows in [16, 40, 56] {
+                x8_gemm_for(ty, rows);
+            }
         }
     }
 
-    fn x8_gemm_for(ty: QType) {
-        let (rows, cols) = (16, 576);
+    fn x8_gemm_for(ty: QType, rows: usize) {
+        let cols = 576;
         let (bytes, _) = candle_row(ty, &weights(rows * cols, 77));
         let packed = repack_x8(ty, bytes.clone(), rows, cols);
         assert_eq!(packed.len(), bytes.len());
@@ -2694,7 +2698,8 @@ mod tests {
             );
         }
         let nb = cols / 32;
-        let t = 9;
+        // More than one run of 32 tokens; single tokens (below) take the one-group path.
+        let t = 37;
         let mut acts: Vec<BlockQ8> = (0..t as u64)
             .flat_map(|i| {
                 q8(
