@@ -70,7 +70,8 @@ fn answers_capital_of_france() {
             "You are a helpful assistant.",
             // Without "Answer in English." the first token is a near tie between "The" and a
             // French "La" (0.013 apart on the quantized engine with its f16 KV cache, which
-            // moves these logits by ~0.2): that would test the rounding, not the model.
+            // moves these logits by ~0.2; measured at commit 6fd7b98): that would test the
+            // rounding, not the model.
             "What is the capital of France? Answer in English.",
         )
         .encode(m.tokenizer());
