@@ -1825,15 +1825,21 @@ mod avx2 {
     /// The loop of the x8 kernels. For each set of up to [`SHARE`] groups of eight rows
     /// (`G` of them) and each run of up to [`RUN`] tokens, block by block: `unpack(blk, g, u)`
     /// fills group `g`'s part of `u` from its block's bytes at `blk` (prefetched four blocks
-    /// ahead), then `token(u, a, acc)` adds activation block `a` into one token's
-    /// accumulators (eight rows of each group). Each 4-byte activation is broadcast once per
-    /// token for all `G` groups: broadcasts, not multiplies, bound these kernels on AVX2
-    /// (about one a cycle where `maddubs` runs two). The accumulators are then stored into
-    /// `out` (token `i`'s rows at `out + i * ldo`).
+    /// ahead), then `token(u, a, acc)` adds the activation blocks `a` of `P` tokens into
+    /// their accumulators (eight rows of each group). Each 4-byte activation is broadcast once
+    /// per token for all `G` groups, and each unpacked weight register (reloaded from the
+    /// stack: four groups' 32 do not fit in the 16 registers) once for all `P` tokens. Two
+    /// tokens a step measured 1.04-1.12x one for Q4_1 products of prefill shapes
+    /// (examples/matmul_speed), though the compiler then spills some of the 16-bit sums;
+    /// three groups with three tokens, two with four, or one with four or eight measured
+    /// slower, and so did a hand-scheduled `asm!` version. The accumulators are then stored into
+    /// `out` (token `i`'s rows at `out + i * ldo`). A run of a count of tokens that `P` does
+    /// not divide ends with its last token repeated into a spare accumulator, so every token
+    /// sees the same arithmetic whatever its place.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn x8_loop<const G: usize>(
+    unsafe fn x8_loop<const G: usize, const P: usize>(
         packed: &[u8],
         acts: &[BlockQ8],
         nb: usize,
@@ -1842,11 +1848,12 @@ mod avx2 {
         po: *mut f32,
         ldo: usize,
         unpack: impl Fn(*const u8, usize, &mut Unpacked<G>),
-        token: impl Fn(&Unpacked<G>, &BlockQ8, &mut [__m256; G]),
+        token: impl Fn(&Unpacked<G>, [&BlockQ8; P], &mut [[__m256; G]; P]),
     ) {
         let t = acts.len() / nb;
         let zero = [_mm256_setzero_ps(); G];
-        let mut acc = [zero; RUN];
+        // RUN tokens and room for a run's last group of P to overhang it.
+        let mut acc = [zero; RUN + 4];
         let mut u = Unpacked::<G> {
             w: [[_mm256_setzero_si256(); 8]; G],
             aw: [[_mm256_setzero_si256(); 8]; G],
@@ -1856,8 +1863,7 @@ mod avx2 {
         let mut i0 = 0;
         while i0 < t {
             let n = (t - i0).min(RUN);
-            let acc = &mut acc[..n];
-            acc.fill(zero);
+            acc[..n.next_multiple_of(P)].fill(zero);
             for b in 0..nb {
                 for g in 0..G {
                     let blk = packed.as_ptr().add(((g0 + g) * nb + b) * bs);
@@ -1868,11 +1874,34 @@ mod avx2 {
                     }
                     unpack(blk, g, &mut u);
                 }
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    token(&u, acts.get_unchecked((i0 + j) * nb + b), acc);
+                if b + 1 == nb {
+                    // Ask for the output lines, with intent to write, a block ahead of the
+                    // stores: they are usually outside the caches (the output of a prefill
+                    // product is megabytes).
+                    for j in 0..n {
+                        let o = po.add((i0 + j) * ldo + 8 * g0) as *const i8;
+                        let mut k = 0;
+                        while k < 32 * G {
+                            _mm_prefetch::<_MM_HINT_ET0>(o.add(k));
+                            k += 64;
+                        }
+                        _mm_prefetch::<_MM_HINT_ET0>(o.add(32 * G - 1));
+                    }
+                }
+                let mut j = 0;
+                while j < n {
+                    let a = std::array::from_fn(|k| {
+                        acts.get_unchecked((i0 + (j + k).min(n - 1)) * nb + b)
+                    });
+                    token(
+                        &u,
+                        a,
+                        &mut *(acc.as_mut_ptr().add(j) as *mut [[__m256; G]; P]),
+                    );
+                    j += P;
                 }
             }
-            for (j, a) in acc.iter().enumerate() {
+            for (j, a) in acc[..n].iter().enumerate() {
                 for g in 0..G {
                     _mm256_storeu_ps(po.add((i0 + j) * ldo + 8 * (g0 + g)), a[g]);
                 }
@@ -1903,20 +1932,25 @@ mod avx2 {
         let nf = if MIN { 2 } else { 1 };
         let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
         for (g0, n) in group_sets(packed.len() / (nb * bs), acts.len() / nb) {
-            let f = match n {
-                1 => q45_groups::<1, FIVE, MIN>,
-                2 => q45_groups::<2, FIVE, MIN>,
-                3 => q45_groups::<3, FIVE, MIN>,
-                _ => q45_groups::<SHARE, FIVE, MIN>,
+            // Two tokens a step where their 16-bit sums fit in registers (5-bit weights need
+            // twice as many).
+            let f = match (n, FIVE) {
+                (1, _) => q45_groups::<1, 1, FIVE, MIN>,
+                (2, false) => q45_groups::<2, 2, FIVE, MIN>,
+                (2, true) => q45_groups::<2, 1, FIVE, MIN>,
+                (3, false) => q45_groups::<3, 2, FIVE, MIN>,
+                (3, true) => q45_groups::<3, 1, FIVE, MIN>,
+                (_, false) => q45_groups::<SHARE, 2, FIVE, MIN>,
+                (_, true) => q45_groups::<SHARE, 1, FIVE, MIN>,
             };
             f(g0, packed, acts, nb, out, ldo);
         }
     }
 
-    /// Groups `g0..g0 + G` of [`gemm_x8_q45`]: per token, the eight unpacked weight
-    /// registers of each group against the same eight broadcast activations.
+    /// Groups `g0..g0 + G` of [`gemm_x8_q45`]: per step of `P` tokens, the eight unpacked
+    /// weight registers of each group against each token's eight broadcast activations.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q45_groups<const G: usize, const FIVE: bool, const MIN: bool>(
+    unsafe fn q45_groups<const G: usize, const P: usize, const FIVE: bool, const MIN: bool>(
         g0: usize,
         packed: &[u8],
         acts: &[BlockQ8],
@@ -1949,40 +1983,46 @@ mod avx2 {
                 }
             }
         };
-        let token = |u: &Unpacked<G>, a: &BlockQ8, acc: &mut [__m256; G]| {
+        let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
             let ones = _mm256_set1_epi16(1);
-            let q = a.qs.as_ptr();
             // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit weights
             // four do, so those are widened in two halves.
-            let mut lo = [_mm256_setzero_si256(); G];
-            let mut hi = [_mm256_setzero_si256(); G];
+            let mut lo = [[_mm256_setzero_si256(); G]; P];
+            let mut hi = [[_mm256_setzero_si256(); G]; P];
             for c in 0..8 {
-                let x = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                let x: [__m256i; P] = std::array::from_fn(|p| {
+                    _mm256_set1_epi32((a[p].qs.as_ptr().add(4 * c) as *const i32).read_unaligned())
+                });
                 for g in 0..G {
-                    let p = _mm256_maddubs_epi16(u.w[g][c], x);
-                    if FIVE && c >= 4 {
-                        hi[g] = _mm256_add_epi16(hi[g], p);
-                    } else {
-                        lo[g] = _mm256_add_epi16(lo[g], p);
+                    let w = u.w[g][c];
+                    for p in 0..P {
+                        let m = _mm256_maddubs_epi16(w, x[p]);
+                        if FIVE && c >= 4 {
+                            hi[p][g] = _mm256_add_epi16(hi[p][g], m);
+                        } else {
+                            lo[p][g] = _mm256_add_epi16(lo[p][g], m);
+                        }
                     }
                 }
             }
-            let (ad, as_) = (_mm256_set1_ps(a.d), _mm256_set1_ps(a.s));
-            for g in 0..G {
-                let isum = if FIVE {
-                    _mm256_add_epi32(
-                        _mm256_madd_epi16(lo[g], ones),
-                        _mm256_madd_epi16(hi[g], ones),
-                    )
-                } else {
-                    _mm256_madd_epi16(lo[g], ones)
-                };
-                let f = _mm256_cvtepi32_ps(isum);
-                let x = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[g]);
-                acc[g] = _mm256_fmadd_ps(u.m[g], as_, x);
+            for p in 0..P {
+                let (ad, as_) = (_mm256_set1_ps(a[p].d), _mm256_set1_ps(a[p].s));
+                for g in 0..G {
+                    let isum = if FIVE {
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(lo[p][g], ones),
+                            _mm256_madd_epi16(hi[p][g], ones),
+                        )
+                    } else {
+                        _mm256_madd_epi16(lo[p][g], ones)
+                    };
+                    let f = _mm256_cvtepi32_ps(isum);
+                    let x = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[p][g]);
+                    acc[p][g] = _mm256_fmadd_ps(u.m[g], as_, x);
+                }
             }
         };
-        x8_loop::<G>(packed, acts, nb, bs, g0, out, ldo, unpack, token);
+        x8_loop::<G, P>(packed, acts, nb, bs, g0, out, ldo, unpack, token);
     }
 
     /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes): |w| into `maddubs`, w's
@@ -1998,10 +2038,12 @@ mod avx2 {
     ) {
         for (g0, n) in group_sets(packed.len() / (nb * (16 + 256)), acts.len() / nb) {
             let f = match n {
-                1 => q8_groups::<1>,
-                2 => q8_groups::<2>,
-                3 => q8_groups::<3>,
-                _ => q8_groups::<SHARE>,
+                1 => q8_groups::<1, 1>,
+                2 => q8_groups::<2, 1>,
+                3 => q8_groups::<3, 1>,
+                // Two tokens a step measured slower here (0.83-1.0x): with |w| and w's sign
+                // both needed, the registers run out.
+                _ => q8_groups::<SHARE, 1>,
             };
             f(g0, packed, acts, nb, out, ldo);
         }
@@ -2009,7 +2051,7 @@ mod avx2 {
 
     /// Groups `g0..g0 + G` of [`gemm_x8_q8`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_groups<const G: usize>(
+    unsafe fn q8_groups<const G: usize, const P: usize>(
         g0: usize,
         packed: &[u8],
         acts: &[BlockQ8],
@@ -2025,24 +2067,30 @@ mod avx2 {
                 u.aw[g][c] = _mm256_sign_epi8(w, w);
             }
         };
-        let token = |u: &Unpacked<G>, a: &BlockQ8, acc: &mut [__m256; G]| {
+        let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
             let ones = _mm256_set1_epi16(1);
-            let q = a.qs.as_ptr();
-            let mut isum = [_mm256_setzero_si256(); G];
+            let mut isum = [[_mm256_setzero_si256(); G]; P];
             for c in 0..8 {
-                let x = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                let x: [__m256i; P] = std::array::from_fn(|p| {
+                    _mm256_set1_epi32((a[p].qs.as_ptr().add(4 * c) as *const i32).read_unaligned())
+                });
                 for g in 0..G {
-                    let p = _mm256_maddubs_epi16(u.aw[g][c], _mm256_sign_epi8(x, u.w[g][c]));
-                    isum[g] = _mm256_add_epi32(isum[g], _mm256_madd_epi16(p, ones));
+                    let (w, aw) = (u.w[g][c], u.aw[g][c]);
+                    for p in 0..P {
+                        let m = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x[p], w));
+                        isum[p][g] = _mm256_add_epi32(isum[p][g], _mm256_madd_epi16(m, ones));
+                    }
                 }
             }
-            let ad = _mm256_set1_ps(a.d);
-            for g in 0..G {
-                let f = _mm256_cvtepi32_ps(isum[g]);
-                acc[g] = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[g]);
+            for p in 0..P {
+                let ad = _mm256_set1_ps(a[p].d);
+                for g in 0..G {
+                    let f = _mm256_cvtepi32_ps(isum[p][g]);
+                    acc[p][g] = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[p][g]);
+                }
             }
         };
-        x8_loop::<G>(packed, acts, nb, 16 + 256, g0, out, ldo, unpack, token);
+        x8_loop::<G, P>(packed, acts, nb, 16 + 256, g0, out, ldo, unpack, token);
     }
 
     /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead
