@@ -476,9 +476,24 @@ mod avx2 {
     /// [`super::scalar::softmax`]; `p.len()` is a multiple of 8.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn softmax(p: &mut [f32], nk: usize) {
-        let max = p[..nk].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mx = _mm256_set1_ps(max);
         let pp = p.as_mut_ptr();
+        // The maximum in eight lanes (the scalar fold is a chain of dependent steps as long
+        // as the scores' whole product). The maximum is the same in any order, and a NaN is
+        // skipped as `f32::max` skips it: `max_ps` returns its second operand when either is
+        // NaN, and the lanes never hold one.
+        let mut m8 = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut j = 0;
+        while j + 8 <= nk {
+            m8 = _mm256_max_ps(_mm256_loadu_ps(pp.add(j)), m8);
+            j += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), m8);
+        let max = p[j..nk]
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mx = _mm256_set1_ps(max);
         let mut sum = _mm256_setzero_ps();
         let mut j = 0;
         while j < p.len() {
