@@ -198,7 +198,7 @@ impl Rag {
     }
 
     /// The chat model (loaded on first use), on the quantized CPU engine: for SmolLM2 Q4_1 a
-    /// SQuAD question with ~960-token prompts takes 2.06 s against 6.8 s with f32 weights, in
+    /// SQuAD question with ~960-token prompts takes 2.06-2.13 s against 6.8 s with f32 weights, in
     /// a quarter of the memory (docs/EVAL.md, README).
     pub fn chat_model(&self) -> Result<&Arc<Model>> {
         if let Some(m) = self.chat.get() {

@@ -477,10 +477,10 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn softmax(p: &mut [f32], nk: usize) {
         let pp = p.as_mut_ptr();
-        // The maximum in eight lanes (the scalar fold is a chain of dependent steps as long
-        // as the scores' whole product). The maximum is the same in any order, and a NaN is
-        // skipped as `f32::max` skips it: `max_ps` returns its second operand when either is
-        // NaN, and the lanes never hold one.
+        // The maximum in eight lanes rather than one chain of dependent steps (the softmax's
+        // share of an embedding profile did not move measurably, ~1.3%). The maximum is the
+        // same in any order, and a NaN is skipped as `f32::max` skips it: `max_ps` returns its
+        // second operand when either is NaN, and the lanes never hold one.
         let mut m8 = _mm256_set1_ps(f32::NEG_INFINITY);
         let mut j = 0;
         while j + 8 <= nk {
