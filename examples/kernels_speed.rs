@@ -5,6 +5,8 @@
 //! (multiply-accumulates per second).
 //!
 //!     cargo run --release --example kernels_speed
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -15,17 +17,7 @@ use rag::model::cpu::quant::{
     vec_dot_with, vec_dot_x4_with, BlockQ8, Kernels, QType,
 };
 
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
-}
+use common::random;
 
 /// Run `f` (one pass over the matrix doing `macs` multiply-accumulates) until 0.3 s have
 /// passed; best-of-3 GMAC/s.

@@ -8,6 +8,8 @@
 //!
 //! The host's speed drifts within minutes: compare builds by alternating them, or better,
 //! by alternating two code paths inside one process.
+mod common;
+
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::QTensor;
@@ -15,17 +17,7 @@ use candle_core::{Device, Tensor};
 use rag::model::cpu::engine::{quantize, QMatrix};
 use rag::model::cpu::quant::QType;
 
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
-}
+use common::random;
 
 fn main() -> anyhow::Result<()> {
     let threads: usize = std::env::var("RAG_THREADS")
