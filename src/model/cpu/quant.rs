@@ -1879,17 +1879,18 @@ mod avx2 {
                     unpack(blk, g, &mut u);
                 }
                 if b + 1 == nb {
-                    // Ask for the output lines, with intent to write, a block ahead of the
-                    // stores: they are usually outside the caches (the output of a prefill
-                    // product is megabytes).
+                    // Ask for the output lines a block ahead of the stores: they are usually
+                    // outside the caches (the output of a prefill product is megabytes). A
+                    // read prefetch: a write-intent one (`prefetchw`) needs the prfchw
+                    // feature, which these functions do not enable.
                     for j in 0..n {
                         let o = po.add((i0 + j) * ldo + 8 * g0) as *const i8;
                         let mut k = 0;
                         while k < 32 * G {
-                            _mm_prefetch::<_MM_HINT_ET0>(o.add(k));
+                            _mm_prefetch::<_MM_HINT_T0>(o.add(k));
                             k += 64;
                         }
-                        _mm_prefetch::<_MM_HINT_ET0>(o.add(32 * G - 1));
+                        _mm_prefetch::<_MM_HINT_T0>(o.add(32 * G - 1));
                     }
                 }
                 let mut j = 0;
@@ -1897,6 +1898,8 @@ mod avx2 {
                     let a = std::array::from_fn(|k| {
                         acts.get_unchecked((i0 + (j + k).min(n - 1)) * nb + b)
                     });
+                    // SAFETY: j + P <= n.next_multiple_of(P) <= RUN + P - 1 < acc.len() (P is
+                    // at most 2), so the P accumulators lie inside `acc`.
                     token(
                         &u,
                         a,
