@@ -14,8 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let question = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "Who designed the Kessel Harbour Bridge?".to_string());
-    let config = Config::resolve(&Default::default())?;
-    rag::model::set_threads(config.threads)?;
+    // The cache folder the fetch script fills: $RAG_HOME, else ~/.cache/rag.
+    let home = std::env::var_os("RAG_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rag"),
+        PathBuf::from,
+    );
+    let config = Config::new(home);
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus");
     let dir = std::env::temp_dir().join(format!("rag-example-{}", std::process::id()));
 

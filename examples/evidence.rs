@@ -27,9 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.first()
             .ok_or("usage: evidence INDEX LABEL=FILE[:field] ...")?,
     );
-    let config = Config::resolve(&Default::default())?;
-    rag::model::set_threads(config.threads)?;
-    let rag = Rag::open(&index, config)?;
+    let home = std::env::var_os("RAG_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rag"),
+        PathBuf::from,
+    );
+    let rag = Rag::open(&index, Config::new(home))?;
     let thresholds = [0.2f32, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
     println!(
         "{:<12} {:>5} {:>6} {:>6} {:>6} {:>6}   share with evidence >= {:?}",
@@ -47,8 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for line in lines.iter().step_by(step).take(limit) {
             let v: serde_json::Value = serde_json::from_str(line)?;
             let q = v[field].as_str().ok_or("no such field")?;
-            let hits = rag.search(q, rag.options().retrieve.k)?;
-            scores.push(rag::retrieve::evidence(rag.index()?, q, &hits)?);
+            scores.push(rag.search(q)?.evidence);
         }
         scores.sort_by(f32::total_cmp);
         let pct = |p: f64| scores[((scores.len() - 1) as f64 * p).round() as usize];

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write tests/fixtures/all-minilm-l6-v2/tokenizer_cases.json: reference WordPiece ids.
+"""Write model/tests/fixtures/all-minilm-l6-v2/tokenizer_cases.json: reference WordPiece ids.
 
 The fixture holds, for a set of varied inputs, the ids that Hugging Face `tokenizers` gives
 with all-MiniLM-L6-v2's tokenizer.json (truncation and padding switched off), so that the
@@ -12,7 +12,7 @@ To rerun it:
     /tmp/tok/bin/python scripts/make_minilm_tokenizer_fixture.py [MODEL_DIR] [-o OUT]
 
 MODEL_DIR defaults to $RAG_HOME/models/all-MiniLM-L6-v2 (RAG_HOME defaults to ~/.cache/rag);
-OUT defaults to tests/fixtures/all-minilm-l6-v2/tokenizer_cases.json in this repository.
+OUT defaults to model/tests/fixtures/all-minilm-l6-v2/tokenizer_cases.json in this repository.
 The long-text cases read two SQuAD v1.1 dev articles (CC BY-SA 4.0) from
 ../shared/data/squad-v1.1-dev/articles/ beside the repository; their text is stored in the
 fixture, so its users need nothing else. Each case is `tokenizer.encode(text).ids`, which
@@ -72,7 +72,7 @@ def main():
     home = Path(os.environ.get("RAG_HOME") or Path.home() / ".cache" / "rag")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model_dir", nargs="?", default=home / "models" / "all-MiniLM-L6-v2", type=Path)
-    ap.add_argument("-o", "--out", default=REPO / "tests/fixtures/all-minilm-l6-v2/tokenizer_cases.json", type=Path)
+    ap.add_argument("-o", "--out", default=REPO / "model/tests/fixtures/all-minilm-l6-v2/tokenizer_cases.json", type=Path)
     args = ap.parse_args()
     path = args.model_dir / "tokenizer.json"
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference forward results from llama.cpp for the default model.
 
-Writes tests/fixtures/smollm2_reference.json: for a few prompts, the prompt token ids, llama.cpp's
+Writes model/tests/fixtures/smollm2_reference.json: for a few prompts, the prompt token ids, llama.cpp's
 top-10 next-token logits after the prompt, and its greedy continuation (no repeat penalty, EOS
 ignored). tests/model_reference.rs checks rag's own Llama forward against it.
 
@@ -19,7 +19,7 @@ import numpy as np
 HOME = os.environ.get("RAG_HOME", os.path.expanduser("~/.cache/rag"))
 MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     HOME, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "smollm2_reference.json")
+OUT = os.path.join(os.path.dirname(__file__), "..", "model", "tests", "fixtures", "smollm2_reference.json")
 GEN = 24
 
 PROMPTS = [

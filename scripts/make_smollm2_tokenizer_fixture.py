@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write tests/fixtures/smollm2_tokenizer.json: reference token ids from llama.cpp.
+"""Write model/tests/fixtures/smollm2_tokenizer.json: reference token ids from llama.cpp.
 
 The fixture holds, for a set of varied inputs, the ids that llama.cpp (through
 llama-cpp-python 0.3.36) gives for the default model's tokenizer, so that the Rust
@@ -12,7 +12,7 @@ To rerun it (the venv takes about 8 minutes to build the first time):
     "$PY" scripts/make_smollm2_tokenizer_fixture.py [MODEL_PATH] [-o OUT]
 
 MODEL_PATH defaults to $RAG_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf (RAG_HOME defaults
-to ~/.cache/rag); OUT defaults to tests/fixtures/smollm2_tokenizer.json in this repository.
+to ~/.cache/rag); OUT defaults to model/tests/fixtures/smollm2_tokenizer.json in this repository.
 The long-text case reads ../shared/data/squad-v1.1-dev/articles/Apollo_program.txt (beside
 the repository) when it is there, and its text is stored in the fixture, so the fixture's
 users need nothing else. Each case is tokenized with
@@ -125,7 +125,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", nargs="?", default=str(rag_home / "models" / MODEL_FILE),
                     help="the SmolLM2 GGUF (default: %(default)s)")
-    ap.add_argument("-o", "--out", default=str(REPO / "tests" / "fixtures" / "smollm2_tokenizer.json"))
+    ap.add_argument("-o", "--out", default=str(REPO / "model" / "tests" / "fixtures" / "smollm2_tokenizer.json"))
     args = ap.parse_args()
 
     try:

@@ -3,28 +3,42 @@
 //! [`Rag`] is the front door: open an index directory, [`Rag::ingest`] files and folders,
 //! [`Rag::search`] them, and [`Rag::ask`] questions that are answered from the passages found,
 //! with citations, or with "I could not find this in the documents." when they do not hold the
-//! answer.
+//! answer. [`Config`] names the models; everything else has a documented default.
 //!
-//! Underneath, the model runtime ([`model`]) loads any Llama-architecture GGUF: tokenizer and
-//! chat template come from the file's own metadata, generation streams text, and embeddings pool
-//! hidden states. The store is the `rag-index` crate (tantivy BM25 + hnsw_rs vectors), the
-//! loaders and chunker the `rag-ingest` crate.
-pub mod answer;
-pub mod bench;
-pub mod config;
-pub mod error;
-pub mod eval;
-pub mod model;
-pub mod pipeline;
+//! ```no_run
+//! use rag::{Config, Rag};
+//!
+//! let mut rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
+//! rag.ingest(&["docs".into()])?;
+//! let answer = rag.ask_streaming("Who designed the bridge?", &mut |piece| print!("{piece}"))?;
+//! for c in &answer.citations {
+//!     println!("\n[{}] {}", c.n, c.path);
+//! }
+//! # Ok::<(), rag::Error>(())
+//! ```
+//!
+//! Underneath: the model runtime is the `rag-model` crate (GGUF, tokenizers, the CPU engine,
+//! generation, embedders), the store the `rag-index` crate (tantivy BM25 + hnsw_rs vectors), the
+//! loaders and chunker the `rag-ingest` crate. `docs/ARCHITECTURE.md` has the map.
+mod ask;
+mod cite;
+mod config;
+mod embedder;
+mod error;
+mod ingest;
+mod prompt;
 mod rag;
-pub mod retrieve;
+mod retrieve;
 
-pub use config::{Config, DEFAULT_MODEL_FILE};
+pub use ask::{AbstainReason, Answer, AskOptions, AskTimings, Citation, OnText};
+pub use config::{default_model_in, Config, DEFAULT_MODEL_FILE};
 pub use error::{Error, Result};
-pub use model::{GenerateParams, Generation, Model, ModelInfo, ModelOptions};
-pub use pipeline::{IngestOptions, IngestReport};
-pub use rag::{
-    load_embedder, AbstainReason, Answer, AskOptions, AskTimings, Citation, EmbedderUse, Rag,
+pub use ingest::{FileStatus, IngestEvent, IngestOptions, IngestReport, StageTimes};
+pub use prompt::{source_label, Passage, NOT_FOUND};
+pub use rag::{Document, IndexInfo, Rag, Retrieval, Search};
+pub use rag_index::{ChunkRecord, Hit, Retriever};
+pub use rag_ingest::{ChunkOptions, WalkOptions};
+pub use rag_model::{
+    EmbedderKind, GenerateParams, HiddenLayer, Pooling, StopReason, TemplateFamily, MINILM_DIR,
 };
-pub use rag_index::{Hit, Retriever};
 pub use retrieve::{Mode, RetrieveOptions};

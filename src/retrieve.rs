@@ -1,14 +1,22 @@
-//! Retrieval for answering: hybrid search (BM25 + vectors, reciprocal-rank fusion), near-duplicate
-//! chunks collapsed, and a measure of how much the best passages cover the question, on which
-//! rag abstains before asking the model anything.
+//! The one retrieval path of `ask`, `search` and `eval`: hybrid search (BM25 + vectors,
+//! reciprocal-rank fusion) or one retriever alone, near-duplicate chunks collapsed, the top `k`
+//! kept; and a measure of how much the best passages cover the question ([`evidence`]), on which
+//! rag abstains before asking the model anything. What to rank lives here; the index does the
+//! searching.
 use std::collections::HashSet;
 
 use rag_index::{Hit, Index, SearchOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Which retrievers feed the passages.
+///
+/// ```
+/// let mode: rag::Mode = "bm25".parse().unwrap();
+/// assert_eq!(mode, rag::Mode::Bm25);
+/// assert!(!mode.needs_vector() && rag::Mode::Hybrid.needs_vector());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -19,6 +27,33 @@ pub enum Mode {
     Bm25,
     /// HNSW only.
     Dense,
+    /// Exact (brute-force) nearest neighbours over the stored vectors: HNSW's reference.
+    Exact,
+}
+
+impl Mode {
+    /// The name on the command line and in reports.
+    ///
+    /// ```
+    /// assert_eq!(rag::Mode::Exact.name(), "exact");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hybrid => "hybrid",
+            Self::Bm25 => "bm25",
+            Self::Dense => "dense",
+            Self::Exact => "exact",
+        }
+    }
+
+    /// Whether the mode needs the query's vector (every mode but BM25).
+    ///
+    /// ```
+    /// assert!(rag::Mode::Dense.needs_vector());
+    /// ```
+    pub fn needs_vector(self) -> bool {
+        self != Self::Bm25
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -28,14 +63,21 @@ impl std::str::FromStr for Mode {
             "hybrid" => Ok(Self::Hybrid),
             "bm25" => Ok(Self::Bm25),
             "dense" => Ok(Self::Dense),
+            "exact" => Ok(Self::Exact),
             _ => Err(format!(
-                "unknown retrieval mode '{s}' (hybrid, bm25, dense)"
+                "unknown retrieval mode '{s}' (hybrid, bm25, dense, exact)"
             )),
         }
     }
 }
 
-/// Retrieval settings of [`crate::Rag::ask`] and [`crate::Rag::search`].
+/// Retrieval settings of [`crate::Rag::ask`], [`crate::Rag::search`] and
+/// [`crate::Rag::retrieve`].
+///
+/// ```
+/// let opts = rag::RetrieveOptions { k: 8, min_evidence: 0.3, ..Default::default() };
+/// assert_eq!((opts.bm25_depth, opts.rrf_k), (50, 60.0));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetrieveOptions {
     /// Passages handed to the model. Default 4: with 256-token chunks about 1,100 tokens of
@@ -50,14 +92,20 @@ pub struct RetrieveOptions {
     pub rrf_k: f64,
     pub mode: Mode,
     /// Two chunks whose word-trigram sets overlap at least this much (Jaccard) count as one;
-    /// the lower-ranked is dropped. Default 0.8: copies of a file, or a page repeated across
-    /// documents, collapse, while neighbouring chunks (sharing only their 32-token overlap) stay.
-    pub duplicate_jaccard: f64,
-    /// Below this [`evidence`] the documents are taken not to hold the answer and the model is
+    /// the lower-ranked is dropped. Default `Some(0.8)`: copies of a file, or a page repeated
+    /// across documents, collapse, while neighbouring chunks (sharing only their 32-token
+    /// overlap) stay. `None` keeps every hit.
+    pub duplicate_jaccard: Option<f64>,
+    /// Below this evidence (how well the best passage covers the question's IDF-weighted terms,
+    /// 0 to 1) the documents are taken not to hold the answer and the model is
     /// not asked. Default 0.4: on SQuAD it kept 81% of questions about indexed articles and
     /// turned away 93% of questions about other Wikipedia articles and all SciFact claims
     /// (README, Abstention).
     pub min_evidence: f32,
+    /// Text put before the query for its embedding only (BM25 sees the bare query), as
+    /// instruction-tuned embedders expect. Default `None`: both embedders rag ships retrieve
+    /// worse with one (docs/EVAL.md).
+    pub query_prefix: Option<String>,
 }
 
 impl Default for RetrieveOptions {
@@ -68,28 +116,43 @@ impl Default for RetrieveOptions {
             dense_depth: 50,
             rrf_k: 60.0,
             mode: Mode::Hybrid,
-            duplicate_jaccard: 0.8,
+            duplicate_jaccard: Some(0.8),
             min_evidence: 0.4,
+            query_prefix: None,
         }
     }
 }
 
 /// Run the retrievers and return the top `opts.k` distinct hits, best first. `vector` is the
-/// query embedding (needed unless the mode is BM25).
-pub fn retrieve(
+/// query embedding, which every mode but BM25 needs.
+pub(crate) fn retrieve(
     index: &Index,
     query: &str,
     vector: Option<&[f32]>,
     opts: &RetrieveOptions,
 ) -> Result<Vec<Hit>> {
     // Fetch extra so that collapsing duplicates still leaves k.
-    let want = opts.k.saturating_mul(2).max(opts.k + 4);
-    let hits = match (opts.mode, vector) {
-        (Mode::Bm25, _) | (_, None) => index.search_bm25(query, want)?,
-        (Mode::Dense, Some(v)) => index.search_dense(v, want)?,
-        (Mode::Hybrid, Some(v)) => index.search_hybrid(
+    let want = match opts.duplicate_jaccard {
+        Some(_) => opts.k.saturating_mul(2).max(opts.k + 4),
+        None => opts.k,
+    };
+    let vector = match (opts.mode, vector) {
+        (Mode::Bm25, _) => &[][..],
+        (_, Some(v)) => v,
+        (mode, None) => {
+            return Err(Error::InvalidOption(format!(
+                "{} search needs the query's vector",
+                mode.name()
+            )))
+        }
+    };
+    let hits = match opts.mode {
+        Mode::Bm25 => index.search_bm25(query, want)?,
+        Mode::Dense => index.search_dense(vector, want)?,
+        Mode::Exact => index.search_exact(vector, want)?,
+        Mode::Hybrid => index.search_hybrid(
             query,
-            v,
+            vector,
             &SearchOptions {
                 k: want,
                 bm25_depth: opts.bm25_depth.max(want),
@@ -98,13 +161,16 @@ pub fn retrieve(
             },
         )?,
     };
-    let mut kept = collapse_duplicates(hits, opts.duplicate_jaccard);
+    let mut kept = match opts.duplicate_jaccard {
+        Some(t) => collapse_duplicates(hits, t),
+        None => hits,
+    };
     kept.truncate(opts.k);
     Ok(kept)
 }
 
 /// Drop hits whose text nearly repeats a better-ranked hit's (word-trigram Jaccard >= `threshold`).
-pub fn collapse_duplicates(hits: Vec<Hit>, threshold: f64) -> Vec<Hit> {
+pub(crate) fn collapse_duplicates(hits: Vec<Hit>, threshold: f64) -> Vec<Hit> {
     let mut kept: Vec<(Hit, HashSet<u64>)> = Vec::new();
     for h in hits {
         let sh = shingles(&h.chunk.text);
@@ -143,7 +209,7 @@ fn jaccard(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
 }
 
 /// Words that carry no topic; left out of the question before [`evidence`] weighs its terms.
-pub(crate) const STOPWORDS: &[&str] = &[
+const STOPWORDS: &[&str] = &[
     "a",
     "about",
     "according",
@@ -228,13 +294,16 @@ pub(crate) const STOPWORDS: &[&str] = &[
 
 /// The topic terms of `text` as the index analyses them: stopwords dropped, then tokenized,
 /// folded and stemmed like the BM25 field.
-pub fn topic_terms(index: &Index, text: &str) -> Vec<String> {
-    let topic: String = text
-        .split(|c: char| !c.is_alphanumeric())
+pub(crate) fn topic_terms(index: &Index, text: &str) -> Vec<String> {
+    index.analyze(&without_stopwords(text))
+}
+
+/// The words of `text` that are not [`STOPWORDS`], joined by spaces.
+fn without_stopwords(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.to_lowercase().as_str()))
         .collect::<Vec<_>>()
-        .join(" ");
-    index.analyze(&topic)
+        .join(" ")
 }
 
 /// How well the best of `hits` covers the question, from 0 to 1: for each hit, the share of
@@ -243,13 +312,8 @@ pub fn topic_terms(index: &Index, text: &str) -> Vec<String> {
 /// maximum over hits. Rare terms dominate, so a question whose distinctive words the corpus
 /// never mentions scores low even when common words match. 1.0 when the question has no topic
 /// term at all (nothing to check).
-pub fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f32> {
-    let topic: String = question
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.to_lowercase().as_str()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let weights = index.term_weights(&topic)?;
+pub(crate) fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f32> {
+    let weights = index.term_weights(&without_stopwords(question))?;
     let total: f32 = weights.iter().map(|(_, w)| w).sum();
     if weights.is_empty() || total <= 0.0 {
         return Ok(1.0);

@@ -306,9 +306,10 @@ fn minilm_index_is_queried_with_minilm() {
         "Which engineer drew the plans of the bridge?",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let hits: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let found: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hits = &found["passages"];
     assert!(
-        hits[0]["chunk"]["path"]
+        hits[0]["path"]
             .as_str()
             .unwrap()
             .ends_with("harbour-bridge.md"),
@@ -350,4 +351,57 @@ fn minilm_index_is_queried_with_minilm() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("--reindex"), "{out}");
+}
+
+#[test]
+fn search_lists_the_passages_ask_gives_the_model() {
+    let Some(index) = index() else { return };
+    let idx = index.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "Who designed the Kessel Harbour Bridge?"),
+        (
+            &["-k", "2", "--mode", "bm25"],
+            "How long does the ferry crossing to Skarra Island take?",
+        ),
+        // A small context: the last passage is cut to fit, in both.
+        (
+            &["--context", "540"],
+            "When did the Kessel Harbour Bridge open?",
+        ),
+    ];
+    for (extra, question) in cases {
+        let a = ask_json(index, extra, question);
+        let mut args = vec!["search", "--json", "--index", idx];
+        args.extend_from_slice(extra);
+        args.push(question);
+        let o = rag(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let passages = a["passages"].as_array().unwrap();
+        assert!(!passages.is_empty(), "{a:#}");
+        assert_eq!(a["passages"], s["passages"], "{question} {extra:?}");
+        assert_eq!(a["evidence"], s["evidence"]);
+        assert_eq!(s["abstains"], false);
+        // Fused and per-retriever ranks are shown.
+        for p in passages {
+            assert!(
+                p["score"].is_number() && p.get("bm25_rank").is_some(),
+                "{p:#}"
+            );
+        }
+        if extra.contains(&"--context") {
+            assert!(
+                passages.iter().any(|p| p["truncated"] == true),
+                "nothing was cut: {a:#}"
+            );
+        }
+    }
+    // Turned away at the evidence gate: ask shows the model nothing, and search says so.
+    let q = "What is the boiling point of mercury in kelvin?";
+    let a = ask_json(index, &[], q);
+    assert!(a["passages"].as_array().unwrap().is_empty());
+    let o = rag(&["search", "--json", "--index", idx, q]);
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["abstains"], true, "{s:#}");
+    assert_eq!(a["evidence"], s["evidence"]);
 }

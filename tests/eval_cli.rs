@@ -29,8 +29,7 @@ fn home() -> Option<(tempfile::TempDir, PathBuf)> {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    std::os::unix::fs::symlink(rag::config::rag_home().join("models"), home.join("models"))
-        .unwrap();
+    std::os::unix::fs::symlink(common::rag_home().join("models"), home.join("models")).unwrap();
     Some((dir, home))
 }
 

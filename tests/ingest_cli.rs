@@ -35,7 +35,8 @@ fn search_json(index: &Path, query: &str, k: usize) -> Vec<serde_json::Value> {
         query,
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["passages"].as_array().expect("passages").clone()
 }
 
 fn summary(o: &Output) -> serde_json::Value {
@@ -100,21 +101,14 @@ fn hostile_corpus_then_noop_update_and_delete() {
 
     let hits = search_json(&index, "Which volcano is on Sicily?", 3);
     assert!(
-        hits[0]["chunk"]["path"]
-            .as_str()
-            .unwrap()
-            .ends_with("volcano.md"),
+        hits[0]["path"].as_str().unwrap().ends_with("volcano.md"),
         "{hits:?}"
     );
     let hits = search_json(&index, "powdered green tea", 3);
-    assert!(hits[0]["chunk"]["path"]
-        .as_str()
-        .unwrap()
-        .ends_with("page.html"));
-    assert!(!hits.iter().any(|h| h["chunk"]["text"]
-        .as_str()
-        .unwrap()
-        .contains("do not index")));
+    assert!(hits[0]["path"].as_str().unwrap().ends_with("page.html"));
+    assert!(!hits
+        .iter()
+        .any(|h| h["text"].as_str().unwrap().contains("do not index")));
 
     // Unchanged: nothing embedded.
     let o = rag(&["ingest", "--json", "--index", idx, docs.to_str().unwrap()]);
@@ -145,7 +139,7 @@ fn hostile_corpus_then_noop_update_and_delete() {
     assert!(r["total_chunks"].as_u64().unwrap() < total + 1);
     let all = search_json(&index, "zebra stripes okapi tea matcha", 20);
     for h in &all {
-        let t = h["chunk"]["text"].as_str().unwrap();
+        let t = h["text"].as_str().unwrap();
         assert!(
             !t.contains("Zebras") && !t.contains("Matcha"),
             "stale chunk returned: {t}"
@@ -153,7 +147,7 @@ fn hostile_corpus_then_noop_update_and_delete() {
     }
     assert!(all
         .iter()
-        .any(|h| h["chunk"]["text"].as_str().unwrap().contains("Okapis")));
+        .any(|h| h["text"].as_str().unwrap().contains("Okapis")));
 }
 
 #[test]
@@ -252,7 +246,7 @@ fn kill_during_ingest_then_resume() {
     let hits = search_json(&index, "document secret number rivers", 50);
     let mut ids: Vec<u64> = hits
         .iter()
-        .map(|h| h["chunk"]["chunk_id"].as_u64().unwrap())
+        .map(|h| h["chunk_id"].as_u64().unwrap())
         .collect();
     let n = ids.len();
     ids.sort();

@@ -7,20 +7,20 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum IndexError {
     /// The directory holds no committed index.
-    #[error("no index at {}: run `rag ingest PATH` first", dir.display())]
+    #[error("no index at {}: ingest documents into it first", dir.display())]
     NotFound { dir: PathBuf },
 
     /// Another writer holds the directory's lock file.
     #[error(
-        "another `rag ingest` is running on {} (lock held); wait for it to finish",
+        "another writer (an ingest) is running on {} (lock held); wait for it to finish",
         dir.display()
     )]
     Locked { dir: PathBuf },
 
     /// The index was built with a different embedding model or dimension.
     #[error(
-        "index at {} was built with embedder {have_id} (dim {have_dim}); you asked for {want_id} \
-         (dim {want_dim}): re-ingest with --reindex",
+        "index at {} was built with embedder {have_id} (dim {have_dim}), not {want_id} \
+         (dim {want_dim}): query it with the embedder that built it, or rebuild it with the new one",
         dir.display()
     )]
     EmbedderMismatch {
@@ -32,13 +32,13 @@ pub enum IndexError {
     },
 
     /// The files on disk contradict each other in a way recovery cannot repair.
-    #[error("index at {} is damaged ({detail}): rebuild it with `rag ingest --reindex`", dir.display())]
+    #[error("index at {} is damaged ({detail}): rebuild it from the documents", dir.display())]
     Corrupt { dir: PathBuf, detail: String },
 
     /// The index was written by a newer (or much older) version of rag.
     #[error(
         "index at {} has on-disk format version {found}; this build reads version {supported}: \
-         re-ingest with --reindex or use a matching rag",
+         rebuild it from the documents, or use a matching rag",
         dir.display()
     )]
     FormatVersion {

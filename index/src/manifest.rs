@@ -133,6 +133,22 @@ impl Manifest {
     }
 
     /// The manifest as it is written to disk and into the tantivy payload.
+    /// Whether vectors from the embedder `id` of dimension `dim` belong in this index: the one
+    /// compatibility check, used by the writer before any write and by readers before a query
+    /// vector is searched. `dir` names the index in the error.
+    pub fn check_embedder(&self, dir: &Path, id: &str, dim: usize) -> Result<(), IndexError> {
+        if self.embedder_id == id && self.dim == dim {
+            return Ok(());
+        }
+        Err(IndexError::EmbedderMismatch {
+            dir: dir.to_path_buf(),
+            have_id: self.embedder_id.clone(),
+            have_dim: self.dim,
+            want_id: id.to_string(),
+            want_dim: dim,
+        })
+    }
+
     pub(crate) fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("a manifest always serialises");
         s.push('\n');

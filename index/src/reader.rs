@@ -12,11 +12,12 @@ use tantivy::{DocAddress, IndexReader, Term};
 use crate::catalog::Catalog;
 use crate::dense::DenseIndex;
 use crate::error::{corrupt, IndexError};
+use crate::fusion::{rrf, SearchOptions};
 use crate::manifest::Manifest;
+use crate::record::{ChunkRecord, Hit, Retriever};
 use crate::schema::{analyzer, Fields};
 use crate::store::{manual_reader, open_tantivy, snapshot, tantivy_exists};
 use crate::vectors::{check_rows, normalised};
-use crate::{rrf, ChunkRecord, Hit, Retriever, SearchOptions};
 
 /// BM25 weight of a match in a chunk's heading path, relative to its text (1.0). Headings are
 /// short and shared by the chunks of a section, so they help rank but must not dominate.
@@ -86,6 +87,12 @@ impl Index {
     /// The index directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Refuse query vectors of an embedder other than the one that built the index
+    /// ([`Manifest::check_embedder`]).
+    pub fn check_embedder(&self, id: &str, dim: usize) -> Result<(), IndexError> {
+        self.manifest.check_embedder(&self.dir, id, dim)
     }
 
     /// Pick up new commits: new vectors are added to the graph, deleted ones masked.

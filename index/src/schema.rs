@@ -17,7 +17,7 @@ use tantivy::tokenizer::{
 
 use crate::error::{corrupt, IndexError};
 use crate::manifest::{ANALYZER_EN_STEM, ANALYZER_SIMPLE};
-use crate::{ChunkRecord, NewChunk};
+use crate::record::{ChunkRecord, NewChunk};
 
 /// Tokens longer than this (base64 blobs, hashes) are dropped from the BM25 index.
 const MAX_TOKEN_LEN: usize = 40;

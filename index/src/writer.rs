@@ -15,12 +15,12 @@ use crate::error::{corrupt, IndexError, IoResultExt};
 use crate::manifest::{
     now_rfc3339, sync_dir, write_atomic, Manifest, ANALYZER_EN_STEM, ANALYZER_SIMPLE, MANIFEST_FILE,
 };
+use crate::record::NewChunk;
 use crate::schema::{analyzer, build_schema, register_analyzers, Fields};
 use crate::store::{
     manual_reader, open_tantivy, read_manifest_file, tantivy_exists, LOCK_FILE, TANTIVY_DIR,
 };
 use crate::vectors::{normalised, VectorAppender, VECTORS_FILE};
-use crate::NewChunk;
 
 #[cfg(test)]
 use crate::testing::{crash_point, CrashPoint};
@@ -122,15 +122,7 @@ impl IndexWriter {
         let (index, manifest, mut writer) = match existing {
             Some((index, payload)) => {
                 let manifest = Manifest::from_json(dir, &payload)?;
-                if manifest.embedder_id != embedder_id || manifest.dim != dim {
-                    return Err(IndexError::EmbedderMismatch {
-                        dir: dir.to_path_buf(),
-                        have_id: manifest.embedder_id,
-                        have_dim: manifest.dim,
-                        want_id: embedder_id.to_string(),
-                        want_dim: dim,
-                    });
-                }
+                manifest.check_embedder(dir, embedder_id, dim)?;
                 if analyzer(&manifest.analyzer).is_none() {
                     return Err(corrupt(
                         dir,

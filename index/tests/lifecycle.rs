@@ -27,8 +27,8 @@ fn embedder_mismatch_is_refused_with_the_fix() {
     assert_eq!(
         err.to_string(),
         format!(
-            "index at {} was built with embedder smollm2/mean (dim 576); you asked for \
-             bge-small (dim 384): re-ingest with --reindex",
+            "index at {} was built with embedder smollm2/mean (dim 576), not bge-small \
+             (dim 384): query it with the embedder that built it, or rebuild it with the new one",
             dir.path().display()
         )
     );
@@ -94,7 +94,7 @@ fn second_writer_is_locked_out() {
     assert_eq!(
         err.to_string(),
         format!(
-            "another `rag ingest` is running on {} (lock held); wait for it to finish",
+            "another writer (an ingest) is running on {} (lock held); wait for it to finish",
             dir.path().display()
         )
     );
@@ -139,7 +139,7 @@ fn other_format_versions_are_refused() {
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("--reindex"), "{err}");
+        assert!(err.to_string().contains("rebuild it"), "{err}");
     }
     // --reindex recovers.
     drop(IndexWriter::open(dir.path(), "e", 4, true).unwrap());

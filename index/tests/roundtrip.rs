@@ -282,7 +282,7 @@ fn empty_and_missing_indexes() {
     assert_eq!(
         err.to_string(),
         format!(
-            "no index at {}: run `rag ingest PATH` first",
+            "no index at {}: ingest documents into it first",
             dir.path().display()
         )
     );

@@ -13,9 +13,17 @@
 //! exactly, additive), and each word of an overlap once: linear in the text, never per prefix.
 
 use crate::document::{Document, Heading, HeadingPath};
-use crate::TokenCounter;
 use std::ops::Range;
 use unicode_segmentation::UnicodeSegmentation;
+
+/// Counts tokens the way the embedder will.
+///
+/// The root crate implements it with the model's tokenizer; tests use a whitespace word count.
+/// [`chunk()`] calls it about once per paragraph plus once per chunk, not once per prefix.
+pub trait TokenCounter {
+    /// The number of tokens `text` encodes to (without special tokens).
+    fn count(&self, text: &str) -> usize;
+}
 
 /// How [`chunk`] sizes chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,17 +18,8 @@ mod loaders;
 mod normalize;
 mod walk;
 
-pub use chunk::{chunk, Chunk, ChunkOptions};
+pub use chunk::{chunk, Chunk, ChunkOptions, TokenCounter};
 pub use document::{doc_kind, DocKind, Document, Heading, LoadError};
 pub use loaders::{load, load_bytes};
 pub use normalize::normalize;
 pub use walk::{walk, WalkEntry, WalkOptions};
-
-/// Counts tokens the way the embedder will.
-///
-/// The root crate implements it with the model's tokenizer; tests use a whitespace word count.
-/// [`chunk()`] calls it about once per paragraph plus once per chunk, not once per prefix.
-pub trait TokenCounter {
-    /// The number of tokens `text` encodes to (without special tokens).
-    fn count(&self, text: &str) -> usize;
-}

@@ -4,7 +4,7 @@
 //! cells by spaces; whitespace collapses except inside `pre`. Entities are decoded by html5ever.
 //! The tree is walked with an explicit edge iterator, so deep nesting cannot overflow the stack.
 
-use super::Parsed;
+use super::parse::Parsed;
 use crate::normalize::{normalize, TextBuilder};
 use ego_tree::iter::Edge;
 use scraper::{Html, Node};

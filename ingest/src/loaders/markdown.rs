@@ -3,7 +3,7 @@
 //! (`Title` over `===` or `---`, after a blank line) become headings with their markers removed.
 //! `#` lines inside fenced code blocks are not headings.
 
-use super::Parsed;
+use super::parse::Parsed;
 use crate::normalize::TextBuilder;
 
 pub(super) fn parse(source: &str) -> Parsed {

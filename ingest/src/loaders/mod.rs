@@ -5,14 +5,15 @@
 
 mod html;
 mod markdown;
+mod parse;
 mod pdf;
 mod pdf_repair;
 mod pdf_text;
 
 use crate::document::{doc_kind, DocKind, Document, LoadError};
 use crate::normalize::TextBuilder;
+use parse::{catch_quietly, Parsed};
 use sha2::{Digest, Sha256};
-use std::cell::Cell;
 use std::path::Path;
 
 /// Reads and loads one file; its kind comes from the extension (see [`doc_kind`]).
@@ -74,12 +75,6 @@ pub fn load_bytes(path: &Path, kind: DocKind, bytes: &[u8]) -> Result<Document, 
         content_hash: format!("{:x}", Sha256::digest(bytes)),
         warnings,
     })
-}
-
-/// What a parser hands back: the title and the assembled text.
-struct Parsed {
-    title: Option<String>,
-    builder: TextBuilder,
 }
 
 /// Decodes the bytes of a text-like file (plain text, Markdown, HTML).
@@ -165,38 +160,6 @@ fn decode_utf16_with_bom(bytes: &[u8], warnings: &mut Vec<String>) -> Option<Str
         ));
     }
     Some(text)
-}
-
-thread_local! {
-    /// How many [`catch_quietly`] calls are active on this thread; the panic hook stays silent while > 0.
-    static QUIET: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Runs `f`, turning a panic into `Err(message)` without printing the panic message.
-///
-/// The first call wraps the process's panic hook once: the wrapper stays silent on threads inside
-/// `catch_quietly` and defers to the previous hook everywhere else.
-pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if QUIET.with(Cell::get) == 0 {
-                previous(info);
-            }
-        }));
-    });
-    QUIET.with(|q| q.set(q.get() + 1));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(q.get() - 1));
-    result.map_err(|payload| {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        format!("parser panicked: {msg}")
-    })
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! [`LoadError::Encrypted`]. A file lopdf refuses gets one more try, rebuilt from the objects found
 //! by scanning it (see `pdf_repair`). Every call into the parser runs under [`catch_quietly`].
 
+use super::parse::{catch_quietly, Parsed};
 use super::pdf_repair;
 use super::pdf_text::{expand_next_line_operators, PageText};
-use super::{catch_quietly, Parsed};
 use crate::document::LoadError;
 use crate::normalize::{normalize, TextBuilder};
 use pdf_extract::{Document as PdfDocument, Object, OutputError};

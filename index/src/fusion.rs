@@ -1,0 +1,111 @@
+//! Reciprocal-rank fusion of ranked lists, and the options of a hybrid search.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Options of [`crate::Index::search_hybrid`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchOptions {
+    /// Hits returned. Default 10: about what fits a small model's context with room to answer.
+    pub k: usize,
+    /// Depth of the BM25 list fed to the fusion. Default 50: deep enough that a chunk ranked
+    /// well by one retriever only still reaches the top k.
+    pub bm25_depth: usize,
+    /// Depth of the dense list fed to the fusion. Default 50, as BM25.
+    pub dense_depth: usize,
+    /// The RRF constant. Default 60, the value of the original paper (Cormack et al., 2009),
+    /// which damps the influence of the first ranks.
+    pub rrf_k: f64,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            k: 10,
+            bm25_depth: 50,
+            dense_depth: 50,
+            rrf_k: 60.0,
+        }
+    }
+}
+
+/// Reciprocal-rank fusion: score(d) = sum over lists of 1 / (rrf_k + rank), rank 1-based.
+///
+/// Sorted by score, best first; equal scores by ascending id, so the result depends only on the
+/// input. An id repeated within one list counts once, at its best rank.
+pub fn rrf(lists: &[Vec<u64>], rrf_k: f64) -> Vec<(u64, f64)> {
+    // Ranks per id, summed smallest first: the floating-point sum then depends only on the
+    // ranks, not on the order of the lists.
+    let mut ranks: HashMap<u64, Vec<usize>> = HashMap::new();
+    for list in lists {
+        let mut seen = std::collections::HashSet::with_capacity(list.len());
+        for (i, &id) in list.iter().enumerate() {
+            if seen.insert(id) {
+                ranks.entry(id).or_default().push(i + 1);
+            }
+        }
+    }
+    let mut out: Vec<(u64, f64)> = ranks
+        .into_iter()
+        .map(|(id, mut r)| {
+            r.sort_unstable();
+            (id, r.iter().map(|&r| 1.0 / (rrf_k + r as f64)).sum())
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn rrf_hand_computed() {
+        // list A: 1, 2, 3   list B: 3, 1, 4   (k = 60)
+        let out = rrf(&[vec![1, 2, 3], vec![3, 1, 4]], 60.0);
+        let ids: Vec<u64> = out.iter().map(|x| x.0).collect();
+        // 1: 1/61 + 1/62; 3: 1/63 + 1/61; 2: 1/62; 4: 1/63
+        assert_eq!(ids, vec![1, 3, 2, 4]);
+        assert!(close(out[0].1, 1.0 / 61.0 + 1.0 / 62.0));
+        assert!(close(out[1].1, 1.0 / 63.0 + 1.0 / 61.0));
+        assert!(close(out[2].1, 1.0 / 62.0));
+        assert!(close(out[3].1, 1.0 / 63.0));
+    }
+
+    #[test]
+    fn rrf_ties_by_id_and_small_k() {
+        // 7 and 5 both get 1/(1+1) + 1/(1+2): a tie, broken by id.
+        let out = rrf(&[vec![7, 5], vec![5, 7]], 1.0);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![5, 7]);
+        assert!(close(out[0].1, 0.5 + 1.0 / 3.0));
+        assert!(close(out[0].1, out[1].1));
+    }
+
+    #[test]
+    fn rrf_edge_cases() {
+        assert!(rrf(&[], 60.0).is_empty());
+        assert!(rrf(&[vec![], vec![]], 60.0).is_empty());
+        // A duplicate inside one list counts once, at its first (best) rank.
+        let out = rrf(&[vec![9, 9, 8]], 60.0);
+        assert_eq!(out, vec![(9, 1.0 / 61.0), (8, 1.0 / 63.0)]);
+    }
+
+    #[test]
+    fn rrf_is_deterministic() {
+        let lists: Vec<Vec<u64>> = (0..4)
+            .map(|l| (0..200u64).map(|i| (i * 7919 + l * 31) % 257).collect())
+            .collect();
+        let first = rrf(&lists, 60.0);
+        for _ in 0..20 {
+            assert_eq!(rrf(&lists, 60.0), first);
+        }
+        let mut reversed = lists.clone();
+        reversed.reverse();
+        assert_eq!(rrf(&reversed, 60.0), first, "list order must not matter");
+    }
+}

@@ -1,0 +1,76 @@
+//! What goes into the store and what comes out: a chunk to add ([`NewChunk`]), a stored one
+//! ([`ChunkRecord`]), and a search result ([`Hit`]) with the retriever that found it.
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// A chunk to store, with its vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewChunk {
+    /// The chunk text (searched by BM25, shown to the model).
+    pub text: String,
+    /// Document title, if known.
+    pub title: Option<String>,
+    /// Heading path joined with `" > "`, if any.
+    pub heading: Option<String>,
+    /// First and last page (1-based; PDFs only).
+    pub pages: Option<(u32, u32)>,
+    /// Byte range of the chunk in the normalised document text.
+    pub byte_range: Range<usize>,
+    /// Embedding; must have the index dimension. Normalised on the way in.
+    pub vector: Vec<f32>,
+}
+
+/// A stored chunk, as searches return it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Id of the chunk, unique for the life of the store (ids are never reused).
+    pub chunk_id: u64,
+    /// Document path as given to [`crate::IndexWriter::replace_document`].
+    pub path: String,
+    /// Content hash of the document version this chunk came from.
+    pub content_hash: String,
+    pub title: Option<String>,
+    pub heading: Option<String>,
+    pub pages: Option<(u32, u32)>,
+    pub byte_range: Range<usize>,
+    pub text: String,
+}
+
+/// Which retriever found a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retriever {
+    Bm25,
+    Dense,
+    Both,
+}
+
+/// A search result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    pub chunk: ChunkRecord,
+    /// Fused RRF score for hybrid search; the retriever's own score otherwise (BM25 score, or
+    /// cosine similarity for dense and exact search).
+    pub score: f32,
+    /// 1-based rank in the BM25 list, if BM25 found it.
+    pub bm25_rank: Option<usize>,
+    /// 1-based rank in the dense list, if the dense search found it.
+    pub dense_rank: Option<usize>,
+    pub bm25_score: Option<f32>,
+    /// Cosine similarity.
+    pub dense_score: Option<f32>,
+    pub found_by: Retriever,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriever_serialises_lowercase() {
+        let s =
+            serde_json::to_string(&[Retriever::Bm25, Retriever::Dense, Retriever::Both]).unwrap();
+        assert_eq!(s, r#"["bm25","dense","both"]"#);
+    }
+}

@@ -1,0 +1,223 @@
+//! Sentence embeddings from a Llama model's hidden states: tokenize, batch by length, run the
+//! decoder without its LM head, pool (mean by default), L2-normalise.
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+use crate::hparams::HiddenLayer;
+use crate::model::Model;
+
+/// How token states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// Mean over the sequence's tokens. The default: it separated related from unrelated
+    /// sentence pairs better than last-token pooling in the design measurements.
+    #[default]
+    Mean,
+    /// The last token's state (the only one that has seen the whole sequence).
+    LastToken,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mean" => Ok(Self::Mean),
+            "last" | "last-token" => Ok(Self::LastToken),
+            _ => Err(format!("unknown pooling '{s}' (mean, last)")),
+        }
+    }
+}
+
+/// The pooling and layer written at the end of an embedder id (`...:mean:final`,
+/// `...:last:layer15`), as [`Embedder::id`] writes them; `None` if `id` does not end so.
+pub fn variant_of_id(id: &str) -> Option<(Pooling, HiddenLayer)> {
+    let mut parts = id.rsplitn(3, ':');
+    let layer = match parts.next()? {
+        "final" => HiddenLayer::Final,
+        l => HiddenLayer::After(l.strip_prefix("layer")?.parse().ok()?),
+    };
+    let pooling = match parts.next()? {
+        "mean" => Pooling::Mean,
+        "last" => Pooling::LastToken,
+        _ => return None,
+    };
+    Some((pooling, layer))
+}
+
+/// Embedding settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedOptions {
+    pub pooling: Pooling,
+    pub layer: HiddenLayer,
+    /// Texts are truncated to this many tokens. Default 512: chunks are made smaller than this.
+    pub max_tokens: usize,
+    /// Padded tokens per forward batch. Default 2048: large enough to amortise the matmuls,
+    /// small enough that the attention scratch stays in the tens of megabytes.
+    pub batch_tokens: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self {
+            pooling: Pooling::Mean,
+            layer: HiddenLayer::Final,
+            max_tokens: 512,
+            batch_tokens: 2048,
+        }
+    }
+}
+
+/// Turns texts into unit vectors with a loaded model (load it with dense weights,
+/// [`crate::WeightFormat::F32`], for speed).
+pub struct Embedder {
+    model: Arc<Model>,
+    opts: EmbedOptions,
+}
+
+impl Embedder {
+    /// An embedder over `model`.
+    pub fn new(model: Arc<Model>, opts: EmbedOptions) -> Self {
+        Self { model, opts }
+    }
+
+    /// Identifies what made the vectors, so an index refuses vectors from anything else:
+    /// model file name and size, pooling and layer.
+    pub fn id(&self) -> String {
+        let m = &self.model;
+        let name = m
+            .path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let size = m.info().file_size;
+        let pooling = match self.opts.pooling {
+            Pooling::Mean => "mean",
+            Pooling::LastToken => "last",
+        };
+        let layer = match self.opts.layer {
+            HiddenLayer::Final => "final".to_string(),
+            HiddenLayer::After(n) => format!("layer{n}"),
+        };
+        format!("llama:{name}:{size}:{pooling}:{layer}")
+    }
+
+    /// The vector dimension.
+    pub fn dim(&self) -> usize {
+        self.model.llama.config().n_embd
+    }
+
+    /// Tokens of `text` as the embedder sees it (before truncation).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.model.tokenizer.encode(text, true, false).len()
+    }
+
+    /// Embed texts; vectors come back in input order. Document text is never parsed for
+    /// special tokens.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let seqs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| {
+                let mut ids = self.model.tokenizer.encode(t, true, false);
+                ids.truncate(self.opts.max_tokens);
+                if ids.is_empty() {
+                    // An empty text still gets a vector: that of the BOS/EOS token alone.
+                    ids.extend(
+                        self.model
+                            .tokenizer
+                            .bos_id()
+                            .or(self.model.tokenizer.eos_id()),
+                    );
+                }
+                ids
+            })
+            .collect();
+        by_length(&seqs, self.opts.batch_tokens, |batch| self.embed_ids(batch))
+    }
+
+    /// Embed token sequences in one right-padded batch.
+    pub fn embed_ids(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len().max(1)).collect();
+        let pad = self.model.tokenizer.eos_id().unwrap_or(0);
+        let mut flat = Vec::with_capacity(seqs.len() * max);
+        for s in seqs {
+            flat.extend_from_slice(s);
+            flat.extend(std::iter::repeat_n(pad, max - s.len()));
+        }
+        let input = Tensor::from_vec(flat, (seqs.len(), max), &Device::Cpu)?;
+        let padded = seqs.iter().any(|s| s.len() != max);
+        let hidden = self.model.llama.forward_hidden(
+            &input,
+            None,
+            padded.then_some(&lengths[..]),
+            self.opts.layer,
+        )?;
+        let hidden = hidden.to_vec3::<f32>()?;
+        Ok(hidden
+            .iter()
+            .zip(&lengths)
+            .map(|(states, &n)| {
+                let mut v = match self.opts.pooling {
+                    Pooling::Mean => {
+                        let mut acc = vec![0f32; states[0].len()];
+                        for row in &states[..n] {
+                            for (a, x) in acc.iter_mut().zip(row) {
+                                *a += x;
+                            }
+                        }
+                        acc
+                    }
+                    Pooling::LastToken => states[n - 1].clone(),
+                };
+                normalize(&mut v);
+                v
+            })
+            .collect())
+    }
+}
+
+/// Embed token sequences in batches of similar length, each at most `batch_tokens` padded
+/// tokens (or one sequence), `forward` embedding one batch; vectors come back in input order.
+pub(crate) fn by_length(
+    seqs: &[Vec<u32>],
+    batch_tokens: usize,
+    mut forward: impl FnMut(&[&[u32]]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    // Sort by length so each batch pads little; restore order at the end.
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    let mut out = vec![Vec::new(); seqs.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && seqs[order[end]].len() * (end + 1 - start) <= batch_tokens {
+            end += 1;
+        }
+        let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| &seqs[i][..]).collect();
+        for (k, v) in forward(&batch)?.into_iter().enumerate() {
+            out[order[start + k]] = v;
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Scale `v` to unit length (left as is when it is all zeros).
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}

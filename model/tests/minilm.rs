@@ -1,0 +1,203 @@
+//! all-MiniLM-L6-v2 on the real model: WordPiece ids against Hugging Face `tokenizers`, sentence
+//! embeddings against an independent reference, batch invariance. Skips with a printed reason
+//! when the model has not been fetched (`make test` fetches it).
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use rag_model::cosine;
+use rag_model::MiniLm;
+
+fn model() -> Option<&'static MiniLm> {
+    static M: OnceLock<Option<MiniLm>> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = common::minilm_dir()?;
+        Some(MiniLm::load(&dir).expect("load all-MiniLM-L6-v2"))
+    })
+    .as_ref()
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/all-minilm-l6-v2")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// (name, text, ids) of every case in tokenizer_cases.json.
+fn tokenizer_cases() -> Vec<(String, String, Vec<u32>)> {
+    fixture("tokenizer_cases.json")["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["text"].as_str().unwrap().to_string(),
+                ids(&c["ids"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn describes_itself() {
+    let Some(m) = model() else { return };
+    assert_eq!(m.dim(), 384);
+    assert_eq!(m.max_tokens(), 256);
+    assert_eq!(m.tokenizer().vocab_size(), 30_522);
+    assert_eq!(m.id(), "minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256");
+}
+
+#[test]
+fn reproduces_reference_embeddings() {
+    let Some(m) = model() else { return };
+    let reference = fixture("reference_embeddings.json");
+    let reference = reference.as_object().unwrap();
+    assert_eq!(reference.len(), 5);
+    let texts: Vec<&str> = reference.keys().map(String::as_str).collect();
+    // All five in one padded batch: they are 6 to 9 tokens long.
+    let ours = m.embed(&texts).unwrap();
+    let mut min = f32::INFINITY;
+    for (text, v) in texts.iter().zip(&ours) {
+        let r = &reference[*text];
+        assert_eq!(m.encode(text), ids(&r["ids"]), "ids of {text:?}");
+        let want: Vec<f32> = r["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(v.len(), 384);
+        let c = cosine(v, &want);
+        eprintln!("cosine {c:.7}  {text}");
+        assert!(c >= 0.999, "cosine {c} with the reference for {text:?}");
+        min = min.min(c);
+    }
+    eprintln!("minimum cosine with the reference: {min:.7}");
+    let example = texts
+        .iter()
+        .position(|t| *t == "This is an example sentence")
+        .unwrap();
+    let first: Vec<String> = ours[example][..3]
+        .iter()
+        .map(|x| format!("{x:.4}"))
+        .collect();
+    assert_eq!(first, ["0.0677", "0.0635", "0.0487"]);
+}
+
+#[test]
+fn related_sentences_are_closest() {
+    let Some(m) = model() else { return };
+    let v = m
+        .embed(&[
+            "The cat sits on the mat",
+            "A feline rests on a rug",
+            "Quarterly revenue grew by ten percent",
+        ])
+        .unwrap();
+    let (related, unrelated) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(related > unrelated + 0.2, "{related} vs {unrelated}");
+}
+
+#[test]
+fn wordpiece_ids_match_the_tokenizers_library() {
+    let Some(m) = model() else { return };
+    let cases = tokenizer_cases();
+    assert_eq!(cases.len(), 20);
+    for (name, text, want) in &cases {
+        let got = m.tokenizer().encode(text, usize::MAX);
+        assert_eq!(&got, want, "case {name}: {text:?}");
+        assert_eq!(m.count_tokens(text), want.len(), "case {name}");
+    }
+}
+
+#[test]
+fn long_texts_are_truncated_to_max_tokens() {
+    let Some(m) = model() else { return };
+    let (_, text, all) = tokenizer_cases()
+        .into_iter()
+        .find(|(name, ..)| name == "yuan_dynasty")
+        .unwrap();
+    assert!(m.count_tokens(&text) > 1000);
+    let ids = m.encode(&text);
+    assert_eq!(ids.len(), 256);
+    assert_eq!(ids[..255], all[..255]);
+    assert_eq!(ids[255], 102, "[SEP] is kept");
+    // The vector is that of the first 256 tokens.
+    let head = m.embed_ids(&[&ids]).unwrap();
+    let whole = m.embed(&[&text]).unwrap();
+    assert!(cosine(&head[0], &whole[0]) > 0.99999);
+}
+
+#[test]
+fn vectors_do_not_depend_on_the_batch() {
+    let Some(m) = model() else { return };
+    let cases = tokenizer_cases();
+    let long = &cases.iter().find(|c| c.0 == "black_death").unwrap().1;
+    // Texts of 2 to 256 tokens, so the short ones are padded by hundreds of positions.
+    let mut texts: Vec<&str> = vec![
+        "",
+        "Hello world",
+        long,
+        "The Black Death was a plague pandemic.",
+        &long[..600],
+        "Café déjà vu, naïve résumé",
+    ];
+    texts.extend(cases.iter().map(|c| c.1.as_str()));
+    let together = m.embed(&texts).unwrap();
+    let mut min = f32::INFINITY;
+    for (t, v) in texts.iter().zip(&together) {
+        let alone = m.embed(&[t]).unwrap();
+        min = min.min(cosine(v, &alone[0]));
+    }
+    eprintln!("minimum cosine alone vs batched: {min:.7}");
+    assert!(min >= 0.9999, "minimum cosine {min}");
+    // One explicitly padded batch of very different lengths, too.
+    let seqs: Vec<Vec<u32>> = texts.iter().map(|t| m.encode(t)).collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let padded = m.embed_ids(&refs).unwrap();
+    for (a, b) in padded.iter().zip(&together) {
+        assert!(cosine(a, b) >= 0.9999);
+    }
+    for v in &together {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+}
+
+#[test]
+fn missing_files_are_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = MiniLm::load(&dir.path().join("nowhere"))
+        .err()
+        .expect("no model there")
+        .to_string();
+    assert!(err.contains("nowhere/config.json"), "{err}");
+    // The fix: what the folder must hold (the app adds where to fetch its default from).
+    assert!(
+        err.contains("config.json, tokenizer.json, model.safetensors"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    let err = MiniLm::load(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+    // All three present but config.json is not a BERT config.
+    std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), "").unwrap();
+    let err = MiniLm::load(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("not a BERT config.json"),
+        "{err}"
+    );
+}

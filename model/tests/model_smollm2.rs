@@ -1,0 +1,226 @@
+//! The runtime on the real default model (SmolLM2-135M-Instruct, Q4_1). Skips with a printed
+//! reason when the model has not been fetched (`make test` fetches it).
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{Device, Tensor};
+use rag_model::{
+    EmbedOptions, Embedder, GenerateParams, HiddenLayer, Model, ModelOptions, StopReason,
+    TemplateFamily, TokenizerFamily, WeightFormat,
+};
+
+fn model() -> Option<&'static Model> {
+    static M: OnceLock<Option<Model>> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = common::default_model()?;
+        Some(Model::load(&path, &ModelOptions::default()).expect("load the default model"))
+    })
+    .as_ref()
+}
+
+fn dense() -> Option<Arc<Model>> {
+    static M: OnceLock<Option<Arc<Model>>> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = common::default_model()?;
+        let opts = ModelOptions {
+            format: WeightFormat::F32,
+            ..Default::default()
+        };
+        Some(Arc::new(Model::load(&path, &opts).expect("load f32")))
+    })
+    .clone()
+}
+
+#[test]
+fn info_describes_smollm2() {
+    let Some(m) = model() else { return };
+    let i = m.info();
+    assert_eq!(i.architecture, "llama");
+    assert_eq!(
+        (i.layers, i.embedding_length, i.heads, i.kv_heads),
+        (30, 576, 9, 3)
+    );
+    assert_eq!(i.vocab_size, 49_152);
+    assert_eq!(i.context_length, 8192);
+    assert_eq!(i.template, TemplateFamily::ChatMl);
+    assert_eq!(i.quantization, "Q4_1");
+    assert_eq!(m.tokenizer().family(), TokenizerFamily::Gpt2Bpe);
+    assert_eq!(m.tokenizer().pre(), Some("smollm"));
+}
+
+#[test]
+fn chatml_prompt_ids_match_special_parsing() {
+    let Some(m) = model() else { return };
+    let p = m.chat_prompt("You are helpful.", "Hi!");
+    assert_eq!(
+        p.text(),
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = p.encode(m.tokenizer());
+    assert_eq!(ids, m.tokenizer().encode(&p.text(), false, true));
+    assert_eq!(ids[0], 1, "<|im_start|> is token 1");
+}
+
+#[test]
+fn answers_capital_of_france() {
+    let Some(m) = model() else { return };
+    let ids = m
+        .chat_prompt(
+            "You are a helpful assistant.",
+            // Without "Answer in English." the first token is a near tie between "The" and a
+            // French "La" (0.013 apart on the quantized engine with its f16 KV cache, which
+            // moves these logits by ~0.2; measured at commit 6fd7b98): that would test the
+            // rounding, not the model.
+            "What is the capital of France? Answer in English.",
+        )
+        .encode(m.tokenizer());
+    let mut streamed = String::new();
+    let params = GenerateParams {
+        max_tokens: 96,
+        ..Default::default()
+    };
+    let gen = m
+        .generate(&ids, &params, &mut |s| streamed.push_str(s))
+        .unwrap();
+    assert!(gen.text.contains("Paris"), "answer: {}", gen.text);
+    assert_eq!(streamed, gen.text);
+    assert_eq!(
+        gen.stop,
+        StopReason::EndOfTurn,
+        "ChatML answers end with <|im_end|>"
+    );
+}
+
+#[test]
+fn max_tokens_is_respected() {
+    let Some(m) = model() else { return };
+    let ids = m
+        .chat_prompt("", "Count from one to one hundred.")
+        .encode(m.tokenizer());
+    let params = GenerateParams {
+        max_tokens: 5,
+        ..Default::default()
+    };
+    let gen = m.generate(&ids, &params, &mut |_| {}).unwrap();
+    assert_eq!(gen.tokens.len(), 5);
+    assert_eq!(gen.stop, StopReason::MaxTokens);
+}
+
+#[test]
+fn prompt_over_context_is_a_clear_error() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let m = Model::load(
+        &path,
+        &ModelOptions {
+            max_context: Some(64),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids = m
+        .chat_prompt("", &"lorem ipsum ".repeat(50))
+        .encode(m.tokenizer());
+    let err = m
+        .generate(&ids, &GenerateParams::default(), &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        rag_model::ModelError::PromptTooLong { context: 64, .. }
+    ));
+    assert!(err.to_string().contains("context"), "{err}");
+}
+
+/// The KV cache gives the same logits as recomputing the whole sequence, to the bit.
+#[test]
+fn incremental_decoding_matches_full_prefill() {
+    let Some(m) = model() else { return };
+    let ids = m
+        .tokenizer()
+        .encode("The quick brown fox jumps over the lazy dog", false, false);
+    let n = ids.len();
+    let run = |parts: &[&[u32]]| -> Vec<f32> {
+        let mut cache = m.llama().new_cache(1, n).unwrap();
+        let mut last = None;
+        for p in parts {
+            let x = Tensor::new(*p, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let h = m
+                .llama()
+                .forward_hidden(&x, Some(&mut cache), None, HiddenLayer::Final)
+                .unwrap();
+            last = Some(h.narrow(1, p.len() - 1, 1).unwrap());
+        }
+        m.llama()
+            .logits(&last.unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let full = run(&[&ids]);
+    let split = run(&[&ids[..3], &ids[3..n - 1], &ids[n - 1..]]);
+    let max_diff = full
+        .iter()
+        .zip(&split)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // The engine gives each token the same bits whatever the batch: its matrix kernels are
+    // batch-invariant and one attention kernel serves prefill and decode alike.
+    assert_eq!(max_diff, 0.0, "max logit difference {max_diff}");
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    assert_eq!(argmax(&full), argmax(&split));
+}
+
+#[test]
+fn embeddings_batch_invariant_and_meaningful() {
+    let Some(m) = dense() else { return };
+    let e = Embedder::new(m, EmbedOptions::default());
+    assert_eq!(e.dim(), 576);
+    let texts = [
+        "The cat sat on the mat.",
+        "A kitten was sitting on the rug.",
+        "Quarterly revenue of the semiconductor company rose by eight percent, beating forecasts.",
+        "Paris is the capital and largest city of France.",
+    ];
+    let batch = e.embed(&texts).unwrap();
+    for (t, v) in texts.iter().zip(&batch) {
+        let alone = &e.embed(&[t]).unwrap()[0];
+        let c = rag_model::cosine(v, alone);
+        assert!(c >= 0.9999, "'{t}': alone vs batch cosine {c}");
+    }
+    let cos = |i: usize, j: usize| rag_model::cosine(&batch[i], &batch[j]);
+    assert!(
+        cos(0, 1) > cos(0, 2),
+        "related {} vs unrelated {}",
+        cos(0, 1),
+        cos(0, 2)
+    );
+}
+
+/// Dequantized f32 weights compute the same function as the quantized ones, closely.
+#[test]
+fn quantized_and_f32_embeddings_agree() {
+    let (Some(q), Some(f)) = (model(), dense()) else {
+        return;
+    };
+    let text = "Grounded answers cite their sources.";
+    let ids = q.tokenizer().encode(text, true, false);
+    let eq = Embedder::new(
+        Arc::new(Model::load(q.path(), &ModelOptions::default()).unwrap()),
+        EmbedOptions::default(),
+    );
+    let ef = Embedder::new(f, EmbedOptions::default());
+    let a = eq.embed_ids(&[&ids]).unwrap();
+    let b = ef.embed_ids(&[&ids]).unwrap();
+    let c = rag_model::cosine(&a[0], &b[0]);
+    assert!(c > 0.99, "cosine {c}");
+}

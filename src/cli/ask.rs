@@ -1,0 +1,173 @@
+//! `rag ask`: a grounded answer, streamed, then its sources; or one JSON object.
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Args;
+use rag::{AskOptions, Config};
+
+use super::config::IndexArg;
+use super::output::{self, Stream};
+
+pub const EXAMPLES: &str = "Examples:
+  rag ask \"When was the Zorblat bridge built?\"
+  rag ask -k 6 --show-prompt \"Who designed it?\"
+  rag ask --json \"What does the warranty cover?\" | jq .citations
+  rag ask --no-retrieval \"What is the capital of France?\"   closed book, for comparison
+  rag --model llama-2-7b-chat.Q4_K_M.gguf ask \"...\"          answer with another chat model
+
+The answer streams to stdout, then the cited sources. When the documents do not hold the
+answer, rag says \"I could not find this in the documents.\" (and does not ask the model at all
+when no passage covers the question's terms well enough: see --min-evidence).
+`rag search` with the same question shows the passages the model is given.
+Exit code: 0 answered or abstained, 2 error (no index, model missing, question too long).";
+
+#[derive(Args)]
+pub struct AskArgs {
+    /// The question.
+    question: String,
+    #[command(flatten)]
+    index: IndexArg,
+    #[command(flatten)]
+    retrieval: RetrievalArgs,
+    /// Sampling temperature; 0 = greedy (reproducible).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sampler seed (with --temperature > 0).
+    #[arg(long, default_value_t = 299_792_458)]
+    seed: u64,
+    /// Print the rendered prompt before the answer.
+    #[arg(long)]
+    show_prompt: bool,
+    /// Closed book: ask the model without retrieving anything.
+    #[arg(long)]
+    no_retrieval: bool,
+    /// Print one JSON object: answer, citations, passages, abstained, timings.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What decides the passages of a prompt: shared by `rag ask` and `rag search`, so that both
+/// see the same ones.
+#[derive(Args)]
+pub struct RetrievalArgs {
+    /// Passages given to the model (default 4).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Retriever: hybrid (BM25 + vectors, fused), bm25, dense (HNSW), exact (brute force).
+    #[arg(long, default_value = "hybrid")]
+    mode: rag::Mode,
+    /// Depth of each list fed to the fusion (default 50).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Abstain without asking the model when the best passage covers less than this share of
+    /// the question's (IDF-weighted) terms; 0 turns it off. Default 0.4.
+    #[arg(long, value_name = "0..1")]
+    min_evidence: Option<f32>,
+    /// Most tokens in the answer (the rest of the context goes to passages).
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+}
+
+impl RetrievalArgs {
+    /// The settings of an answer, with these flags applied.
+    pub fn options(&self) -> Result<AskOptions> {
+        let mut opts = AskOptions::default();
+        let r = &mut opts.retrieve;
+        r.mode = self.mode;
+        if let Some(k) = self.k {
+            anyhow::ensure!(k >= 1, "-k must be at least 1");
+            r.k = k;
+        }
+        if let Some(d) = self.depth {
+            r.bm25_depth = d;
+            r.dense_depth = d;
+        }
+        if let Some(m) = self.min_evidence {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&m),
+                "--min-evidence must be between 0 and 1"
+            );
+            r.min_evidence = m;
+        }
+        opts.generate.max_tokens = self.max_tokens;
+        Ok(opts)
+    }
+}
+
+pub fn run(config: Config, args: AskArgs) -> Result<()> {
+    let mut opts = args.retrieval.options()?;
+    anyhow::ensure!(args.temperature >= 0.0, "--temperature must be >= 0");
+    opts.generate.temperature = args.temperature;
+    opts.generate.seed = args.seed;
+    opts.closed_book = args.no_retrieval;
+    opts.keep_prompt = args.show_prompt;
+    let rag = rag::Rag::open(&args.index.index, config)?.with_options(opts);
+    let mut out = std::io::stdout().lock();
+    let mut stream = Stream::new(&mut out, !args.json && !args.show_prompt);
+    let answer = rag.ask_streaming(&args.question, &mut |piece| stream.write(piece))?;
+    stream.finish()?;
+    if args.json {
+        return output::json(&mut out, &answer);
+    }
+    if args.show_prompt {
+        if let Some(p) = &answer.prompt {
+            writeln!(
+                out,
+                "--- prompt ({} tokens) ---\n{p}\n--- answer ---",
+                answer.timings.prompt_tokens
+            )?;
+        }
+        write!(out, "{}", answer.answer)?;
+    }
+    writeln!(out)?;
+    if !answer.citations.is_empty() {
+        writeln!(out, "\nSources:")?;
+        for c in &answer.citations {
+            writeln!(
+                out,
+                "[{}] {}",
+                c.n,
+                rag::source_label(&output::display_path(&c.path), c.pages)
+            )?;
+        }
+    }
+    drop(out);
+    if !answer.invalid_citations.is_empty() {
+        let list: Vec<String> = answer
+            .invalid_citations
+            .iter()
+            .map(|n| format!("[{n}]"))
+            .collect();
+        eprintln!(
+            "note: removed citation{} {} (the model was shown {} passage{})",
+            if list.len() == 1 { "" } else { "s" },
+            list.join(" "),
+            answer.passages.len(),
+            if answer.passages.len() == 1 { "" } else { "s" },
+        );
+    }
+    let t = &answer.timings;
+    match answer.abstain_reason {
+        Some(rag::AbstainReason::NoEvidence) => eprintln!(
+            "[no passage covers the question well enough (evidence {:.2} < {:.2}); the model was not asked]",
+            answer.evidence.unwrap_or(0.0),
+            rag.options().retrieve.min_evidence
+        ),
+        _ if !args.no_retrieval && answer.citations.is_empty() && !answer.abstained => eprintln!(
+            "[the answer cites no passage: check it against the sources (`rag search` shows them)]"
+        ),
+        _ => {}
+    }
+    if answer.stop.is_some() {
+        eprintln!(
+            "[{} passages, {} prompt tokens at {:.0} tok/s, {} generated at {:.1} tok/s, {:.1}s in all]",
+            answer.passages.len(),
+            t.prompt_tokens,
+            t.prefill_tok_s,
+            t.generated_tokens,
+            t.decode_tok_s,
+            t.total_secs
+        );
+    }
+    Ok(())
+}

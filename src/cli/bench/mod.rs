@@ -1,0 +1,53 @@
+//! `rag bench`: throughput and memory, printed (and pasted into the README), never asserted.
+mod model;
+mod search;
+
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Subcommand;
+use rag::Config;
+
+use super::output;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Prompt, generation and embedding throughput and peak memory, with llama.cpp on the same
+    /// GGUF, prompt and thread count when its Python bindings are installed
+    /// (scripts/llamacpp-venv.sh).
+    #[command(after_help = "Examples:
+  rag bench model
+  rag bench model --threads 2 --prompt-tokens 400 --gen-tokens 64 --json
+  rag bench model --formats q4_0,q4_1,q8_0,q4_k_m      each format, made with llama-quantize
+  rag bench model --weights candle --no-llamacpp        the candle engine, for comparison")]
+    Model(model::BenchModelArgs),
+    /// Search latency (p50/p95) of BM25, HNSW, exact and hybrid search on an index, and HNSW
+    /// recall@10 against exact search over the same vectors.
+    #[command(after_help = "Examples:
+  rag bench search --index squad-idx
+  rag bench search --index idx --queries questions.jsonl:question --limit 500 --json")]
+    Search(search::BenchSearchArgs),
+}
+
+pub fn run(config: Config, command: BenchCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        BenchCommand::Model(args) => {
+            let report = model::bench_models(&config, &args.options(&config))?;
+            if args.json {
+                output::json(&mut out, &report)
+            } else {
+                Ok(write!(out, "{}", report.table())?)
+            }
+        }
+        BenchCommand::Search(args) => {
+            let json = args.json;
+            let report = search::bench_search(config, args)?;
+            if json {
+                output::json(&mut out, &report)
+            } else {
+                Ok(write!(out, "{}", search::table(&report))?)
+            }
+        }
+    }
+}

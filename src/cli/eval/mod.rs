@@ -1,0 +1,256 @@
+//! `rag eval`: measured quality, each run comparing configurations on the same index:
+//! retrieval metrics on a BEIR-format set ([`retrieval`]) and answer metrics on SQuAD ([`qa`]).
+pub mod metrics;
+pub mod qa;
+pub mod retrieval;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use rag::{Config, EmbedderKind, IngestEvent, IngestOptions, Pooling, Rag};
+use rag_model::DEFAULT_EMBEDDER;
+
+use super::config::{shared_dir, LlamaVariantArgs};
+use super::output;
+use qa::QaOptions;
+use retrieval::{eval_retrieval, BeirSet, RetrievalOptions};
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// nDCG@10, recall@10/100, MRR@10 of BM25, dense (HNSW, exact) and hybrid retrieval on a
+    /// BEIR-format set, on one index, with search latency and HNSW recall against exact search.
+    #[command(after_help = "Examples:
+  rag eval retrieval                          SciFact from $RAG_SHARED (default ../shared)
+  rag eval retrieval --embedder minilm --json
+  rag eval retrieval --set path/to/beir-set --split dev --limit 50
+
+The corpus is written to $RAG_HOME/eval/SET-docs (one .md per document) and ingested into
+$RAG_HOME/eval/SET-EMBEDDER (again: nothing to do), unless --index says otherwise.")]
+    Retrieval(EvalRetrievalArgs),
+    /// Answer quality on SQuAD v1.1 dev: recall@k of the gold paragraph, exact match, token F1,
+    /// "answer contained", citation accuracy, abstention and speed, with retrieval and closed
+    /// book on the same model.
+    #[command(after_help = "Examples:
+  rag eval qa --sample 100 --closed-book      100 seeded questions, both modes
+  rag eval qa --articles-limit 4 --sample 20  a quick check on a small index
+  rag eval qa --embedder llama --json
+
+The articles are ingested into $RAG_HOME/eval/squad-EMBEDDER (again: nothing to do) unless
+--index says otherwise.")]
+    Qa(EvalQaArgs),
+}
+
+#[derive(Args)]
+pub struct EvalQaArgs {
+    /// Index directory (default $RAG_HOME/eval/squad-EMBEDDER).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Embedder of the index: llama or minilm (default minilm: the faster one to ingest).
+    #[arg(long, value_name = "llama|minilm")]
+    embedder: Option<EmbedderKind>,
+    /// Questions asked (seeded random sample; 0 = all 10,570).
+    #[arg(long, default_value_t = 300)]
+    sample: usize,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 2016)]
+    seed: u64,
+    /// Only questions about the first N articles (sorted by name); only those are ingested.
+    #[arg(long, value_name = "N")]
+    articles_limit: Option<usize>,
+    /// Also ask every question closed book, to show what retrieval adds.
+    #[arg(long)]
+    closed_book: bool,
+    /// Passages per question (the k of recall@k).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Print the whole report (metrics and every answer) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct EvalRetrievalArgs {
+    /// BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv). Default:
+    /// $RAG_SHARED/data/scifact.
+    #[arg(long, value_name = "DIR")]
+    set: Option<PathBuf>,
+    /// Which qrels file.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Index directory (default $RAG_HOME/eval/SET-EMBEDDER).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Embedder of the index: llama or minilm.
+    #[arg(long, value_name = "llama|minilm")]
+    embedder: Option<EmbedderKind>,
+    #[command(flatten)]
+    variant: LlamaVariantArgs,
+    /// Evaluate only the first N queries.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Index only the judged documents plus others up to N in all (a smaller corpus for
+    /// comparing slow configurations; not comparable with full-corpus figures).
+    #[arg(long, value_name = "N")]
+    max_docs: Option<usize>,
+    /// Chunks fetched from each retriever (default 200).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Text put before each query for its embedding (not for BM25), e.g. "Represent this
+    /// sentence for searching relevant passages: ". Default: none (measured in docs/EVAL.md).
+    #[arg(long, value_name = "TEXT")]
+    query_instruction: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: Config, command: EvalCommand) -> Result<()> {
+    match command {
+        EvalCommand::Retrieval(args) => run_retrieval(config, args),
+        EvalCommand::Qa(args) => run_qa(config, args),
+    }
+}
+
+fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
+    let set_dir = args
+        .set
+        .unwrap_or_else(|| shared_dir().join("data/scifact"));
+    let mut set = BeirSet::load(&set_dir, &args.split)?;
+    if let Some(n) = args.max_docs {
+        set.subset(n);
+    }
+    let kind = args
+        .embedder
+        .or(config.embedder)
+        .unwrap_or(DEFAULT_EMBEDDER);
+    config.embedder = Some(kind);
+    args.variant.apply(&mut config);
+    let variant = match (kind, args.variant.pooling, args.variant.layer) {
+        (EmbedderKind::Llama, p, l) if p.is_some() || l.is_some() => format!(
+            "-{}-{}",
+            if p == Some(Pooling::LastToken) {
+                "last"
+            } else {
+                "mean"
+            },
+            l.map_or("final".to_string(), |n| format!("layer{n}"))
+        ),
+        _ => String::new(),
+    };
+    let eval_home = config.home.join("eval");
+    let docs = eval_home.join(format!("{}-docs", set.name));
+    let index = args
+        .index
+        .unwrap_or_else(|| eval_home.join(format!("{}-{kind}{variant}", set.name)));
+    let written = set.write_docs(&docs)?;
+    eprintln!(
+        "{}: {} documents ({} written to {}), {} judged queries; index {}",
+        set.name,
+        set.corpus.len(),
+        written,
+        docs.display(),
+        set.queries.len(),
+        index.display()
+    );
+    let mut rag = Rag::open(&index, config)?;
+    let total = set.corpus.len();
+    let mut done = 0usize;
+    let started = std::time::Instant::now();
+    let report = rag.ingest_with(
+        &[docs],
+        &IngestOptions {
+            commit_every_files: 500,
+            ..Default::default()
+        },
+        &mut |e| {
+            if let IngestEvent::File { .. } = e {
+                done += 1;
+                if done.is_multiple_of(500) {
+                    eprintln!(
+                        "ingest: {done}/{total} files, {:.0}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        },
+    )?;
+    let ingest = (report.indexed > 0 || report.removed > 0).then_some(report);
+    let opts = RetrievalOptions {
+        depth: args.depth.unwrap_or(RetrievalOptions::default().depth),
+        limit: args.limit,
+        query_instruction: args.query_instruction,
+    };
+    let r = eval_retrieval(&rag, &set, &opts, ingest)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        output::json(&mut out, &r)?;
+    } else {
+        write!(out, "{}", r.table())?;
+    }
+    Ok(())
+}
+
+fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
+    let kind = args
+        .embedder
+        .or(config.embedder)
+        .unwrap_or(DEFAULT_EMBEDDER);
+    config.embedder = Some(kind);
+    let mut opts = QaOptions {
+        sample: args.sample,
+        seed: args.seed,
+        articles_limit: args.articles_limit,
+        closed_book: args.closed_book,
+        ..QaOptions::default()
+    };
+    if let Some(k) = args.k {
+        anyhow::ensure!(k >= 1, "-k must be at least 1");
+        opts.ask.retrieve.k = k;
+    }
+    let index = args
+        .index
+        .unwrap_or_else(|| config.home.join("eval").join(format!("squad-{kind}")));
+    eprintln!(
+        "model {}, embedder {kind}, index {}",
+        config.model_path()?.display(),
+        index.display()
+    );
+    let mut rag = Rag::open(&index, config)?.with_options(opts.ask.clone());
+    let r = qa::ensure_ingested(&mut rag, &opts.articles, opts.articles_limit)?;
+    if r.indexed > 0 {
+        eprintln!(
+            "ingest: {} articles, {} chunks in {:.1}s",
+            r.indexed, r.chunks, r.seconds
+        );
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = qa::eval_qa(&rag, &opts, &mut |done, total| {
+        if tty {
+            eprint!("\r{done}/{total} questions");
+        } else if done.is_multiple_of(25) || done == total {
+            eprintln!("{done}/{total} questions");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        output::json(&mut out, &report)?;
+    } else {
+        writeln!(
+            out,
+            "SQuAD v1.1 dev: {} questions of {} eligible, seed {}, articles {}",
+            report.retrieval.n,
+            report.eligible,
+            report.seed,
+            report
+                .articles_limit
+                .map_or_else(|| "all".to_string(), |n| format!("first {n}"))
+        )?;
+        write!(out, "{}", report.table())?;
+    }
+    Ok(())
+}

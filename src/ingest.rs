@@ -1,0 +1,358 @@
+//! `rag ingest`: walk → load → chunk → embed → index, incrementally and crash-safely.
+//!
+//! Documents are keyed by path (absolute, as canonicalised) and content hash. An unchanged file
+//! is neither parsed nor embedded; a changed one has all its chunks replaced in one commit; a file
+//! under an ingested root that is gone is removed. A file that fails to load keeps whatever was
+//! indexed for it before. Commits happen every few files and seconds, so a killed ingest keeps
+//! most of its work and the next one finishes the job.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rag_index::{IndexWriter, NewChunk};
+use rag_ingest::{ChunkOptions, TokenCounter, WalkEntry, WalkOptions};
+use rag_model::TextEmbedder;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Settings of one ingest run.
+///
+/// ```
+/// let mut opts = rag::IngestOptions::default();
+/// opts.chunk.max_tokens = 384;
+/// opts.walk.include_hidden = true;
+/// opts.reindex = false;
+/// assert_eq!(opts.commit_every_files, 32);
+/// ```
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Wipe the index and build it again.
+    pub reindex: bool,
+    pub walk: WalkOptions,
+    pub chunk: ChunkOptions,
+    /// Commit after this many changed files. Default 32.
+    pub commit_every_files: usize,
+    /// ... or after this long since the last commit. Default 30 s: a kill loses at most that.
+    pub commit_every: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            reindex: false,
+            walk: WalkOptions::default(),
+            chunk: ChunkOptions::default(),
+            commit_every_files: 32,
+            commit_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What happened to one file (in [`IngestEvent::File`]).
+///
+/// ```
+/// let failed = rag::FileStatus::Failed;
+/// assert_eq!(serde_json::to_string(&failed).unwrap(), "\"failed\"");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Indexed,
+    Unchanged,
+    Skipped,
+    Failed,
+    Removed,
+}
+
+/// Progress events, for bars and logs; `rag ingest --json` prints one per line.
+///
+/// ```no_run
+/// # let mut rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// rag.ingest_with(&["docs".into()], &Default::default(), &mut |event| match event {
+///     rag::IngestEvent::Started { files } => eprintln!("{files} files"),
+///     rag::IngestEvent::File { path, reason: Some(r), .. } => eprintln!("{}: {r}", path.display()),
+///     _ => {}
+/// })?;
+/// # Ok::<(), rag::Error>(())
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum IngestEvent {
+    /// The walk is done: this many candidate files.
+    Started { files: usize },
+    /// One file is done.
+    File {
+        path: PathBuf,
+        status: FileStatus,
+        chunks: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    /// A durable commit.
+    Committed { documents: usize, chunks: usize },
+}
+
+/// Seconds per stage of an ingest (in [`IngestReport::stages`]).
+///
+/// ```no_run
+/// # let mut rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// let s = rag.ingest(&["docs".into()])?.stages;
+/// println!("parse {:.1}s, embed {:.1}s", s.parse, s.embed);
+/// # Ok::<(), rag::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    pub walk: f64,
+    pub parse: f64,
+    pub chunk: f64,
+    pub embed: f64,
+    pub index: f64,
+}
+
+/// The summary of an ingest run.
+///
+/// ```no_run
+/// # let mut rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// let r = rag.ingest(&["docs".into()])?;
+/// for (path, why) in &r.failures {
+///     eprintln!("failed {}: {why}", path.display());
+/// }
+/// println!("{} indexed, {} unchanged; {} chunks in the index", r.indexed, r.unchanged, r.total_chunks);
+/// # Ok::<(), rag::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    pub indexed: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub removed: usize,
+    /// Chunks written in this run.
+    pub chunks: usize,
+    /// Embedder tokens of those chunks.
+    pub tokens: usize,
+    /// Files that failed, with the reason.
+    pub failures: Vec<(PathBuf, String)>,
+    /// Documents and chunks in the index afterwards.
+    pub total_documents: usize,
+    pub total_chunks: usize,
+    pub seconds: f64,
+    pub stages: StageTimes,
+}
+
+impl IngestReport {
+    fn skip(&mut self, path: PathBuf, reason: String, on_event: &mut dyn FnMut(&IngestEvent)) {
+        self.skipped += 1;
+        on_event(&file_event(
+            path,
+            FileStatus::Skipped,
+            0,
+            Some(reason),
+            vec![],
+        ));
+    }
+
+    fn fail(&mut self, path: PathBuf, reason: String, on_event: &mut dyn FnMut(&IngestEvent)) {
+        self.failed += 1;
+        self.failures.push((path.clone(), reason.clone()));
+        on_event(&file_event(
+            path,
+            FileStatus::Failed,
+            0,
+            Some(reason),
+            vec![],
+        ));
+    }
+}
+
+struct Counter<'a>(&'a TextEmbedder);
+
+impl TokenCounter for Counter<'_> {
+    fn count(&self, text: &str) -> usize {
+        self.0.count_tokens(text)
+    }
+}
+
+/// Ingest `roots` into the index at `dir` with `embedder`.
+pub(crate) fn ingest(
+    dir: &Path,
+    embedder: &TextEmbedder,
+    roots: &[PathBuf],
+    opts: &IngestOptions,
+    on_event: &mut dyn FnMut(&IngestEvent),
+) -> Result<IngestReport> {
+    let t0 = Instant::now();
+    let mut report = IngestReport::default();
+    let mut roots_abs = Vec::new();
+    for r in roots {
+        let abs = std::fs::canonicalize(r).map_err(|source| Error::Io {
+            path: r.clone(),
+            source,
+        })?;
+        roots_abs.push(abs);
+    }
+    let mut writer = IndexWriter::open(dir, &embedder.id(), embedder.dim(), opts.reindex)?;
+    let before = writer.documents();
+
+    let tw = Instant::now();
+    let entries = rag_ingest::walk(&roots_abs, &opts.walk);
+    report.stages.walk = tw.elapsed().as_secs_f64();
+    let files = entries
+        .iter()
+        .filter(|e| matches!(e, WalkEntry::File { .. }))
+        .count();
+    on_event(&IngestEvent::Started { files });
+
+    let counter = Counter(embedder);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut pending = 0usize;
+    let mut last_commit = Instant::now();
+    for entry in entries {
+        let (path, kind) = match entry {
+            WalkEntry::File { path, kind, .. } => (path, kind),
+            WalkEntry::Skipped { path, reason } => {
+                report.skip(path, reason, on_event);
+                continue;
+            }
+            WalkEntry::Failed { path, reason } => {
+                report.fail(path, reason, on_event);
+                continue;
+            }
+        };
+        let key = path.to_string_lossy().into_owned();
+        seen.insert(key.clone());
+        let tp = Instant::now();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                report.stages.parse += tp.elapsed().as_secs_f64();
+                report.fail(path, format!("cannot read: {e}"), on_event);
+                continue;
+            }
+        };
+        let hash = hex_sha256(&bytes);
+        if before.get(&key) == Some(&hash) {
+            report.unchanged += 1;
+            on_event(&file_event(path, FileStatus::Unchanged, 0, None, vec![]));
+            continue;
+        }
+        let doc = rag_ingest::load_bytes(&path, kind, &bytes);
+        report.stages.parse += tp.elapsed().as_secs_f64();
+        let doc = match doc {
+            Ok(d) => d,
+            // Nothing to index is not a failure.
+            Err(e @ rag_ingest::LoadError::Empty { .. }) => {
+                report.skip(path, e.to_string(), on_event);
+                continue;
+            }
+            Err(e) => {
+                report.fail(path, e.to_string(), on_event);
+                continue;
+            }
+        };
+        let tc = Instant::now();
+        let chunks = rag_ingest::chunk(&doc, &counter, &opts.chunk);
+        report.stages.chunk += tc.elapsed().as_secs_f64();
+        let te = Instant::now();
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        let vectors = embedder.embed(&texts)?;
+        report.stages.embed += te.elapsed().as_secs_f64();
+        let ti = Instant::now();
+        let n = chunks.len();
+        report.tokens += chunks.iter().map(|c| c.tokens).sum::<usize>();
+        let new: Vec<NewChunk> = chunks
+            .into_iter()
+            .zip(vectors)
+            .map(|(c, vector)| NewChunk {
+                text: c.text,
+                title: doc.title.clone(),
+                heading: (!c.heading_path.is_empty()).then(|| c.heading_path.join(" > ")),
+                pages: c.pages,
+                byte_range: c.byte_range,
+                vector,
+            })
+            .collect();
+        writer.replace_document(&key, &hash, new)?;
+        report.stages.index += ti.elapsed().as_secs_f64();
+        report.indexed += 1;
+        report.chunks += n;
+        pending += 1;
+        on_event(&file_event(
+            path,
+            FileStatus::Indexed,
+            n,
+            None,
+            doc.warnings,
+        ));
+        if pending >= opts.commit_every_files || last_commit.elapsed() >= opts.commit_every {
+            commit(&mut writer, &mut report, on_event)?;
+            pending = 0;
+            last_commit = Instant::now();
+        }
+    }
+
+    // Documents under an ingested root that no longer exist are removed.
+    let gone: Vec<&String> = before
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .filter(|k| roots_abs.iter().any(|r| Path::new(k).starts_with(r)))
+        .filter(|k| !Path::new(k).exists())
+        .collect();
+    for k in gone {
+        writer.remove_document(k)?;
+        report.removed += 1;
+        on_event(&file_event(
+            PathBuf::from(k),
+            FileStatus::Removed,
+            0,
+            None,
+            vec![],
+        ));
+    }
+    commit(&mut writer, &mut report, on_event)?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn commit(
+    writer: &mut IndexWriter,
+    report: &mut IngestReport,
+    on_event: &mut dyn FnMut(&IngestEvent),
+) -> Result<()> {
+    let ti = Instant::now();
+    writer.commit()?;
+    report.stages.index += ti.elapsed().as_secs_f64();
+    let m = writer.manifest();
+    report.total_documents = m.documents;
+    report.total_chunks = m.chunks;
+    on_event(&IngestEvent::Committed {
+        documents: m.documents,
+        chunks: m.chunks,
+    });
+    Ok(())
+}
+
+fn file_event(
+    path: PathBuf,
+    status: FileStatus,
+    chunks: usize,
+    reason: Option<String>,
+    warnings: Vec<String>,
+) -> IngestEvent {
+    IngestEvent::File {
+        path,
+        status,
+        chunks,
+        reason,
+        warnings,
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
