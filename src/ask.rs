@@ -5,13 +5,39 @@
 use std::collections::HashSet;
 
 use rag_index::{Hit, Index};
-use rag_model::{GenerateParams, Model, PromptFormat, StopReason};
+use rag_model::{GenerateParams, Generation, Model, PromptFormat, StopReason};
 use serde::Serialize;
 
+use crate::answerable::{self, Decision, Fitted};
 use crate::cite::{self, CitationFilter};
 use crate::error::{Error, Result};
-use crate::prompt::{self, Passage};
+use crate::prompt::{self, Passage, Prompt};
+use crate::quote::{QuoteOptions, Quoted};
 use crate::retrieve::{self, RetrieveOptions};
+
+/// How the model's answer is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    /// The answer is a verbatim span of one passage (constrained decoding), which rag cites
+    /// and shows with its sentence; an answerability decision turns away quotes that do not
+    /// answer the question. Every claim is checkable by construction.
+    #[default]
+    Quote,
+    /// Free text, whose citation markers and support are checked after the fact.
+    Free,
+}
+
+impl std::str::FromStr for AnswerMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "quote" => Ok(Self::Quote),
+            "free" => Ok(Self::Free),
+            _ => Err(format!("unknown answer mode '{s}' (quote, free)")),
+        }
+    }
+}
 
 /// Settings of [`crate::Rag::ask`] (and of the prompt [`crate::Rag::search`] fits).
 ///
@@ -32,6 +58,13 @@ pub struct AskOptions {
     pub closed_book: bool,
     /// Keep the rendered prompt in [`Answer::prompt`].
     pub keep_prompt: bool,
+    /// How the answer is made. Default [`AnswerMode::Quote`] (docs/EVAL.md compares them).
+    pub answer: AnswerMode,
+    /// How quotes are chosen (quote mode).
+    pub quote: QuoteOptions,
+    /// The answerability threshold: below it a quote is not presented as an answer. Default
+    /// `None`: the one fitted for the chat model, or the rule's (see [`crate::Decision`]).
+    pub min_answerable: Option<f32>,
 }
 
 impl Default for AskOptions {
@@ -50,6 +83,9 @@ impl Default for AskOptions {
             },
             closed_book: false,
             keep_prompt: false,
+            answer: AnswerMode::Quote,
+            quote: QuoteOptions::default(),
+            min_answerable: None,
         }
     }
 }
@@ -98,6 +134,23 @@ pub enum AbstainReason {
     NoEvidence,
     /// The model replied that the passages do not hold the answer (or did not know, closed book).
     Model,
+    /// The passages are about the question but, by the answerability decision, do not answer
+    /// it (see [`Answer::decision`]).
+    Unanswerable,
+    /// The model's answer cites no passage that supports it.
+    Unsupported,
+}
+
+/// What a cited passage contributes to the answer: the sentence(s) holding the quote (or, for
+/// a free answer, the passage sentence that best supports the sentence citing it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quote {
+    /// The passage number, as cited.
+    pub n: usize,
+    pub text: String,
+    pub path: String,
+    /// First page of the passage (PDFs).
+    pub page: Option<u32>,
 }
 
 /// Seconds per stage of one [`crate::Rag::ask`].
@@ -147,6 +200,8 @@ pub struct Answer {
     pub answer: String,
     /// The passages the answer cites, in order of first citation.
     pub citations: Vec<Citation>,
+    /// What each cited passage contributes: its supporting sentence(s).
+    pub quotes: Vec<Quote>,
     /// Every passage the model was shown, numbered as in the prompt.
     pub passages: Vec<Passage>,
     /// Whether the answer is "not in the documents" (see `abstain_reason`).
@@ -159,6 +214,8 @@ pub struct Answer {
     /// The share of the answer's topic terms found in the passages it cites (0 to 1): low
     /// support means the answer says things the cited passages do not.
     pub support: Option<f32>,
+    /// How the answerability decision went (quote mode, when the model was asked).
+    pub decision: Option<crate::answerable::Decision>,
     /// Why generation stopped (`None` when the model was not asked).
     pub stop: Option<StopReason>,
     /// The rendered prompt, when asked for.
@@ -173,30 +230,35 @@ impl Answer {
             question: question.to_string(),
             answer: String::new(),
             citations: Vec::new(),
+            quotes: Vec::new(),
             passages: Vec::new(),
             abstained: false,
             abstain_reason: None,
             invalid_citations: Vec::new(),
             evidence: None,
             support: None,
+            decision: None,
             stop: None,
             prompt: None,
             timings: AskTimings::default(),
         }
     }
 
-    /// Turn this into the "not in the documents" answer, for `reason`.
+    /// Turn this into the "not in the documents" answer, for `reason`: nothing is cited.
     pub(crate) fn abstain(&mut self, reason: AbstainReason) {
         self.answer = prompt::NOT_FOUND.to_string();
         self.abstained = true;
         self.abstain_reason = Some(reason);
+        self.citations.clear();
+        self.quotes.clear();
+        self.support = None;
     }
 }
 
-/// The question, trimmed; an empty one is an error.
+/// The question, trimmed; one without a letter or digit is an error.
 pub(crate) fn check_question(question: &str) -> Result<&str> {
     let q = question.trim();
-    if q.is_empty() {
+    if !q.chars().any(char::is_alphanumeric) {
         return Err(Error::EmptyQuestion);
     }
     Ok(q)
@@ -206,13 +268,6 @@ pub(crate) fn check_question(question: &str) -> Result<&str> {
 /// model, because no passage covers the question's terms well enough.
 pub(crate) fn gate(hits: &[Hit], evidence: f32, opts: &RetrieveOptions) -> Option<AbstainReason> {
     (hits.is_empty() || evidence < opts.min_evidence).then_some(AbstainReason::NoEvidence)
-}
-
-/// A rendered prompt and the passages in it.
-pub(crate) struct Prompt {
-    pub passages: Vec<Passage>,
-    pub text: String,
-    pub ids: Vec<u32>,
 }
 
 /// Step 3: the prompt. Hits become numbered passages fitted into the context minus the
@@ -233,6 +288,10 @@ pub(crate) fn prompt(
     }
     let tokens =
         |system: &str, user: &str| format.chat_prompt(system, user).encode(format.tokenizer());
+    let system_prompt = match opts.answer {
+        AnswerMode::Quote => prompt::quote_system_prompt(),
+        AnswerMode::Free => prompt::system_prompt(),
+    };
     let (system, user, passages) = if opts.closed_book {
         (
             prompt::closed_book_system_prompt(),
@@ -240,7 +299,7 @@ pub(crate) fn prompt(
             Vec::new(),
         )
     } else {
-        let system = prompt::system_prompt();
+        let system = system_prompt;
         // Tokens of the prompt around the user message, then what is left for passages.
         let frame = tokens(&system, "").len();
         let budget = ctx.saturating_sub(max_tokens + frame + 8);
@@ -321,10 +380,48 @@ pub(crate) fn generate(
     })
 }
 
-/// Step 5: read the answer back into `answer`: the model's "not found" reply becomes an
-/// abstention; otherwise its citations are resolved to passages (or, when it cites none, rag
-/// cites the best-supporting passage on its behalf, streaming the marker) and its support is
-/// measured.
+/// The timings and stop reason of a generation, into `answer`.
+fn record(generation: &Generation, answer: &mut Answer) {
+    answer.stop = Some(generation.stop);
+    let t = &mut answer.timings;
+    t.prefill_secs = generation.prefill_secs;
+    t.decode_secs = generation.decode_secs;
+    t.prompt_tokens = generation.prompt_tokens;
+    t.generated_tokens = generation.tokens.len();
+    t.prefill_tok_s = generation.prefill_tok_s();
+    t.decode_tok_s = generation.decode_tok_s();
+}
+
+/// A citation of passage `p`.
+fn citation(p: &Passage, inferred: bool) -> Citation {
+    Citation {
+        n: p.n,
+        path: p.path.clone(),
+        page: p.pages.map(|(a, _)| a),
+        pages: p.pages,
+        chunk_id: p.chunk_id,
+        score: p.score,
+        inferred,
+    }
+}
+
+/// The [`Quote`] of `text` from passage `p`.
+fn quote_of(p: &Passage, text: &str) -> Quote {
+    Quote {
+        n: p.n,
+        text: text.to_string(),
+        path: p.path.clone(),
+        page: p.pages.map(|(a, _)| a),
+    }
+}
+
+/// Step 5 of a free answer: read it back into `answer`. The model's "not found" reply becomes
+/// an abstention. Otherwise each citation is resolved to its passage and the passage sentence
+/// that best supports the sentence citing it; a citation whose passage has no sentence holding
+/// at least half of the citing sentence's topic terms is dropped and reported with the invalid
+/// ones. When the model cites nothing, rag cites the best-supporting passage on its behalf
+/// (streaming the marker). An answer left without a supported citation is not presented as
+/// an answer ([`AbstainReason::Unsupported`]).
 pub(crate) fn cite(
     index: Option<&Index>,
     generated: Generated,
@@ -338,51 +435,128 @@ pub(crate) fn cite(
         generation,
     } = generated;
     answer.invalid_citations = invalid;
-    answer.stop = Some(generation.stop);
-    let t = &mut answer.timings;
-    t.prefill_secs = generation.prefill_secs;
-    t.decode_secs = generation.decode_secs;
-    t.prompt_tokens = generation.prompt_tokens;
-    t.generated_tokens = generation.tokens.len();
-    t.prefill_tok_s = generation.prefill_tok_s();
-    t.decode_tok_s = generation.decode_tok_s();
+    record(&generation, answer);
     if cite::is_not_found(&text) {
         answer.abstain(AbstainReason::Model);
         return;
     }
-    if let (Some(index), false) = (index, answer.passages.is_empty()) {
-        let answer_terms = retrieve::topic_terms(index, &text);
-        let passage_terms: Vec<HashSet<String>> = answer
-            .passages
-            .iter()
-            .map(|p| retrieve::topic_terms(index, &p.text).into_iter().collect())
-            .collect();
-        let inferred = cited.is_empty();
-        if inferred {
-            if let Some(i) = cite::best_supporting(&answer_terms, &passage_terms) {
-                cited.push(i + 1);
-                let marker = format!(" [{}]", i + 1);
-                on_text(&marker);
-                text = format!("{}{marker}", text.trim_end());
+    let Some(index) = index.filter(|_| !answer.passages.is_empty()) else {
+        answer.answer = text.trim().to_string();
+        return;
+    };
+    let answer_terms = retrieve::topic_terms(index, &text);
+    let passage_terms: Vec<HashSet<String>> = answer
+        .passages
+        .iter()
+        .map(|p| retrieve::topic_terms(index, &p.text).into_iter().collect())
+        .collect();
+    let inferred = cited.is_empty();
+    if inferred {
+        if let Some(i) = cite::best_supporting(&answer_terms, &passage_terms) {
+            cited.push(i + 1);
+            let marker = format!(" [{}]", i + 1);
+            on_text(&marker);
+            text = format!("{}{marker}", text.trim_end());
+        }
+    }
+    let mut kept = Vec::new();
+    for &n in &cited {
+        let p = &answer.passages[n - 1];
+        let claim = cite::claim_citing(&text, n);
+        match cite::supporting_sentence(index, claim, &p.text) {
+            Some(range) => {
+                kept.push(n);
+                answer.quotes.push(quote_of(p, &p.text[range]));
+            }
+            None => {
+                text = cite::remove_marker(&text, n);
+                answer.invalid_citations.push(n);
             }
         }
-        let sets: Vec<&HashSet<String>> = cited.iter().map(|&n| &passage_terms[n - 1]).collect();
-        answer.support = Some(cite::support(&answer_terms, &sets));
-        answer.citations = cited
-            .iter()
-            .filter_map(|&n| answer.passages.get(n - 1))
-            .map(|p| Citation {
-                n: p.n,
-                path: p.path.clone(),
-                page: p.pages.map(|(a, _)| a),
-                pages: p.pages,
-                chunk_id: p.chunk_id,
-                score: p.score,
-                inferred,
-            })
-            .collect();
     }
+    let sets: Vec<&HashSet<String>> = kept.iter().map(|&n| &passage_terms[n - 1]).collect();
+    answer.support = Some(cite::support(&answer_terms, &sets));
+    answer.citations = kept
+        .iter()
+        .map(|&n| citation(&answer.passages[n - 1], inferred))
+        .collect();
     answer.answer = text.trim().to_string();
+    if kept.is_empty() {
+        answer.abstain(AbstainReason::Unsupported);
+    }
+}
+
+/// Step 5 of a quoted answer: decide whether the quote answers the question
+/// ([`crate::answerable`]); if so, the answer is the quote, cited, with its sentence as the
+/// passage's quote, and it is streamed; if not, or when no quote came out, "not in the
+/// documents".
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cite_quote(
+    index: &Index,
+    fitted: Option<&Fitted>,
+    question: &str,
+    evidence: f32,
+    quoted: Option<Quoted>,
+    opts: &AskOptions,
+    answer: &mut Answer,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let Some(q) = quoted else {
+        answer.abstain(AbstainReason::Unsupported);
+        on_text(&answer.answer);
+        return Ok(());
+    };
+    record(&q.generation, answer);
+    let p = answer.passages[q.passage].clone();
+    let features = answerable::features(
+        index,
+        question,
+        evidence,
+        &p.text,
+        p.heading.as_deref(),
+        q.range.clone(),
+        p.n,
+        &q.signals,
+    )?;
+    let (probability, threshold, by) = match fitted {
+        Some(f) => (
+            f.probability(&features, &q.signals.hidden),
+            f.threshold,
+            format!("fitted:{}", f.model.file_name),
+        ),
+        None => (
+            answerable::rule(&features),
+            answerable::RULE_THRESHOLD,
+            "rule".to_string(),
+        ),
+    };
+    let threshold = opts.min_answerable.unwrap_or(threshold);
+    answer.decision = Some(Decision {
+        answerable: probability,
+        threshold,
+        by,
+        candidate: p.text[q.range.clone()].trim().to_string(),
+        candidate_sentence: p.text[cite::sentence_around(&p.text, q.range.clone())].to_string(),
+        candidate_passage: p.n,
+        features: answerable::FEATURES
+            .iter()
+            .map(|n| n.to_string())
+            .zip(features)
+            .collect(),
+        hidden: q.signals.hidden,
+    });
+    if probability < threshold {
+        answer.abstain(AbstainReason::Unanswerable);
+        on_text(&answer.answer);
+        return Ok(());
+    }
+    answer.answer = format!("{} [{}]", p.text[q.range.clone()].trim(), p.n);
+    on_text(&answer.answer);
+    answer.citations = vec![citation(&p, false)];
+    let sentence = cite::sentence_around(&p.text, q.range);
+    answer.quotes = vec![quote_of(&p, &p.text[sentence])];
+    answer.support = Some(1.0);
+    Ok(())
 }
 
 /// The callback type of [`crate::Rag::ask_streaming`]: called with each piece of the answer as

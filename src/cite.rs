@@ -1,6 +1,7 @@
 //! Reading an answer back: the citation markers it writes (checked while it streams), whether it
 //! is the model's "not in the documents" reply, and how much of it its cited passages support.
 use std::collections::HashSet;
+use std::ops::Range;
 
 use crate::prompt::NOT_FOUND;
 
@@ -194,6 +195,187 @@ fn normalise(s: &str) -> String {
         .join(" ")
 }
 
+/// Byte ranges of the sentences of `text`: a sentence ends after `.`, `!` or `?` (and any
+/// closing quotes or brackets) followed by white space and a capital letter, digit or opening
+/// quote, or at a blank line (a heading, a paragraph's end; a single line break is a wrapped
+/// line). Leading and trailing white space is left out of each range.
+pub(crate) fn sentences(text: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        let mut end = None;
+        if c == '\n' && chars.get(i + 1).is_some_and(|&(_, n)| n == '\n') {
+            end = Some((at, at + 2));
+        } else if matches!(c, '.' | '!' | '?') && !(c == '.' && abbreviation_before(text, at)) {
+            let mut j = i + 1;
+            while j < chars.len() && matches!(chars[j].1, '"' | '\'' | ')' | ']' | '\u{201d}') {
+                j += 1;
+            }
+            let stop = chars.get(j).map_or(text.len(), |&(b, _)| b);
+            // White space (a wrapped line included), then what opens the next sentence.
+            let mut k = j;
+            while k < chars.len() && chars[k].1.is_whitespace() {
+                k += 1;
+            }
+            let next = chars.get(k).map(|&(_, c)| c);
+            let opens = next.is_none_or(|n| {
+                n.is_uppercase() || n.is_ascii_digit() || matches!(n, '"' | '\u{201c}' | '(')
+            });
+            if (k > j && opens) || next.is_none() {
+                end = Some((stop, stop));
+            }
+        }
+        if let Some((e, next_start)) = end {
+            push_trimmed(text, start..e, &mut out);
+            start = next_start;
+        }
+        i += 1;
+    }
+    push_trimmed(text, start..text.len(), &mut out);
+    out
+}
+
+/// Whether the word ending just before byte `at` (a full stop) is an initial ("M.") or a
+/// title or abbreviation that is followed by a capital ("Dr.", "St.").
+fn abbreviation_before(text: &str, at: usize) -> bool {
+    let word = text[..at]
+        .rsplit(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("");
+    let initial = word.chars().count() == 1 && word.chars().all(char::is_uppercase);
+    initial
+        || matches!(
+            word,
+            "Mr" | "Mrs"
+                | "Ms"
+                | "Dr"
+                | "St"
+                | "Jr"
+                | "Sr"
+                | "Mt"
+                | "Fr"
+                | "Gen"
+                | "Col"
+                | "Lt"
+                | "Sgt"
+                | "Capt"
+                | "Prof"
+                | "Rev"
+                | "Gov"
+                | "No"
+                | "vs"
+                | "Inc"
+                | "Co"
+                | "Ltd"
+        )
+}
+
+fn push_trimmed(text: &str, r: Range<usize>, out: &mut Vec<Range<usize>>) {
+    let s = &text[r.clone()];
+    let lead = s.len() - s.trim_start().len();
+    let trimmed = s.trim();
+    if !trimmed.is_empty() {
+        out.push(r.start + lead..r.start + lead + trimmed.len());
+    }
+}
+
+/// The sentences of `text` that overlap `span` (a byte range), joined into one range; the
+/// span itself if it lies in none.
+pub(crate) fn sentence_around(text: &str, span: Range<usize>) -> Range<usize> {
+    let hit: Vec<Range<usize>> = sentences(text)
+        .into_iter()
+        .filter(|s| s.start < span.end.max(span.start + 1) && span.start < s.end)
+        .collect();
+    match (hit.first(), hit.last()) {
+        (Some(a), Some(b)) => a.start..b.end,
+        _ => span,
+    }
+}
+
+/// The part of an answer that cites passage `n`: its first sentence with a marker naming `n`
+/// (markers as the filter writes them, `[1]` or `[1, 3]`), or the whole answer when none does
+/// (a citation rag added on the model's behalf covers all of it).
+pub(crate) fn claim_citing(text: &str, n: usize) -> &str {
+    sentences(text)
+        .into_iter()
+        .map(|r| &text[r])
+        .find(|s| markers(s).any(|(_, ns)| ns.contains(&n)))
+        .unwrap_or(text)
+}
+
+/// The markers of `text`: (byte range, passage numbers).
+fn markers(text: &str) -> impl Iterator<Item = (Range<usize>, Vec<usize>)> + '_ {
+    text.match_indices('[').filter_map(move |(at, _)| {
+        let end = at + text[at..].find(']')?;
+        let ns = parse_marker(&text[at..=end])?;
+        Some((at..end + 1, ns))
+    })
+}
+
+/// `text` with passage `n` taken out of its markers (a marker left empty goes, with the space
+/// before it).
+pub(crate) fn remove_marker(text: &str, n: usize) -> String {
+    let mut out = String::new();
+    let mut last = 0;
+    for (r, ns) in markers(text).collect::<Vec<_>>() {
+        if !ns.contains(&n) {
+            continue;
+        }
+        let rest: Vec<String> = ns
+            .iter()
+            .filter(|&&m| m != n)
+            .map(|m| m.to_string())
+            .collect();
+        let mut head = &text[last..r.start];
+        if rest.is_empty() {
+            head = head.trim_end_matches(' ');
+        }
+        out.push_str(head);
+        if !rest.is_empty() {
+            out.push_str(&format!("[{}]", rest.join(", ")));
+        }
+        last = r.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// The sentence of `passage` (or two adjacent ones) that best supports `claim`: the one
+/// holding the largest share of the claim's topic terms, if that share is at least
+/// [`MIN_SUPPORT`]. A claim without topic terms is supported by the first sentence.
+pub(crate) fn supporting_sentence(
+    index: &rag_index::Index,
+    claim: &str,
+    passage: &str,
+) -> Option<Range<usize>> {
+    let mut bare = String::new();
+    let mut last = 0;
+    for (r, _) in markers(claim) {
+        bare.push_str(&claim[last..r.start]);
+        last = r.end;
+    }
+    bare.push_str(&claim[last..]);
+    let terms = crate::retrieve::topic_terms(index, &bare);
+    let sents = sentences(passage);
+    let mut candidates: Vec<Range<usize>> = sents.clone();
+    candidates.extend(sents.windows(2).map(|w| w[0].start..w[1].end));
+    let mut best: Option<(Range<usize>, f32)> = None;
+    for r in candidates {
+        let set: HashSet<String> = crate::retrieve::topic_terms(index, &passage[r.clone()])
+            .into_iter()
+            .collect();
+        let s = support(&terms, &[&set]);
+        // Ties go to the shorter (single) sentence, which comes first.
+        if best.as_ref().is_none_or(|(_, b)| s > *b) {
+            best = Some((r, s));
+        }
+    }
+    best.filter(|(_, s)| *s >= MIN_SUPPORT).map(|(r, _)| r)
+}
+
 /// A passage must hold at least this share of an uncited answer's topic terms for rag to cite
 /// it on the model's behalf.
 pub const MIN_SUPPORT: f32 = 0.5;
@@ -309,5 +491,58 @@ mod tests {
         // On behalf of the model: the best-supporting passage, if it holds half the terms.
         assert_eq!(best_supporting(&terms, &[p2.clone(), p1.clone()]), Some(1));
         assert_eq!(best_supporting(&terms, &[p2]), None);
+    }
+
+    #[test]
+    fn sentences_split_at_ends() {
+        let t = "The bridge opened in 1912. It was designed by M. Okonkwo! Was it? \"Yes.\" 3 times.\n\nNew line";
+        let got: Vec<&str> = sentences(t).into_iter().map(|r| &t[r]).collect();
+        assert_eq!(
+            got,
+            [
+                "The bridge opened in 1912.",
+                "It was designed by M. Okonkwo!",
+                "Was it?",
+                "\"Yes.\"",
+                "3 times.",
+                "New line"
+            ]
+        );
+        // Lower case after a full stop (an abbreviation): the same sentence.
+        assert_eq!(sentences("See e.g. the map. Done").len(), 2);
+        // A wrapped line is not a sentence end; a blank line (after a heading) is.
+        let w = "Bridge\n\nIt joins the town to the north bank of\nthe river. It is long.";
+        let got: Vec<&str> = sentences(w).into_iter().map(|r| &w[r]).collect();
+        assert_eq!(
+            got,
+            [
+                "Bridge",
+                "It joins the town to the north bank of\nthe river.",
+                "It is long."
+            ]
+        );
+        let at = t.find("Okonkwo").unwrap();
+        assert_eq!(
+            &t[sentence_around(t, at..at + 7)],
+            "It was designed by M. Okonkwo!"
+        );
+        let at = t.find("1912").unwrap();
+        assert_eq!(
+            &t[sentence_around(t, at..t.find("designed").unwrap())],
+            "The bridge opened in 1912. It was designed by M. Okonkwo!"
+        );
+    }
+
+    #[test]
+    fn markers_are_found_and_removed() {
+        let t = "Paris is big [1]. Lyon too [1, 3]. Nice [2]";
+        assert_eq!(claim_citing(t, 3), "Lyon too [1, 3].");
+        assert_eq!(claim_citing(t, 2), "Nice [2]");
+        assert_eq!(claim_citing(t, 4), t);
+        assert_eq!(remove_marker(t, 1), "Paris is big. Lyon too [3]. Nice [2]");
+        assert_eq!(
+            remove_marker(t, 2),
+            "Paris is big [1]. Lyon too [1, 3]. Nice"
+        );
     }
 }

@@ -27,8 +27,8 @@ pub enum Error {
         fetch: &'static str,
     },
 
-    /// The question has no text.
-    #[error("the question is empty")]
+    /// The question has no words (empty, or punctuation only).
+    #[error("the question is empty: it has no words to look for")]
     EmptyQuestion,
 
     /// An option has a value that cannot work.

@@ -20,6 +20,7 @@
 //! Underneath: the model runtime is the `rag-model` crate (GGUF, tokenizers, the CPU engine,
 //! generation, embedders), the store the `rag-index` crate (tantivy BM25 + hnsw_rs vectors), the
 //! loaders and chunker the `rag-ingest` crate. `docs/ARCHITECTURE.md` has the map.
+mod answerable;
 mod ask;
 mod cite;
 mod config;
@@ -27,14 +28,19 @@ mod embedder;
 mod error;
 mod ingest;
 mod prompt;
+mod quote;
 mod rag;
 mod retrieve;
 
-pub use ask::{AbstainReason, Answer, AskOptions, AskTimings, Citation, OnText};
+pub use answerable::{
+    sigmoid, Decision, Fitted, ModelKey, Probe, FEATURES, FITTED_VERSION, RULE_THRESHOLD,
+};
+pub use ask::{AbstainReason, Answer, AnswerMode, AskOptions, AskTimings, Citation, OnText, Quote};
 pub use config::{default_model_in, Config, DEFAULT_MODEL_FILE};
 pub use error::{Error, Result};
 pub use ingest::{FileStatus, IngestEvent, IngestOptions, IngestReport, StageTimes};
 pub use prompt::{source_label, Passage, NOT_FOUND};
+pub use quote::QuoteOptions;
 pub use rag::{Document, IndexInfo, Rag, Retrieval, Search};
 pub use rag_index::{ChunkRecord, Hit, Retriever};
 pub use rag_ingest::{ChunkOptions, WalkOptions};

@@ -18,10 +18,16 @@ const SYSTEM: &str = include_str!("../prompts/rag-system.txt");
 const USER: &str = include_str!("../prompts/rag-user.txt");
 const PASSAGE: &str = include_str!("../prompts/rag-passage.txt");
 const CLOSED_BOOK_SYSTEM: &str = include_str!("../prompts/closed-book-system.txt");
+const QUOTE_SYSTEM: &str = include_str!("../prompts/rag-quote-system.txt");
 
 /// The system prompt of a grounded answer.
 pub(crate) fn system_prompt() -> String {
     SYSTEM.trim_end().replace("{not_found}", NOT_FOUND)
+}
+
+/// The system prompt of a quoted answer (the model may only copy a span of the passages).
+pub(crate) fn quote_system_prompt() -> String {
+    QUOTE_SYSTEM.trim_end().replace("{not_found}", NOT_FOUND)
 }
 
 /// The system prompt of a closed-book answer (no retrieval).
@@ -72,6 +78,13 @@ impl Passage {
     pub fn source(&self) -> String {
         source_label(&self.path, self.pages)
     }
+}
+
+/// A rendered prompt and the passages in it.
+pub(crate) struct Prompt {
+    pub passages: Vec<Passage>,
+    pub text: String,
+    pub ids: Vec<u32>,
 }
 
 /// `path (page 3)`, `path (pages 3-4)` or `path`.

@@ -9,12 +9,14 @@ use rag_index::{ChunkRecord, Hit, Index};
 use rag_model::{Model, PromptFormat, TextEmbedder, WeightFormat};
 use serde::Serialize;
 
-use crate::ask::{self, Answer, AskOptions};
+use crate::answerable::Fitted;
+use crate::ask::{self, Answer, AnswerMode, AskOptions};
 use crate::config::Config;
 use crate::embedder::{self, EmbedderUse};
 use crate::error::{Error, Result};
 use crate::ingest::{IngestEvent, IngestOptions, IngestReport};
 use crate::prompt::Passage;
+use crate::quote;
 use crate::retrieve::{self, Mode, RetrieveOptions};
 
 /// What [`Rag::retrieve`] found: the ranked, distinct hits, and where the time went.
@@ -124,6 +126,7 @@ pub struct Rag {
     embedder: OnceLock<TextEmbedder>,
     chat: OnceLock<Arc<Model>>,
     format: OnceLock<PromptFormat>,
+    fitted: OnceLock<Option<Fitted>>,
     index: OnceLock<Index>,
     /// The last query embedded and its vector: a search followed by an ask of the same
     /// question, or one query through several retrievers, embeds it once.
@@ -142,6 +145,7 @@ impl Rag {
             embedder: OnceLock::new(),
             chat: OnceLock::new(),
             format: OnceLock::new(),
+            fitted: OnceLock::new(),
             index: OnceLock::new(),
             last_query: Mutex::new(None),
         })
@@ -409,13 +413,30 @@ impl Rag {
         if opts.keep_prompt {
             answer.prompt = Some(prompt.text.clone());
         }
-        let generated = ask::generate(model, &prompt, &opts.generate, on_text)?;
-        let index = if opts.closed_book {
-            None
+        if opts.answer == AnswerMode::Quote && !opts.closed_book {
+            let index = self.index()?;
+            let quoted = quote::generate(model, index, question, &prompt, &opts.quote)?;
+            let fitted = self.fitted()?;
+            let evidence = answer.evidence.unwrap_or(0.0);
+            ask::cite_quote(
+                index,
+                fitted,
+                question,
+                evidence,
+                quoted,
+                opts,
+                &mut answer,
+                on_text,
+            )?;
         } else {
-            Some(self.index()?)
-        };
-        ask::cite(index, generated, &mut answer, on_text);
+            let generated = ask::generate(model, &prompt, &opts.generate, on_text)?;
+            let index = if opts.closed_book {
+                None
+            } else {
+                Some(self.index()?)
+            };
+            ask::cite(index, generated, &mut answer, on_text);
+        }
         answer.timings.total_secs = t0.elapsed().as_secs_f64();
         Ok(answer)
     }
@@ -497,6 +518,17 @@ impl Rag {
         opts.format = WeightFormat::Quantized;
         let model = Arc::new(Model::load(&self.config.model_path()?, &opts)?);
         Ok(self.chat.get_or_init(|| model))
+    }
+
+    /// The answerability decision fitted for the chat model, if there is one (built in, or in
+    /// `home/answerability/`).
+    fn fitted(&self) -> Result<Option<&Fitted>> {
+        if let Some(f) = self.fitted.get() {
+            return Ok(f.as_ref());
+        }
+        let dir = self.config.home.join("answerability");
+        let f = Fitted::find(&self.config.model_path()?, &dir)?;
+        Ok(self.fitted.get_or_init(|| f).as_ref())
     }
 
     /// The chat model's tokenizer, template and context: the loaded model's, else read from

@@ -298,6 +298,17 @@ pub(crate) fn topic_terms(index: &Index, text: &str) -> Vec<String> {
     index.analyze(&without_stopwords(text))
 }
 
+/// The question's topic terms (stopwords dropped, analysed as BM25 does) with their IDF
+/// weights in the index.
+pub(crate) fn question_weights(index: &Index, question: &str) -> Result<Vec<(String, f32)>> {
+    Ok(index.term_weights(&without_stopwords(question))?)
+}
+
+/// Whether `word` carries no topic (see [`STOPWORDS`]).
+pub(crate) fn is_stopword(word: &str) -> bool {
+    STOPWORDS.contains(&word.to_lowercase().as_str())
+}
+
 /// The words of `text` that are not [`STOPWORDS`], joined by spaces.
 fn without_stopwords(text: &str) -> String {
     text.split(|c: char| !c.is_alphanumeric())
@@ -313,7 +324,7 @@ fn without_stopwords(text: &str) -> String {
 /// never mentions scores low even when common words match. 1.0 when the question has no topic
 /// term at all (nothing to check).
 pub(crate) fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f32> {
-    let weights = index.term_weights(&without_stopwords(question))?;
+    let weights = question_weights(index, question)?;
     let total: f32 = weights.iter().map(|(_, w)| w).sum();
     if weights.is_empty() || total <= 0.0 {
         return Ok(1.0);

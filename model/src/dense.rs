@@ -73,8 +73,8 @@ impl DenseCache {
         self.max_len
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.len = 0;
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 }
 

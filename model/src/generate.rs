@@ -7,7 +7,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::Serialize;
 
 use crate::error::{ModelError, Result};
-use crate::llama::KvCache;
+use crate::llama::{Fed, KvCache, Logits};
 use crate::model::Model;
 
 /// Sampling and stopping settings.
@@ -71,6 +71,9 @@ pub struct Generation {
     pub text: String,
     /// The generated token ids (stop token excluded).
     pub tokens: Vec<u32>,
+    /// The natural-log probability the model gave each generated token (before any repeat
+    /// penalty).
+    pub logprobs: Vec<f32>,
     pub prompt_tokens: usize,
     pub stop: StopReason,
     /// Seconds spent reading the prompt.
@@ -109,6 +112,13 @@ impl Model {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
+        self.session(prompt, params.max_tokens)?
+            .generate(params, on_text)
+    }
+
+    /// Read `prompt` into a new KV cache with room for `max_new` more tokens (fewer if the
+    /// context ends first), ready to be continued: see [`Session`].
+    pub fn session(&self, prompt: &[u32], max_new: usize) -> Result<Session<'_>> {
         let ctx = self.llama.max_context();
         if prompt.is_empty() {
             return Err(ModelError::InvalidInput("the prompt is empty".into()));
@@ -120,64 +130,18 @@ impl Model {
                 reserved: 1,
             });
         }
-        let budget = params.max_tokens.min(ctx - prompt.len());
-        let mut cache = self.llama.new_cache(1, prompt.len() + budget)?;
-        let mut sampler = Sampler::new(params);
-        let stops = self.stop_tokens();
-
+        let room = max_new.max(1).min(ctx - prompt.len());
+        let mut cache = self.llama.new_cache(1, prompt.len() + room)?;
         let t0 = Instant::now();
-        let mut logits = self.prefill(prompt, &mut cache)?;
-        let prefill_secs = t0.elapsed().as_secs_f64();
-
-        let t1 = Instant::now();
-        let mut history: Vec<u32> = if params.penalize_prompt {
-            prompt.to_vec()
-        } else {
-            Vec::new()
-        };
-        let mut out = Vec::new();
-        let mut decoder = self.tokenizer.stream_decoder();
-        let mut text = String::new();
-        let stop = loop {
-            if params.repeat_penalty != 1.0 && !history.is_empty() {
-                let start = history.len().saturating_sub(params.repeat_last_n);
-                apply_repeat_penalty(&mut logits, params.repeat_penalty, &history[start..]);
-            }
-            let next = sampler.sample(logits)?;
-            if stops.contains(&next) {
-                break StopReason::EndOfTurn;
-            }
-            if Some(next) == self.tokenizer.eos_id() {
-                break StopReason::EndOfSequence;
-            }
-            out.push(next);
-            history.push(next);
-            let piece = decoder.push(next);
-            if !piece.is_empty() {
-                on_text(&piece);
-                text.push_str(&piece);
-            }
-            if out.len() >= budget {
-                break if budget < params.max_tokens {
-                    StopReason::ContextFull
-                } else {
-                    StopReason::MaxTokens
-                };
-            }
-            logits = self.step(&[next], &mut cache)?;
-        };
-        let tail = decoder.finish();
-        if !tail.is_empty() {
-            on_text(&tail);
-            text.push_str(&tail);
-        }
-        Ok(Generation {
-            text,
-            tokens: out,
-            prompt_tokens: prompt.len(),
-            stop,
-            prefill_secs,
-            decode_secs: t1.elapsed().as_secs_f64(),
+        let fed = self.feed_prompt(prompt, &mut cache)?;
+        Ok(Session {
+            model: self,
+            cache,
+            prompt_len: prompt.len(),
+            history: prompt.to_vec(),
+            logits: fed.logits,
+            hidden: fed.hidden,
+            prefill_secs: t0.elapsed().as_secs_f64(),
         })
     }
 
@@ -190,23 +154,28 @@ impl Model {
     /// the scratch memory; the result does not depend on it); return the next-token logits after
     /// its last token.
     pub fn prefill(&self, prompt: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        Ok(self.feed_prompt(prompt, cache)?.logits)
+    }
+
+    /// Feed `tokens` after what the cache holds; return the next-token logits after the last.
+    pub fn step(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        Ok(self.llama.feed(tokens, cache, Logits::Last)?.logits)
+    }
+
+    /// [`Model::prefill`], also keeping the last token's hidden state.
+    fn feed_prompt(&self, prompt: &[u32], cache: &mut KvCache) -> Result<Fed> {
         if prompt.is_empty() {
             return Err(ModelError::InvalidInput("the prompt is empty".into()));
         }
         let last = (prompt.len() - 1) / PREFILL_CHUNK * PREFILL_CHUNK;
         for chunk in prompt[..last].chunks(PREFILL_CHUNK) {
-            self.llama.next_logits(chunk, cache, false)?;
+            self.llama.feed(chunk, cache, Logits::None)?;
         }
-        self.step(&prompt[last..], cache)
-    }
-
-    /// Feed `tokens` after what the cache holds; return the next-token logits after the last.
-    pub fn step(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        self.llama.next_logits(tokens, cache, true)
+        self.llama.feed(&prompt[last..], cache, Logits::Last)
     }
 
     /// The template's end-of-turn token ids (`<|im_end|>`; for Llama 2 that is EOS itself).
-    fn stop_tokens(&self) -> Vec<u32> {
+    fn turn_tokens(&self) -> Vec<u32> {
         self.tokenizer
             .token_id(self.template.end_of_turn())
             .into_iter()
@@ -214,15 +183,234 @@ impl Model {
     }
 }
 
+/// A prompt read into a KV cache ([`Model::session`]), ready to be continued: the prompt's
+/// last hidden state, the log-probabilities of candidate continuations ([`Session::score`],
+/// [`Session::best_span`]), then one generation ([`Session::generate`]).
+///
+/// ```no_run
+/// # let model = rag_model::Model::load("m.gguf".as_ref(), &Default::default())?;
+/// let prompt = model.chat_prompt("", "Who wrote Hamlet?").encode(model.tokenizer());
+/// let mut session = model.session(&prompt, 32)?;
+/// let idk = model.tokenizer().encode("I don't know.", false, false);
+/// let idk_logprob: f32 = session.score(&idk)?.iter().sum();
+/// let answer = session.generate(&Default::default(), &mut |_| {})?;
+/// # Ok::<(), rag_model::ModelError>(())
+/// ```
+pub struct Session<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    prompt_len: usize,
+    /// The prompt, then what was generated (for the repeat penalty).
+    history: Vec<u32>,
+    /// The next-token logits after the prompt.
+    logits: Vec<f32>,
+    /// The final hidden state of the prompt's last token.
+    hidden: Vec<f32>,
+    prefill_secs: f64,
+}
+
+impl Session<'_> {
+    /// The final (normed) hidden state of the prompt's last token: what the model "thinks"
+    /// before answering, for probes.
+    pub fn hidden(&self) -> &[f32] {
+        &self.hidden
+    }
+
+    /// The next-token logits after the prompt.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Seconds spent reading the prompt.
+    pub fn prefill_secs(&self) -> f64 {
+        self.prefill_secs
+    }
+
+    /// The natural-log probability of each of `tokens` in turn, following the prompt
+    /// (teacher-forced, without any repeat penalty). The session is left as it was.
+    pub fn score(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let Some((&first, _)) = tokens.split_first() else {
+            return Ok(Vec::new());
+        };
+        if self.prompt_len + tokens.len() > self.cache.capacity() {
+            return Err(ModelError::InvalidInput(format!(
+                "{} tokens to score do not fit the session's cache ({} after the prompt)",
+                tokens.len(),
+                self.cache.capacity() - self.prompt_len
+            )));
+        }
+        let mut out = vec![log_softmax_at(&self.logits, first)];
+        if tokens.len() > 1 {
+            let all = self
+                .model
+                .llama
+                .feed(&tokens[..tokens.len() - 1], &mut self.cache, Logits::All)?
+                .logits;
+            self.cache.truncate(self.prompt_len);
+            let vocab = self.logits.len();
+            for (row, &t) in all.chunks_exact(vocab).zip(&tokens[1..]) {
+                out.push(log_softmax_at(row, t));
+            }
+        }
+        Ok(out)
+    }
+
+    /// For `tokens` following the prompt: the log-probability of each token in turn, and after
+    /// each, the log-probability that the model ends its turn there (its end-of-turn or
+    /// end-of-sequence token). Every prefix of `tokens` is thereby scored as a whole answer:
+    /// `sum(logprobs[..n]) + stops[n - 1]`. The session is left as it was.
+    pub fn score_with_stops(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let Some(&first) = tokens.first() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if self.prompt_len + tokens.len() > self.cache.capacity() {
+            return Err(ModelError::InvalidInput(format!(
+                "{} tokens to score do not fit the session's cache ({} after the prompt)",
+                tokens.len(),
+                self.cache.capacity() - self.prompt_len
+            )));
+        }
+        let mut stop_ids: Vec<u32> = self
+            .model
+            .turn_tokens()
+            .into_iter()
+            .chain(self.model.tokenizer.eos_id())
+            .collect();
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let all = self
+            .model
+            .llama
+            .feed(tokens, &mut self.cache, Logits::All)?
+            .logits;
+        self.cache.truncate(self.prompt_len);
+        let vocab = self.logits.len();
+        let mut logprobs = vec![log_softmax_at(&self.logits, first)];
+        let mut stops = Vec::with_capacity(tokens.len());
+        for (i, row) in all.chunks_exact(vocab).enumerate() {
+            let lse = log_sum_exp(row);
+            if let Some(&next) = tokens.get(i + 1) {
+                logprobs.push(row[next as usize] - lse);
+            }
+            // The turn ends with any stop token: their probabilities add up.
+            let stop = stop_ids
+                .iter()
+                .map(|&s| (row[s as usize] - lse).exp())
+                .sum::<f32>();
+            stops.push(stop.ln());
+        }
+        Ok((logprobs, stops))
+    }
+
+    /// Generate from the end of the prompt, calling `on_text` with each piece of text as soon
+    /// as it forms valid UTF-8. Stops at end-of-sequence, end-of-turn, `params.max_tokens` or
+    /// the session's room.
+    pub fn generate(
+        mut self,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let model = self.model;
+        let room = self.cache.capacity() - self.prompt_len;
+        let budget = params.max_tokens.min(room);
+        let mut sampler = Sampler::new(params);
+        let turn = model.turn_tokens();
+        let eos = model.tokenizer.eos_id();
+        let t1 = Instant::now();
+        let first_new = if params.penalize_prompt {
+            0
+        } else {
+            self.prompt_len
+        };
+        let mut logits = std::mem::take(&mut self.logits);
+        let mut out = Vec::new();
+        let mut logprobs = Vec::new();
+        let mut decoder = model.tokenizer.stream_decoder();
+        let mut text = String::new();
+        let stop = loop {
+            let lse = log_sum_exp(&logits);
+            let penalised = &self.history[first_new..];
+            let mut before_penalty = Vec::new();
+            if params.repeat_penalty != 1.0 && !penalised.is_empty() {
+                let start = penalised.len().saturating_sub(params.repeat_last_n);
+                before_penalty =
+                    apply_repeat_penalty(&mut logits, params.repeat_penalty, &penalised[start..]);
+            }
+            let choice = sampler.sample(&logits)?;
+            let raw = before_penalty
+                .iter()
+                .find(|(t, _)| *t == choice)
+                .map_or(logits[choice as usize], |&(_, l)| l);
+            if turn.contains(&choice) {
+                break StopReason::EndOfTurn;
+            }
+            if Some(choice) == eos {
+                break StopReason::EndOfSequence;
+            }
+            out.push(choice);
+            logprobs.push(raw - lse);
+            self.history.push(choice);
+            let piece = decoder.push(choice);
+            if !piece.is_empty() {
+                on_text(&piece);
+                text.push_str(&piece);
+            }
+            if out.len() >= budget {
+                break if budget < params.max_tokens {
+                    StopReason::ContextFull
+                } else {
+                    StopReason::MaxTokens
+                };
+            }
+            logits = model.step(&[choice], &mut self.cache)?;
+        };
+        let tail = decoder.finish();
+        if !tail.is_empty() {
+            on_text(&tail);
+            text.push_str(&tail);
+        }
+        Ok(Generation {
+            text,
+            tokens: out,
+            logprobs,
+            prompt_tokens: self.prompt_len,
+            stop,
+            prefill_secs: self.prefill_secs,
+            decode_secs: t1.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// `ln(sum(exp(x)))`, stable.
+pub(crate) fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+/// The log-probability of `token` under `logits`.
+fn log_softmax_at(logits: &[f32], token: u32) -> f32 {
+    logits
+        .get(token as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY)
+        - log_sum_exp(logits)
+}
+
 /// Divide positive logits of the tokens in `context` by `penalty` and multiply negative ones
-/// (each token once), as llama.cpp and candle do.
-fn apply_repeat_penalty(logits: &mut [f32], penalty: f32, context: &[u32]) {
+/// (each token once), as llama.cpp and candle do. Returns each changed token with its logit
+/// before.
+fn apply_repeat_penalty(logits: &mut [f32], penalty: f32, context: &[u32]) -> Vec<(u32, f32)> {
+    let mut before = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for &t in context {
         if !seen.insert(t) {
             continue;
         }
         if let Some(l) = logits.get_mut(t as usize) {
+            before.push((t, *l));
             if *l >= 0.0 {
                 *l /= penalty
             } else {
@@ -230,6 +418,7 @@ fn apply_repeat_penalty(logits: &mut [f32], penalty: f32, context: &[u32]) {
             }
         }
     }
+    before
 }
 
 /// Picks the next token: the first maximum when greedy (as candle's `argmax`), otherwise
@@ -248,12 +437,11 @@ impl Sampler {
         }
     }
 
-    fn sample(&mut self, logits: Vec<f32>) -> Result<u32> {
+    fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         match self {
-            Self::Greedy => argmax(&logits),
+            Self::Greedy => argmax(logits),
             Self::Sample(p) => {
-                let n = logits.len();
-                Ok(p.sample(&Tensor::from_vec(logits, n, &Device::Cpu)?)?)
+                Ok(p.sample(&Tensor::from_slice(logits, logits.len(), &Device::Cpu)?)?)
             }
         }
     }

@@ -25,7 +25,8 @@
 //! | `llama` | [`Llama`]: picks the forward for the weight format; the KV cache |
 //! | [`engine`] | the CPU engine for quantized weights: kernels, matrices, attention, forward |
 //! | `dense` | the forward on candle tensors (f32 / f16 weights, candle's quantized matmul) |
-//! | `generate` | prefill, sampling, streaming, stopping |
+//! | `generate` | prefill, sessions (scoring, hidden states), sampling, streaming, stopping |
+//! | `span` | constrained decoding of quotes: the best span of the passages as a whole answer |
 //! | `embed`, `minilm/`, `text_embedder` | embedders: Llama hidden states, all-MiniLM-L6-v2, either |
 mod dense;
 mod embed;
@@ -37,21 +38,23 @@ mod hparams;
 mod llama;
 mod minilm;
 mod model;
+mod span;
 mod template;
 mod text_embedder;
 mod tokenizer;
 
 pub use embed::{cosine, normalize, variant_of_id, EmbedOptions, Embedder, Pooling};
 pub use error::{ModelError, Result};
-pub use generate::{GenerateParams, Generation, StopReason};
+pub use generate::{GenerateParams, Generation, Session, StopReason};
 pub use gguf::GgufFile;
 pub use hparams::{HiddenLayer, LlamaConfig};
-pub use llama::{KvCache, Llama, WeightFormat};
+pub use llama::{Fed, KvCache, Llama, Logits, WeightFormat};
 pub use minilm::wordpiece::WordPiece;
 pub use minilm::{MiniLm, MiniLmOptions, MINILM_DIR};
 pub use model::{
     default_threads, set_threads, Model, ModelInfo, ModelOptions, PromptFormat, DEFAULT_MAX_CONTEXT,
 };
+pub use span::{Span, SpanQuery};
 pub use template::{ChatTemplate, Prompt, TemplateFamily};
 pub use text_embedder::{EmbedderKind, TextEmbedder, DEFAULT_EMBEDDER};
 pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerFamily};

@@ -1,8 +1,8 @@
 //! [`Llama`]: a Llama decoder, on whichever forward the weight format asks for. Quantized weights
 //! (the default) run on the project's CPU engine ([`crate::engine`]), which works on plain
 //! slices end to end; dense and candle-quantized weights run on candle ([`crate::dense`]).
-//! Generation goes through [`Llama::next_logits`], which on the engine converts nothing to or
-//! from tensors; [`Llama::forward_hidden`] is the tensor interface both paths share (embedding
+//! Generation goes through [`Llama::feed`], which on the engine converts nothing to or from
+//! tensors; [`Llama::forward_hidden`] is the tensor interface both paths share (embedding
 //! batches, tests).
 use candle_core::{Device, Tensor};
 
@@ -53,6 +53,26 @@ impl std::fmt::Display for WeightFormat {
             Self::F16 => "f16",
         })
     }
+}
+
+/// Which logits [`Llama::feed`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None: a slice of a prompt that is not its end.
+    None,
+    /// After the last token fed.
+    Last,
+    /// After each token fed, one row of the vocabulary's size per token.
+    All,
+}
+
+/// What [`Llama::feed`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Fed {
+    /// The logits asked for (empty for [`Logits::None`]).
+    pub logits: Vec<f32>,
+    /// The final (normed) hidden state of the last token fed (empty for [`Logits::None`]).
+    pub hidden: Vec<f32>,
 }
 
 /// Llama weights. Immutable and shareable; the KV cache lives apart in [`KvCache`] so one
@@ -183,38 +203,39 @@ impl Llama {
         }
     }
 
-    /// Feed `tokens` after what `cache` holds. With `logits`, return the next-token logits
-    /// after the last of them (else an empty vector: a slice of a prompt that is not its end).
-    /// The engine path takes and returns plain slices: no tensor is made per token.
-    pub fn next_logits(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        logits: bool,
-    ) -> Result<Vec<f32>> {
+    /// Feed `tokens` after what `cache` holds and return what [`Logits`] asks for: nothing
+    /// (a slice of a prompt that is not its end), the next-token logits after the last token
+    /// with its final hidden state, or the logits after every token. The engine path takes
+    /// and returns plain slices: no tensor is made per token.
+    pub fn feed(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Fed> {
         if tokens.is_empty() {
             return Err(ModelError::InvalidInput("no tokens to feed".into()));
         }
-        match &self.imp {
-            Imp::Native(w) => {
-                let hidden = w.forward(&[tokens], Some(cache.native()?), HiddenLayer::Final)?;
-                if !logits {
-                    return Ok(Vec::new());
-                }
-                let d = self.cfg.n_embd;
-                Ok(w.logits(&hidden[hidden.len() - d..]))
-            }
+        let d = self.cfg.n_embd;
+        let hidden = match &self.imp {
+            Imp::Native(w) => w.forward(&[tokens], Some(cache.native()?), HiddenLayer::Final)?,
             Imp::Dense(w) => {
                 let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-                let hidden =
-                    w.forward_hidden(&input, Some(cache.dense()?), None, HiddenLayer::Final)?;
-                if !logits {
-                    return Ok(Vec::new());
-                }
-                let last = hidden.narrow(1, tokens.len() - 1, 1)?;
-                Ok(w.logits(&last)?.flatten_all()?.to_vec1::<f32>()?)
+                let h = w.forward_hidden(&input, Some(cache.dense()?), None, HiddenLayer::Final)?;
+                h.flatten_all()?.to_vec1::<f32>()?
             }
-        }
+        };
+        let rows = match want {
+            Logits::None => return Ok(Fed::default()),
+            Logits::Last => &hidden[hidden.len() - d..],
+            Logits::All => &hidden[..],
+        };
+        let logits = match &self.imp {
+            Imp::Native(w) => w.logits(rows),
+            Imp::Dense(w) => {
+                let t = Tensor::from_slice(rows, (rows.len() / d, d), &self.device)?;
+                w.logits(&t)?.flatten_all()?.to_vec1::<f32>()?
+            }
+        };
+        Ok(Fed {
+            logits,
+            hidden: hidden[hidden.len() - d..].to_vec(),
+        })
     }
 
     /// [`Llama::forward_hidden`] on the CPU engine: the real tokens of each sequence are packed
@@ -298,9 +319,15 @@ impl KvCache {
 
     /// Forget everything cached (the memory is kept).
     pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Forget the positions from `len` on (the memory is kept): what is fed next is written
+    /// there, as if the rest had never been.
+    pub fn truncate(&mut self, len: usize) {
         match &mut self.imp {
-            CacheImp::Dense(c) => c.clear(),
-            CacheImp::Native(c) => c.clear(),
+            CacheImp::Dense(c) => c.truncate(len),
+            CacheImp::Native(c) => c.truncate(len),
         }
     }
 

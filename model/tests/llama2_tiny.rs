@@ -177,3 +177,75 @@ fn embeddings_are_unit_and_batch_invariant() {
         }
     }
 }
+
+/// The quote decoder can produce nothing but a span of its sources, starting where allowed,
+/// ending on an allowed boundary, within the limits; and it scores spans exactly as the
+/// session's own scoring does.
+#[test]
+fn only_allowed_spans_come_out_of_the_quote_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(&tiny(&dir), &ModelOptions::default()).unwrap();
+    let tok = model.tokenizer();
+    let sources: Vec<Vec<u32>> = [
+        "The harbour master is Anneliese Brandt, who came from Kiel.",
+        "The bridge opened in 1912 after four years of work.",
+        "Ferries leave every hour from the third pier.",
+    ]
+    .iter()
+    .map(|t| tok.encode(t, false, false))
+    .collect();
+    let mut seed = 7u64;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    for round in 0..12 {
+        let question = format!("Question number {round}: who or what?");
+        let ids = model
+            .chat_prompt("Answer from the text.", &question)
+            .encode(tok);
+        let mut session = model.session(&ids, 16).unwrap();
+        // Random allowed starts and limits; ends only on even token positions.
+        let starts: Vec<(usize, usize, usize)> = (0..5)
+            .map(|_| {
+                let s = next(sources.len());
+                let t = next(sources[s].len());
+                (s, t, (t + 1 + next(6)).min(sources[s].len()))
+            })
+            .collect();
+        let ends = |_: usize, t: usize| t.is_multiple_of(2);
+        let query = rag_model::SpanQuery {
+            sources: &sources,
+            starts: &starts,
+            ends: &ends,
+            first: &|_| 0.0,
+            keep: 3,
+            max_tokens: 4,
+        };
+        let Some(span) = session.best_span(&query).unwrap() else {
+            // Possible only when no start can reach an even end within its limit.
+            assert!(starts
+                .iter()
+                .all(|&(_, t, l)| { ((t + 1)..=l.min(t + 4)).all(|e| e % 2 == 1) }));
+            continue;
+        };
+        let r = span.tokens.clone();
+        assert!(
+            starts
+                .iter()
+                .any(|&(s, t, l)| s == span.source && t == r.start && r.end <= l),
+            "round {round}: {span:?} starts where allowed"
+        );
+        assert!(
+            r.end.is_multiple_of(2) && r.len() <= 4 && !r.is_empty(),
+            "{span:?}"
+        );
+        // The score is the span's own log-probability plus stopping after it.
+        let toks = &sources[span.source][r];
+        let (lp, stops) = session.score_with_stops(toks).unwrap();
+        let want: f32 = lp.iter().sum::<f32>() + stops[toks.len() - 1];
+        assert!((span.score - want).abs() < 1e-4, "{} vs {want}", span.score);
+    }
+}

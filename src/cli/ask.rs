@@ -3,7 +3,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::Args;
-use rag::{AskOptions, Config};
+use rag::{AnswerMode, AskOptions, Config};
 
 use super::config::IndexArg;
 use super::output::{self, Stream};
@@ -41,7 +41,11 @@ pub struct AskArgs {
     /// Closed book: ask the model without retrieving anything.
     #[arg(long)]
     no_retrieval: bool,
-    /// Print one JSON object: answer, citations, passages, abstained, timings.
+    /// Quote mode: the answerability threshold (0..1) below which rag says the documents do
+    /// not answer (default: the one fitted for the model, or the rule's).
+    #[arg(long, value_name = "0..1")]
+    min_answerable: Option<f32>,
+    /// Print one JSON object: answer, citations, quotes, passages, abstained, decision, timings.
     #[arg(long)]
     json: bool,
 }
@@ -66,6 +70,10 @@ pub struct RetrievalArgs {
     /// Most tokens in the answer (the rest of the context goes to passages).
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
+    /// How the answer is made: quote (a verbatim span of one passage, cited, with an
+    /// answerability check) or free (free text with checked citations).
+    #[arg(long, default_value = "quote", value_name = "quote|free")]
+    answer: AnswerMode,
 }
 
 impl RetrievalArgs {
@@ -90,6 +98,7 @@ impl RetrievalArgs {
             r.min_evidence = m;
         }
         opts.generate.max_tokens = self.max_tokens;
+        opts.answer = self.answer;
         Ok(opts)
     }
 }
@@ -101,6 +110,13 @@ pub fn run(config: Config, args: AskArgs) -> Result<()> {
     opts.generate.seed = args.seed;
     opts.closed_book = args.no_retrieval;
     opts.keep_prompt = args.show_prompt;
+    if let Some(m) = args.min_answerable {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&m),
+            "--min-answerable must be between 0 and 1"
+        );
+        opts.min_answerable = Some(m);
+    }
     let rag = rag::Rag::open(&args.index.index, config)?.with_options(opts);
     let mut out = std::io::stdout().lock();
     let mut stream = Stream::new(&mut out, !args.json && !args.show_prompt);
@@ -129,21 +145,33 @@ pub fn run(config: Config, args: AskArgs) -> Result<()> {
                 c.n,
                 rag::source_label(&output::display_path(&c.path), c.pages)
             )?;
+            for q in answer.quotes.iter().filter(|q| q.n == c.n) {
+                let text = q.text.split_whitespace().collect::<Vec<_>>().join(" ");
+                writeln!(out, "    \"{text}\"")?;
+            }
         }
     }
     drop(out);
-    if !answer.invalid_citations.is_empty() {
-        let list: Vec<String> = answer
-            .invalid_citations
-            .iter()
+    let shown = answer.passages.len();
+    let (missing, unsupported): (Vec<usize>, Vec<usize>) =
+        answer.invalid_citations.iter().partition(|&&n| n > shown);
+    let list = |ns: &[usize]| {
+        ns.iter()
             .map(|n| format!("[{n}]"))
-            .collect();
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if !missing.is_empty() {
         eprintln!(
-            "note: removed citation{} {} (the model was shown {} passage{})",
-            if list.len() == 1 { "" } else { "s" },
-            list.join(" "),
-            answer.passages.len(),
-            if answer.passages.len() == 1 { "" } else { "s" },
+            "note: removed citation {} (the model was shown {shown} passage{})",
+            list(&missing),
+            if shown == 1 { "" } else { "s" },
+        );
+    }
+    if !unsupported.is_empty() {
+        eprintln!(
+            "note: removed citation {} (no sentence of the passage supports the sentence citing it)",
+            list(&unsupported)
         );
     }
     let t = &answer.timings;
@@ -153,12 +181,29 @@ pub fn run(config: Config, args: AskArgs) -> Result<()> {
             answer.evidence.unwrap_or(0.0),
             rag.options().retrieve.min_evidence
         ),
-        _ if !args.no_retrieval && answer.citations.is_empty() && !answer.abstained => eprintln!(
-            "[the answer cites no passage: check it against the sources (`rag search` shows them)]"
+        Some(rag::AbstainReason::Unanswerable) => {
+            if let Some(d) = &answer.decision {
+                eprintln!(
+                    "[the passages are about the question but do not answer it (answerable {:.2} < {:.2}, {})]",
+                    d.answerable, d.threshold, d.by
+                );
+            }
+        }
+        Some(rag::AbstainReason::Unsupported) if !args.json => eprintln!(
+            "[not an answer: it cites no passage that supports it]"
         ),
         _ => {}
     }
-    if answer.stop.is_some() {
+    if answer.decision.is_some() {
+        eprintln!(
+            "[{} passages, {} prompt tokens at {:.0} tok/s, quote chosen in {:.2}s, {:.1}s in all]",
+            answer.passages.len(),
+            t.prompt_tokens,
+            t.prefill_tok_s,
+            t.decode_secs,
+            t.total_secs
+        );
+    } else if answer.stop.is_some() {
         eprintln!(
             "[{} passages, {} prompt tokens at {:.0} tok/s, {} generated at {:.1} tok/s, {:.1}s in all]",
             answer.passages.len(),

@@ -483,6 +483,11 @@ impl Cache {
         self.max_len
     }
 
+    /// Forget the positions from `len` on (the memory stays): the next forward writes there.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Forget what is cached (the memory stays).
     pub fn clear(&mut self) {
         self.len = 0;

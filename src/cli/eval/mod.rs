@@ -1,5 +1,6 @@
 //! `rag eval`: measured quality, each run comparing configurations on the same index:
 //! retrieval metrics on a BEIR-format set ([`retrieval`]) and answer metrics on SQuAD ([`qa`]).
+pub mod fit;
 pub mod metrics;
 pub mod qa;
 pub mod retrieval;
@@ -9,12 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use rag::{Config, EmbedderKind, IngestEvent, IngestOptions, Pooling, Rag};
+use rag::{AnswerMode, Config, EmbedderKind, IngestEvent, IngestOptions, Pooling, Rag};
 use rag_model::DEFAULT_EMBEDDER;
 
 use super::config::{shared_dir, LlamaVariantArgs};
 use super::output;
-use qa::QaOptions;
+use qa::{QaOptions, QaSet, Split};
 use retrieval::{eval_retrieval, BeirSet, RetrievalOptions};
 
 #[derive(Subcommand)]
@@ -44,7 +45,14 @@ The articles are ingested into $RAG_HOME/eval/squad-EMBEDDER (again: nothing to 
 
 #[derive(Args)]
 pub struct EvalQaArgs {
-    /// Index directory (default $RAG_HOME/eval/squad-EMBEDDER).
+    /// The question set: squad1 (SQuAD v1.1 dev, every question answerable) or squad2 (the
+    /// SQuAD v2.0 dev half, half of them unanswerable from their paragraph).
+    #[arg(long, default_value = "squad1")]
+    set: QaSet,
+    /// Which articles' questions: all, fit (1st, 3rd, ... article) or report (2nd, 4th, ...).
+    #[arg(long, default_value = "all")]
+    split: Split,
+    /// Index directory (default $RAG_HOME/eval/squad-EMBEDDER, squad2-EMBEDDER).
     #[arg(long, value_name = "DIR")]
     index: Option<PathBuf>,
     /// Embedder of the index: llama or minilm (default minilm: the faster one to ingest).
@@ -65,6 +73,28 @@ pub struct EvalQaArgs {
     /// Passages per question (the k of recall@k).
     #[arg(short, long)]
     k: Option<usize>,
+    /// How answers are made: quote or free (as `rag ask --answer`).
+    #[arg(long, default_value = "quote", value_name = "quote|free")]
+    answer: AnswerMode,
+    /// Quote mode: the answerability threshold (default: the model's fitted one, or the rule's).
+    #[arg(long, value_name = "0..1")]
+    min_answerable: Option<f32>,
+    /// Quote mode: the longest quote in tokens.
+    #[arg(long, value_name = "TOKENS")]
+    quote_tokens: Option<usize>,
+    /// Quote mode: the passage sentences a quote may start in.
+    #[arg(long, value_name = "N")]
+    quote_sentences: Option<usize>,
+    /// Quote mode: the starts whose spans are scored in full.
+    #[arg(long, value_name = "N")]
+    quote_starts: Option<usize>,
+    /// Quote mode: the weight of a first token's prior taken off its score.
+    #[arg(long, value_name = "W", allow_hyphen_values = true)]
+    quote_prior: Option<f32>,
+    /// Fit the answerability decision on this run's quotes (use with --set squad2 --split fit)
+    /// and write it here (default $RAG_HOME/answerability/MODEL.json, where rag finds it).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    fit: Option<PathBuf>,
     /// Print the whole report (metrics and every answer) as JSON.
     #[arg(long)]
     json: bool,
@@ -203,15 +233,26 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
         seed: args.seed,
         articles_limit: args.articles_limit,
         closed_book: args.closed_book,
-        ..QaOptions::default()
+        split: args.split,
+        ..QaOptions::for_set(args.set)
     };
     if let Some(k) = args.k {
         anyhow::ensure!(k >= 1, "-k must be at least 1");
         opts.ask.retrieve.k = k;
     }
-    let index = args
-        .index
-        .unwrap_or_else(|| config.home.join("eval").join(format!("squad-{kind}")));
+    opts.ask.answer = args.answer;
+    opts.ask.min_answerable = args.min_answerable;
+    let q = &mut opts.ask.quote;
+    q.tokens = args.quote_tokens.unwrap_or(q.tokens);
+    q.sentences = args.quote_sentences.unwrap_or(q.sentences);
+    q.starts = args.quote_starts.unwrap_or(q.starts);
+    q.prior = args.quote_prior.unwrap_or(q.prior);
+    let index = args.index.unwrap_or_else(|| {
+        config
+            .home
+            .join("eval")
+            .join(format!("{}-{kind}", args.set.index_name()))
+    });
     eprintln!(
         "model {}, embedder {kind}, index {}",
         config.model_path()?.display(),
@@ -236,19 +277,61 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
+    if let Some(path) = &args.fit {
+        let model = rag.config().model_path()?;
+        let key = rag::ModelKey::of(&model)
+            .ok_or_else(|| anyhow::anyhow!("cannot read {}", model.display()))?;
+        let path = if path.as_os_str().is_empty() {
+            rag.config()
+                .home
+                .join("answerability")
+                .join(format!("{}.json", key.file_name))
+        } else {
+            path.clone()
+        };
+        let on = format!(
+            "{:?} split of {} ({} questions, seed {}), embedder {kind}, k {}",
+            report.split,
+            report.questions_file.display(),
+            report.retrieval.n,
+            report.seed,
+            report.k
+        );
+        let f = fit::fit(&report.items, key, on).ok_or_else(|| {
+            anyhow::anyhow!("too few quoted answers to fit on (need 20, of both kinds): run more questions of --set squad2")
+        })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&f.fitted)? + "\n")?;
+        eprintln!(
+            "fitted on {} quoted answers: AUC features {:.3}, probe (out of fold) {:.3}, combined {:.3}; threshold {:.2}; written to {}",
+            f.questions,
+            f.auc_features,
+            f.auc_probe,
+            f.auc_combined,
+            f.fitted.threshold,
+            path.display()
+        );
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         output::json(&mut out, &report)?;
     } else {
         writeln!(
             out,
-            "SQuAD v1.1 dev: {} questions of {} eligible, seed {}, articles {}",
+            "{}: {} questions of {} eligible, seed {}, articles {}, split {:?}",
+            match report.set {
+                QaSet::Squad1 => "SQuAD v1.1 dev",
+                QaSet::Squad2 => "SQuAD v2.0 dev half",
+            },
             report.retrieval.n,
             report.eligible,
             report.seed,
             report
                 .articles_limit
-                .map_or_else(|| "all".to_string(), |n| format!("first {n}"))
+                .map_or_else(|| "all".to_string(), |n| format!("first {n}")),
+            report.split
         )?;
         write!(out, "{}", report.table())?;
     }

@@ -37,9 +37,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::config::shared_dir;
 
+/// Which SQuAD questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QaSet {
+    /// SQuAD v1.1 dev (48 articles): every question has an answer in its paragraph.
+    Squad1,
+    /// The SQuAD v2.0 dev half (18 articles): half the questions look answerable from their
+    /// paragraph but are not.
+    Squad2,
+}
+
+impl QaSet {
+    /// The data folder in `$RAG_SHARED/data`.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Self::Squad1 => "squad-v1.1-dev",
+            Self::Squad2 => "squad-v2.0-dev-half",
+        }
+    }
+
+    /// The index name in `$RAG_HOME/eval` (with `-EMBEDDER`).
+    pub fn index_name(self) -> &'static str {
+        match self {
+            Self::Squad1 => "squad",
+            Self::Squad2 => "squad2",
+        }
+    }
+}
+
+/// Which articles' questions are asked: the articles sorted by name, split alternately, so that
+/// what is fitted on one half is measured on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    All,
+    /// Articles 1st, 3rd, 5th, ... (what the answerability decision is fitted on).
+    Fit,
+    /// Articles 2nd, 4th, 6th, ... (what it is measured on).
+    Report,
+}
+
+impl Split {
+    fn keeps(self, article_rank: usize) -> bool {
+        match self {
+            Self::All => true,
+            Self::Fit => article_rank.is_multiple_of(2),
+            Self::Report => !article_rank.is_multiple_of(2),
+        }
+    }
+}
+
 /// Settings of [`eval_qa`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct QaOptions {
+    /// The question set (names the default files below).
+    pub set: QaSet,
+    /// Which articles' questions are asked. Default all.
+    pub split: Split,
     /// The questions, one JSON object a line (`id`, `question`, `answers`, `article_file`,
     /// `paragraph_index`). Default `$RAG_SHARED/data/squad-v1.1-dev/questions.jsonl`, where
     /// `RAG_SHARED` defaults to `../shared` beside the repository root.
@@ -63,10 +118,25 @@ pub struct QaOptions {
     pub ask: AskOptions,
 }
 
+impl QaOptions {
+    /// The defaults for `set`: its questions and articles in `$RAG_SHARED`.
+    pub fn for_set(set: QaSet) -> Self {
+        let data = shared_dir().join("data").join(set.folder());
+        Self {
+            set,
+            questions: data.join("questions.jsonl"),
+            articles: data.join("articles"),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for QaOptions {
     fn default() -> Self {
         let data = shared_dir().join("data/squad-v1.1-dev");
         Self {
+            set: QaSet::Squad1,
+            split: Split::All,
             questions: data.join("questions.jsonl"),
             articles: data.join("articles"),
             sample: 300,
@@ -89,11 +159,16 @@ pub struct QaQuestion {
     pub article_file: String,
     /// The gold paragraph: 0-based paragraph of the article.
     pub paragraph_index: usize,
+    /// SQuAD 2.0: the paragraph does not answer the question (`answers` is empty).
+    #[serde(default)]
+    pub is_impossible: bool,
 }
 
 /// The result of [`eval_qa`].
 #[derive(Debug, Clone, Serialize)]
 pub struct QaReport {
+    pub set: QaSet,
+    pub split: Split,
     pub questions_file: PathBuf,
     pub articles: PathBuf,
     /// Questions eligible (about the articles in scope) before sampling.
@@ -108,6 +183,9 @@ pub struct QaReport {
     pub started_unix: u64,
     pub retrieval: ModeMetrics,
     pub closed_book: Option<ModeMetrics>,
+    /// The answerability trade-off at thresholds 0, 0.05, ..., 1 (quote mode; empty when no
+    /// decision was made).
+    pub curve: Vec<CurvePoint>,
     /// Every question asked, in the order asked.
     pub items: Vec<QaItem>,
 }
@@ -148,6 +226,66 @@ pub struct ModeMetrics {
     pub decode_tok_s: Option<f64>,
     pub mean_prompt_tokens: f64,
     pub mean_generated_tokens: f64,
+    /// Questions whose paragraph answers them, and SQuAD 2.0's others.
+    pub answerable: usize,
+    pub unanswerable: usize,
+    /// Share of the answerable questions answered (not abstained).
+    pub answered_answerable: Option<f64>,
+    /// Share of the unanswerable questions abstained on.
+    pub abstained_unanswerable: Option<f64>,
+    /// F1 and containment over the answerable questions only.
+    pub f1_answerable: Option<f64>,
+    pub contained_answerable: Option<f64>,
+    /// SQuAD 2.0's official F1 over all questions (an unanswerable one scores 1 when abstained).
+    pub squad2_f1: f64,
+}
+
+/// One point of the answerability trade-off: with this threshold, the share of answerable
+/// questions answered and of unanswerable ones abstained on, SQuAD 2.0's F1 and F1 over the
+/// answerable ones.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurvePoint {
+    pub threshold: f32,
+    pub answered_answerable: f64,
+    pub abstained_unanswerable: f64,
+    pub squad2_f1: f64,
+    pub f1_answerable: f64,
+}
+
+/// The trade-off of the answerability threshold over `items` (retrieval mode): at each
+/// threshold, a question is answered with its candidate quote when its decision's probability
+/// reaches it; questions without a decision (turned away at the evidence gate) stay abstained.
+pub fn curve(items: &[QaItem], thresholds: &[f32]) -> Vec<CurvePoint> {
+    let n_ans = items.iter().filter(|i| !i.is_impossible).count().max(1) as f64;
+    let n_un = items.iter().filter(|i| i.is_impossible).count().max(1) as f64;
+    thresholds
+        .iter()
+        .map(|&t| {
+            let (mut answered, mut abstained, mut f1, mut f1_all) = (0.0, 0.0, 0.0, 0.0);
+            for it in items {
+                let d = it.retrieval.decision.as_ref();
+                let answers = d.is_some_and(|d| d.answerable >= t);
+                if it.is_impossible {
+                    if !answers {
+                        abstained += 1.0;
+                        f1_all += 1.0;
+                    }
+                } else if answers {
+                    answered += 1.0;
+                    let c = d.map_or(0.0, |d| d.candidate_f1);
+                    f1 += c;
+                    f1_all += c;
+                }
+            }
+            CurvePoint {
+                threshold: t,
+                answered_answerable: answered / n_ans,
+                abstained_unanswerable: abstained / n_un,
+                squad2_f1: f1_all / items.len().max(1) as f64,
+                f1_answerable: f1 / n_ans,
+            }
+        })
+        .collect()
 }
 
 /// One question and what each mode made of it.
@@ -158,8 +296,29 @@ pub struct QaItem {
     pub gold: Vec<String>,
     pub article_file: String,
     pub paragraph_index: usize,
+    /// SQuAD 2.0: the documents do not answer it (abstaining is right).
+    pub is_impossible: bool,
     pub retrieval: QaOutcome,
     pub closed_book: Option<QaOutcome>,
+}
+
+/// The answerability decision on one quoted answer, and how good the quote was.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    /// The estimated probability that the documents answer the question.
+    pub answerable: f32,
+    pub threshold: f32,
+    /// The quote the decision was about.
+    pub candidate: String,
+    /// Its F1 and containment against the gold answers (0 / false for unanswerable).
+    pub candidate_f1: f64,
+    pub candidate_contained: bool,
+    /// Whether a gold answer occurs in the quote's sentence.
+    pub sentence_contains_gold: bool,
+    pub features: std::collections::BTreeMap<String, f32>,
+    /// The prompt's last hidden state (for fitting the probe; not serialised).
+    #[serde(skip)]
+    pub hidden: Vec<f32>,
 }
 
 /// One answer, scored.
@@ -167,6 +326,11 @@ pub struct QaItem {
 pub struct QaOutcome {
     /// The answer as rag gave it (citation markers included).
     pub answer: String,
+    /// SQuAD 2.0's F1: the F1 of an answerable question, and for an unanswerable one 1 when
+    /// abstained, else 0.
+    pub squad2_f1: f64,
+    /// The answerability decision (quote mode, when the model was asked).
+    pub decision: Option<DecisionRecord>,
     pub abstained: bool,
     pub abstain_reason: Option<AbstainReason>,
     pub exact_match: bool,
@@ -486,7 +650,9 @@ pub fn eval_qa(
     let in_scope = article_files(&opts.articles, opts.articles_limit)?;
     let names: HashMap<String, PathBuf> = in_scope
         .iter()
-        .filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), p.clone())))
+        .enumerate()
+        .filter(|(rank, _)| opts.split.keeps(*rank))
+        .filter_map(|(_, p)| Some((p.file_name()?.to_str()?.to_string(), p.clone())))
         .collect();
     let file_name = |q: &QaQuestion| {
         Path::new(&q.article_file)
@@ -544,7 +710,7 @@ pub fn eval_qa(
 
         let answer = rag.ask_with(&q.question, &with_retrieval)?;
         let hits = retrieve_like_ask(rag, &q.question, &with_retrieval)?;
-        let mut outcome = score(&answer, &q.answers);
+        let mut outcome = score(&answer, q);
         outcome.gold_rank = hits
             .iter()
             .position(|c| gold.holds(c, q.paragraph_index))
@@ -565,7 +731,7 @@ pub fn eval_qa(
 
         let closed_outcome = if opts.closed_book {
             let a = rag.ask_with(&q.question, &closed)?;
-            Some(score(&a, &q.answers))
+            Some(score(&a, q))
         } else {
             None
         };
@@ -575,18 +741,31 @@ pub fn eval_qa(
             gold: q.answers.clone(),
             article_file: q.article_file.clone(),
             paragraph_index: q.paragraph_index,
+            is_impossible: q.is_impossible,
             retrieval: outcome,
             closed_book: closed_outcome,
         });
         progress(done + 1, chosen.len());
     }
 
-    let retrieval: Vec<&QaOutcome> = items.iter().map(|it| &it.retrieval).collect();
-    let closed: Vec<&QaOutcome> = items
+    let retrieval: Vec<(&QaOutcome, bool)> = items
         .iter()
-        .filter_map(|it| it.closed_book.as_ref())
+        .map(|it| (&it.retrieval, it.is_impossible))
         .collect();
+    let closed: Vec<(&QaOutcome, bool)> = items
+        .iter()
+        .filter_map(|it| it.closed_book.as_ref().map(|o| (o, it.is_impossible)))
+        .collect();
+    let curve = if items.iter().any(|i| i.retrieval.decision.is_some()) {
+        let thresholds: Vec<f32> = (0..=20).map(|i| i as f32 / 20.0).collect();
+        self::curve(&items, &thresholds)
+    } else {
+        Vec::new()
+    };
     Ok(QaReport {
+        set: opts.set,
+        split: opts.split,
+        curve,
         questions_file: opts.questions.clone(),
         articles: opts.articles.clone(),
         eligible: eligible.len(),
@@ -608,8 +787,11 @@ fn retrieve_like_ask(rag: &Rag, question: &str, opts: &AskOptions) -> Result<Vec
     Ok(found.hits.into_iter().map(|h| h.chunk).collect())
 }
 
-/// EM, F1 and containment of one answer (0 when abstained), timings; retrieval fields empty.
-fn score(answer: &Answer, golds: &[String]) -> QaOutcome {
+/// EM, F1 and containment of one answer (0 when abstained), SQuAD 2.0's F1 (an unanswerable
+/// question scores 1 when abstained), the answerability decision, timings; retrieval fields
+/// empty.
+fn score(answer: &Answer, q: &QaQuestion) -> QaOutcome {
+    let golds = &q.answers;
     let text = strip_citations(&answer.answer);
     let (em, f1, contained) = if answer.abstained {
         (false, 0.0, false)
@@ -621,8 +803,31 @@ fn score(answer: &Answer, golds: &[String]) -> QaOutcome {
         )
     };
     let t = &answer.timings;
+    let squad2_f1 = if q.is_impossible {
+        if answer.abstained {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        f1
+    };
+    let decision = answer.decision.as_ref().map(|d| DecisionRecord {
+        answerable: d.answerable,
+        threshold: d.threshold,
+        candidate_f1: best_over_gold(golds, |g| f1_score(&d.candidate, g)),
+        candidate_contained: golds.iter().any(|g| contains_answer(&d.candidate, g)),
+        sentence_contains_gold: golds
+            .iter()
+            .any(|g| contains_answer(&d.candidate_sentence, g)),
+        candidate: d.candidate.clone(),
+        features: d.features.clone(),
+        hidden: d.hidden.clone(),
+    });
     QaOutcome {
         answer: answer.answer.clone(),
+        squad2_f1,
+        decision,
         abstained: answer.abstained,
         abstain_reason: answer.abstain_reason,
         exact_match: em,
@@ -650,7 +855,19 @@ fn share(outcomes: &[&QaOutcome], pred: impl Fn(&QaOutcome) -> bool) -> f64 {
     mean(outcomes.iter().map(|o| if pred(o) { 1.0 } else { 0.0 })).unwrap_or(0.0)
 }
 
-fn aggregate(outcomes: &[&QaOutcome], retrieval: bool) -> ModeMetrics {
+fn aggregate(items: &[(&QaOutcome, bool)], retrieval: bool) -> ModeMetrics {
+    let outcomes: Vec<&QaOutcome> = items.iter().map(|(o, _)| *o).collect();
+    let outcomes = &outcomes[..];
+    let answerable: Vec<&QaOutcome> = items
+        .iter()
+        .filter(|(_, imp)| !imp)
+        .map(|(o, _)| *o)
+        .collect();
+    let unanswerable: Vec<&QaOutcome> = items
+        .iter()
+        .filter(|(_, imp)| *imp)
+        .map(|(o, _)| *o)
+        .collect();
     let k_share = |pred: &dyn Fn(&QaOutcome) -> bool| retrieval.then(|| share(outcomes, pred));
     let cited: Vec<&&QaOutcome> = outcomes
         .iter()
@@ -688,6 +905,17 @@ fn aggregate(outcomes: &[&QaOutcome], retrieval: bool) -> ModeMetrics {
         ),
         mean_prompt_tokens: mean(ran.iter().map(|o| o.prompt_tokens as f64)).unwrap_or(0.0),
         mean_generated_tokens: mean(ran.iter().map(|o| o.generated_tokens as f64)).unwrap_or(0.0),
+        answerable: answerable.len(),
+        unanswerable: unanswerable.len(),
+        answered_answerable: mean(answerable.iter().map(|o| f64::from(u8::from(!o.abstained)))),
+        abstained_unanswerable: mean(
+            unanswerable
+                .iter()
+                .map(|o| f64::from(u8::from(o.abstained))),
+        ),
+        f1_answerable: mean(answerable.iter().map(|o| o.f1)),
+        contained_answerable: mean(answerable.iter().map(|o| f64::from(u8::from(o.contained)))),
+        squad2_f1: mean(outcomes.iter().map(|o| o.squad2_f1)).unwrap_or(0.0),
     }
 }
 
@@ -696,7 +924,8 @@ impl QaReport {
     pub fn table(&self) -> String {
         let pct = |x: f64| format!("{:.1}", 100.0 * x);
         let opt_pct = |x: Option<f64>| x.map(pct).unwrap_or_else(|| "-".into());
-        let mut rows = vec![[
+        let two = self.retrieval.unanswerable > 0;
+        let mut rows = vec![vec![
             "mode".to_string(),
             "n".into(),
             format!("recall@{}", self.k),
@@ -708,13 +937,22 @@ impl QaReport {
             "s/question".into(),
             "decode tok/s".into(),
         ]];
+        if two {
+            rows[0].extend([
+                "answered ans.".into(),
+                "abstained unans.".into(),
+                "F1 ans.".into(),
+                "contained ans.".into(),
+                "SQuAD2 F1".into(),
+            ]);
+        }
         let modes = [
             ("retrieval", Some(&self.retrieval)),
             ("closed book", self.closed_book.as_ref()),
         ];
         for (name, m) in modes {
             let Some(m) = m else { continue };
-            rows.push([
+            let mut row = vec![
                 name.to_string(),
                 m.n.to_string(),
                 opt_pct(m.recall_at_k),
@@ -727,7 +965,17 @@ impl QaReport {
                 m.decode_tok_s
                     .map(|x| format!("{x:.1}"))
                     .unwrap_or_else(|| "-".into()),
-            ]);
+            ];
+            if two {
+                row.extend([
+                    opt_pct(m.answered_answerable),
+                    opt_pct(m.abstained_unanswerable),
+                    opt_pct(m.f1_answerable),
+                    opt_pct(m.contained_answerable),
+                    pct(m.squad2_f1),
+                ]);
+            }
+            rows.push(row);
         }
         let widths: Vec<usize> = (0..rows[0].len())
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -748,6 +996,21 @@ impl QaReport {
                 .collect();
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');
+        }
+        if !self.curve.is_empty() {
+            out.push_str(
+                "\nanswerability threshold: answered answerable / abstained unanswerable / SQuAD2 F1 / F1 answerable (%)\n",
+            );
+            for c in &self.curve {
+                out.push_str(&format!(
+                    "  {:.2}  {:5.1}  {:5.1}  {:5.1}  {:5.1}\n",
+                    c.threshold,
+                    100.0 * c.answered_answerable,
+                    100.0 * c.abstained_unanswerable,
+                    100.0 * c.squad2_f1,
+                    100.0 * c.f1_answerable
+                ));
+            }
         }
         out
     }

@@ -1,0 +1,297 @@
+//! Fitting the answerability decision (`rag eval qa --set squad2 --split fit --fit`): from the
+//! quotes of a run, a logistic regression over the standardised features, stacked on a linear
+//! probe of the prompt's last hidden state. The probe's input to the combination is
+//! out-of-fold (each question scored by a probe that did not see it), so the combination
+//! learns how far to trust it on unseen questions. The threshold is the one with the best
+//! SQuAD 2.0 F1 on the run.
+use rag::{Fitted, ModelKey, Probe, FEATURES, FITTED_VERSION};
+
+use super::qa::{curve, QaItem};
+
+/// A logistic regression: weights over standardised inputs, a bias.
+struct Logistic {
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    weights: Vec<f32>,
+    bias: f32,
+}
+
+impl Logistic {
+    /// Fit on rows `x` and labels `y` (1 = answerable) with L2 penalty `l2` by gradient
+    /// descent (full batch, fixed step; the loss is convex).
+    fn fit(x: &[Vec<f32>], y: &[f32], l2: f32, steps: usize) -> Self {
+        let d = x.first().map_or(0, Vec::len);
+        let n = x.len().max(1) as f32;
+        let mut mean = vec![0f32; d];
+        for r in x {
+            for (m, v) in mean.iter_mut().zip(r) {
+                *m += v / n;
+            }
+        }
+        let mut scale = vec![0f32; d];
+        for r in x {
+            for ((s, v), m) in scale.iter_mut().zip(r).zip(&mean) {
+                *s += (v - m) * (v - m) / n;
+            }
+        }
+        let scale: Vec<f32> = scale.iter().map(|s| s.sqrt().max(1e-6)).collect();
+        let z: Vec<Vec<f32>> = x
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .zip(&mean)
+                    .zip(&scale)
+                    .map(|((v, m), s)| (v - m) / s)
+                    .collect()
+            })
+            .collect();
+        let mut w = vec![0f32; d];
+        let mut b = 0f32;
+        let lr = 0.5;
+        for _ in 0..steps {
+            let mut gw = vec![0f32; d];
+            let mut gb = 0f32;
+            for (r, &t) in z.iter().zip(y) {
+                let p = rag::sigmoid(b + r.iter().zip(&w).map(|(a, c)| a * c).sum::<f32>());
+                let e = (p - t) / n;
+                gb += e;
+                for (g, a) in gw.iter_mut().zip(r) {
+                    *g += e * a;
+                }
+            }
+            for (wi, g) in w.iter_mut().zip(&gw) {
+                *wi -= lr * (g + l2 * *wi);
+            }
+            b -= lr * gb;
+        }
+        Self {
+            mean,
+            scale,
+            weights: w,
+            bias: b,
+        }
+    }
+
+    fn logit(&self, r: &[f32]) -> f32 {
+        self.bias
+            + r.iter()
+                .zip(&self.mean)
+                .zip(&self.scale)
+                .zip(&self.weights)
+                .map(|(((v, m), s), w)| w * (v - m) / s)
+                .sum::<f32>()
+    }
+}
+
+/// What [`fit`] made, with in-sample figures for the log.
+pub struct FitReport {
+    pub fitted: Fitted,
+    pub questions: usize,
+    /// Area under the ROC curve of answerable against unanswerable: features alone, the
+    /// out-of-fold probe alone, and the combination.
+    pub auc_features: f64,
+    pub auc_probe: f64,
+    pub auc_combined: f64,
+}
+
+/// Fit the decision for `model` on `items` (a quote-mode run; questions without a decision,
+/// turned away by retrieval, are left out).
+pub fn fit(items: &[QaItem], model: ModelKey, fitted_on: String) -> Option<FitReport> {
+    let rows: Vec<&QaItem> = items
+        .iter()
+        .filter(|i| i.retrieval.decision.is_some())
+        .collect();
+    if rows.len() < 20
+        || rows.iter().all(|i| i.is_impossible)
+        || rows.iter().all(|i| !i.is_impossible)
+    {
+        return None;
+    }
+    let y: Vec<f32> = rows
+        .iter()
+        .map(|i| if i.is_impossible { 0.0 } else { 1.0 })
+        .collect();
+    let decision = |i: &QaItem| i.retrieval.decision.clone().expect("filtered");
+    let x: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|i| {
+            let d = decision(i);
+            FEATURES
+                .iter()
+                .map(|f| d.features.get(*f).copied().unwrap_or(0.0))
+                .collect()
+        })
+        .collect();
+    let h: Vec<Vec<f32>> = rows.iter().map(|i| decision(i).hidden).collect();
+    let probe_dim = h.first().map_or(0, Vec::len);
+    let with_probe = probe_dim > 0 && h.iter().all(|v| v.len() == probe_dim);
+    // The probe's out-of-fold scores: five folds, by position.
+    let folds = 5;
+    let mut oof = vec![0f32; rows.len()];
+    if with_probe {
+        for f in 0..folds {
+            let (train, test): (Vec<usize>, Vec<usize>) =
+                (0..rows.len()).partition(|i| i % folds != f);
+            let p = Logistic::fit(
+                &train.iter().map(|&i| h[i].clone()).collect::<Vec<_>>(),
+                &train.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+                PROBE_L2,
+                PROBE_STEPS,
+            );
+            for &i in &test {
+                oof[i] = p.logit(&h[i]);
+            }
+        }
+    }
+    let features_only = Logistic::fit(&x, &y, FEATURES_L2, FEATURE_STEPS);
+    let stacked: Vec<Vec<f32>> = x
+        .iter()
+        .zip(&oof)
+        .map(|(r, &p)| {
+            let mut r = r.clone();
+            r.push(p);
+            r
+        })
+        .collect();
+    let combined = Logistic::fit(&stacked, &y, FEATURES_L2, FEATURE_STEPS);
+    let probe = with_probe.then(|| Logistic::fit(&h, &y, PROBE_L2, PROBE_STEPS));
+    let n = FEATURES.len();
+    let (mean, scale, weights, bias, probe_weight) = if with_probe {
+        // The probe's score enters standardised by its own mean and scale.
+        let (pm, ps, pw) = (combined.mean[n], combined.scale[n], combined.weights[n]);
+        (
+            combined.mean[..n].to_vec(),
+            combined.scale[..n].to_vec(),
+            combined.weights[..n].to_vec(),
+            combined.bias - pw * pm / ps,
+            Some(pw / ps),
+        )
+    } else {
+        (
+            features_only.mean.clone(),
+            features_only.scale.clone(),
+            features_only.weights.clone(),
+            features_only.bias,
+            None,
+        )
+    };
+    let mut fitted = Fitted {
+        version: FITTED_VERSION,
+        model,
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        mean,
+        scale,
+        weights,
+        bias,
+        probe_weight,
+        probe: probe.map(|p| Probe {
+            mean: p.mean,
+            scale: p.scale,
+            weights: p.weights,
+            bias: p.bias,
+        }),
+        threshold: 0.5,
+        fitted_on,
+    };
+    // The threshold: the best SQuAD 2.0 F1 over the run, with each question's probability as
+    // the fitted decision gives it (out-of-fold for the probe).
+    let mut rescored: Vec<QaItem> = items.to_vec();
+    let mut k = 0;
+    for it in rescored.iter_mut() {
+        if let Some(d) = it.retrieval.decision.as_mut() {
+            let r = &stacked[k];
+            d.answerable = rag::sigmoid(if with_probe {
+                combined.logit(r)
+            } else {
+                features_only.logit(&x[k])
+            });
+            k += 1;
+        }
+    }
+    let thresholds: Vec<f32> = (1..100).map(|i| i as f32 / 100.0).collect();
+    if let Some(best) = curve(&rescored, &thresholds)
+        .into_iter()
+        .max_by(|a, b| a.squad2_f1.total_cmp(&b.squad2_f1))
+    {
+        fitted.threshold = best.threshold;
+    }
+    let labels: Vec<bool> = y.iter().map(|&v| v > 0.5).collect();
+    let auc = |s: &[f32]| auc(s, &labels);
+    Some(FitReport {
+        questions: rows.len(),
+        auc_features: auc(&x.iter().map(|r| features_only.logit(r)).collect::<Vec<_>>()),
+        auc_probe: if with_probe { auc(&oof) } else { 0.5 },
+        auc_combined: auc(&stacked
+            .iter()
+            .map(|r| if with_probe { combined.logit(r) } else { 0.0 })
+            .collect::<Vec<_>>()),
+        fitted,
+    })
+}
+
+/// L2 penalties and steps: the features are few, the probe's inputs many (576 for SmolLM2).
+const FEATURES_L2: f32 = 1e-3;
+const FEATURE_STEPS: usize = 800;
+const PROBE_L2: f32 = 3e-2;
+const PROBE_STEPS: usize = 400;
+
+/// The area under the ROC curve of `scores` for `labels` (ties count half).
+pub fn auc(scores: &[f32], labels: &[bool]) -> f64 {
+    let pos: Vec<f32> = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, &l)| l)
+        .map(|(s, _)| *s)
+        .collect();
+    let neg: Vec<f32> = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, &l)| !l)
+        .map(|(s, _)| *s)
+        .collect();
+    if pos.is_empty() || neg.is_empty() {
+        return 0.5;
+    }
+    let mut wins = 0.0;
+    for p in &pos {
+        for n in &neg {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    wins / (pos.len() * neg.len()) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_is_the_share_of_ordered_pairs() {
+        assert_eq!(auc(&[0.9, 0.8, 0.1], &[true, true, false]), 1.0);
+        assert_eq!(auc(&[0.1, 0.8, 0.9], &[true, true, false]), 0.0);
+        assert_eq!(auc(&[0.5, 0.5], &[true, false]), 0.5);
+    }
+
+    #[test]
+    fn logistic_regression_separates_a_separable_set() {
+        // y = 1 when the first input is large; the second is noise.
+        let x: Vec<Vec<f32>> = (0..40)
+            .map(|i| vec![i as f32, ((i * 7) % 5) as f32])
+            .collect();
+        let y: Vec<f32> = (0..40).map(|i| if i >= 20 { 1.0 } else { 0.0 }).collect();
+        let m = Logistic::fit(&x, &y, 1e-3, 500);
+        assert!(m.weights[0] > 1.0 && m.weights[1].abs() < m.weights[0] / 4.0);
+        let correct = x
+            .iter()
+            .zip(&y)
+            .filter(|(r, &t)| (m.logit(r) > 0.0) == (t > 0.5))
+            .count();
+        assert!(correct >= 38, "{correct}");
+    }
+}

@@ -1,0 +1,460 @@
+//! Answers grounded by construction: the model writes under a constraint that lets it copy only
+//! a contiguous span of one passage ([`rag_model::SpanCopy`] over the passages' token ids), so
+//! the answer is a verbatim quote that rag cites itself. While the prompt is read, it also
+//! gathers what the answerability decision needs: the prompt's last hidden state, how likely
+//! the model finds the "not in the documents" reply, and how sure it was of each quoted token.
+use std::ops::Range;
+
+use std::collections::HashSet;
+
+use rag_index::Index;
+use rag_model::{Generation, Model, SpanQuery, Tokenizer};
+
+use crate::answerable::Signals;
+use crate::cite;
+use crate::error::Result;
+use crate::prompt::Prompt;
+use crate::prompt::{self, NOT_FOUND};
+use crate::retrieve;
+
+/// How quotes are chosen.
+///
+/// ```
+/// let mut opts = rag::AskOptions::default();
+/// opts.quote.sentences = 2; // let the model choose between two sentences
+/// assert_eq!(opts.quote.tokens, 24);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteOptions {
+    /// The longest quote, in tokens. Default 24: SQuAD's answers are a few words; a longer
+    /// quote is a sentence, and the sentence is shown beside the answer anyway.
+    pub tokens: usize,
+    /// A quote starts in one of this many passage sentences: those holding the largest shares
+    /// of the question's IDF-weighted terms. Default 1: on the SQuAD 2.0 dev half the quote's
+    /// F1 fell from 0.37 to 0.25 with 2 (the model is worse than the word counts at choosing
+    /// the sentence; docs/EVAL.md).
+    pub sentences: usize,
+    /// Of the words a quote may start with, the spans of this many are scored in full: those
+    /// whose first token the prompt makes most likely above its prior. Default 4.
+    pub starts: usize,
+    /// How much of a first token's prior (its log-probability with no passages and no
+    /// question) is taken off its score: 1 is pointwise mutual information, 0 the plain
+    /// likelihood. Default 0.5 (quote F1 0.345 at 0, 0.373 at 0.5, 0.359 at 1).
+    pub prior: f32,
+}
+
+impl Default for QuoteOptions {
+    fn default() -> Self {
+        Self {
+            tokens: 24,
+            sentences: 1,
+            starts: 4,
+            prior: 0.5,
+        }
+    }
+}
+
+/// A quote the model chose.
+pub(crate) struct Quoted {
+    /// Index of the quoted passage in the prompt (0-based).
+    pub passage: usize,
+    /// The quote's bytes in that passage's text.
+    pub range: Range<usize>,
+    pub signals: Signals,
+    pub generation: Generation,
+}
+
+/// Step 4 in quote mode: read the prompt, score the "not found" reply, and let the model
+/// choose a span of the passages. `None` when the prompt has no passage (closed book) or the
+/// quote cannot be located in its passage's text.
+pub(crate) fn generate(
+    model: &Model,
+    index: &Index,
+    question: &str,
+    prompt: &Prompt,
+    opts: &QuoteOptions,
+) -> Result<Option<Quoted>> {
+    if prompt.passages.is_empty() {
+        return Ok(None);
+    }
+    let tokenizer = model.tokenizer();
+    let sources: Vec<Vec<u32>> = prompt
+        .passages
+        .iter()
+        .map(|p| tokenizer.encode(&p.text, false, false))
+        .collect();
+    let offsets: Vec<Vec<usize>> = prompt
+        .passages
+        .iter()
+        .zip(&sources)
+        .map(|(p, toks)| token_offsets(tokenizer, toks, &p.text))
+        .collect();
+    let starts = span_starts(index, question, prompt, &offsets, opts.sentences)?;
+    let not_found = tokenizer.encode(NOT_FOUND, false, false);
+    let room = opts.tokens.max(not_found.len());
+    let mut session = model.session(&prompt.ids, room)?;
+    let hidden = session.hidden().to_vec();
+    let nf = session.score(&not_found)?;
+    let not_found_logprob = nf.iter().sum::<f32>() / nf.len().max(1) as f32;
+    let t0 = std::time::Instant::now();
+    // The prior of each first token: how likely it starts an answer with neither passages nor
+    // question (a small model likes to answer with a digit, say). A span's score is lowered by
+    // `quote_prior` times it, so what counts is how much the passages and the question raise
+    // the first token's probability.
+    let null = model
+        .chat_prompt(
+            &prompt::quote_system_prompt(),
+            &prompt::user_message(&[], ""),
+        )
+        .encode(tokenizer);
+    let null_logits = model.session(&null, 1)?.logits().to_vec();
+    let null_lse = log_sum_exp(&null_logits);
+    let first = |tok: u32| -opts.prior * (null_logits[tok as usize] - null_lse);
+    let ends = |s: usize, t: usize| {
+        let text = &prompt.passages[s].text;
+        ends_word(text, offsets[s].get(t).copied().unwrap_or(text.len()))
+    };
+    let query = SpanQuery {
+        sources: &sources,
+        starts: &starts,
+        ends: &ends,
+        first: &first,
+        keep: opts.starts,
+        max_tokens: opts.tokens,
+    };
+    let Some(span) = session.best_span(&query)? else {
+        return Ok(None);
+    };
+    let passage = span.source;
+    let text = &prompt.passages[passage].text;
+    let from = offsets[passage][span.tokens.start];
+    let to = offsets[passage]
+        .get(span.tokens.end)
+        .copied()
+        .unwrap_or(text.len());
+    let Some(range) = locate(text, text[from..to].trim()) else {
+        return Ok(None);
+    };
+    let tokens = sources[passage][span.tokens].to_vec();
+    let generation = Generation {
+        text: tokenizer.decode(&tokens),
+        tokens,
+        logprobs: span.logprobs.clone(),
+        prompt_tokens: prompt.ids.len(),
+        stop: rag_model::StopReason::EndOfTurn,
+        prefill_secs: session.prefill_secs(),
+        decode_secs: t0.elapsed().as_secs_f64(),
+    };
+    Ok(Some(Quoted {
+        passage,
+        range,
+        signals: Signals {
+            hidden,
+            not_found_logprob,
+            span_logprobs: span.logprobs,
+        },
+        generation,
+    }))
+}
+
+/// `ln(sum(exp(x)))`, stable.
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+/// Whether a span ending at byte `at` of `text` ends on a word boundary.
+fn ends_word(text: &str, at: usize) -> bool {
+    if at >= text.len() {
+        return true;
+    }
+    if !text.is_char_boundary(at) {
+        return false;
+    }
+    let before = text[..at].chars().last();
+    let after = text[at..].chars().next();
+    !(is_word_char(before) && is_word_char(after))
+}
+
+/// Where a quote may start, as `(passage, token, limit)` for [`SpanCopy::with_starts`]: the
+/// words of the `sentences` passage sentences that hold the largest shares of the question's
+/// IDF-weighted terms, except stopwords and the question's own terms (an answer tells what
+/// the question does not), each running at most to its sentence's end.
+fn span_starts(
+    index: &Index,
+    question: &str,
+    prompt: &Prompt,
+    offsets: &[Vec<usize>],
+    sentences: usize,
+) -> Result<Vec<(usize, usize, usize)>> {
+    let weights = retrieve::question_weights(index, question)?;
+    let total: f32 = weights.iter().map(|(_, w)| w).sum::<f32>().max(1e-6);
+    let question_terms: HashSet<&str> = weights.iter().map(|(t, _)| t.as_str()).collect();
+    let q_all = index.analyze(question);
+    let q_pairs: HashSet<(&str, &str)> = q_all
+        .windows(2)
+        .map(|w| (w[0].as_str(), w[1].as_str()))
+        .collect();
+    // (score, passage, sentence byte range), best first. The score is the share of the
+    // question's IDF-weighted terms the sentence (or its passage's headings) holds, plus a
+    // little for each pair of
+    // consecutive question words it repeats (measured on the SQuAD 2.0 dev half's fit
+    // articles: the gold sentence first in 86.2% of answerable questions without, 87.3% with).
+    let mut ranked = Vec::new();
+    for (i, p) in prompt.passages.iter().enumerate() {
+        // A passage's headings say what its sentences are about.
+        let heading = p
+            .heading
+            .as_deref()
+            .map(|h| index.analyze(h))
+            .unwrap_or_default();
+        for r in cite::sentences(&p.text) {
+            let all = index.analyze(&p.text[r.clone()]);
+            let terms: HashSet<&str> = all.iter().chain(&heading).map(String::as_str).collect();
+            let got: f32 = weights
+                .iter()
+                .filter(|(t, _)| terms.contains(t.as_str()))
+                .map(|(_, w)| w)
+                .sum();
+            let pairs = all
+                .windows(2)
+                .filter(|w| q_pairs.contains(&(w[0].as_str(), w[1].as_str())))
+                .map(|w| (w[0].as_str(), w[1].as_str()))
+                .collect::<HashSet<_>>()
+                .len();
+            let score = got / total + PAIR_BONUS * pairs as f32 / q_pairs.len().max(1) as f32;
+            ranked.push((score, i, r));
+        }
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let want = AnswerType::of(question);
+    // Sentences whose every word is in the question (a heading that repeats it, say) hold no
+    // answer: the next ones are taken instead.
+    let mut starts = Vec::new();
+    let mut untyped = Vec::new();
+    let mut taken = 0;
+    for (_, i, r) in ranked {
+        if taken == sentences.max(1) {
+            break;
+        }
+        let (typed, other) = sentence_starts(index, &question_terms, want, prompt, offsets, i, r);
+        if typed.is_empty() && other.is_empty() {
+            continue;
+        }
+        taken += 1;
+        starts.extend(typed);
+        untyped.extend(other);
+    }
+    // No word of the expected kind: any word will do.
+    Ok(if starts.is_empty() { untyped } else { starts })
+}
+
+/// The allowed starts in sentence `r` of passage `i`: (of the expected kind, others).
+type Starts = Vec<(usize, usize, usize)>;
+
+fn sentence_starts(
+    index: &Index,
+    question_terms: &HashSet<&str>,
+    want: AnswerType,
+    prompt: &Prompt,
+    offsets: &[Vec<usize>],
+    i: usize,
+    r: Range<usize>,
+) -> (Starts, Starts) {
+    let (mut starts, mut untyped) = (Vec::new(), Vec::new());
+    let text = &prompt.passages[i].text;
+    let offsets = &offsets[i];
+    let limit = offsets
+        .iter()
+        .position(|&o| o >= r.end)
+        .unwrap_or(offsets.len());
+    for (t, &at) in offsets.iter().enumerate().take(limit) {
+        // A token may begin inside a character (byte-level vocabularies): not a word start.
+        if at < r.start || !text.is_char_boundary(at) {
+            continue;
+        }
+        // A word starts at this token: what follows its leading space is a letter or digit
+        // that begins a word.
+        let rest = text[at..].trim_start();
+        let word_at = text.len() - rest.len();
+        let starts_word = word_at == at
+            && (at == r.start || !is_word_char(text[..at].chars().last()))
+            || word_at > at;
+        let word: String = rest.chars().take_while(|c| c.is_alphanumeric()).collect();
+        if !starts_word || word.is_empty() || retrieve::is_stopword(&word) {
+            continue;
+        }
+        if index
+            .analyze(&word)
+            .iter()
+            .any(|w| question_terms.contains(w.as_str()))
+        {
+            continue;
+        }
+        if want.accepts(&word) {
+            starts.push((i, t, limit));
+        } else {
+            untyped.push((i, t, limit));
+        }
+    }
+    (starts, untyped)
+}
+
+/// What kind of words an answer starts with, from the question's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerType {
+    /// "how many", "what year", "when", ...: a number, a number word or a month.
+    Number,
+    /// "who", "whom", "whose": a name (a capitalised word).
+    Person,
+    Any,
+}
+
+const NUMBER_WORDS: &[&str] = &[
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "hundred",
+    "hundreds",
+    "thousand",
+    "thousands",
+    "million",
+    "millions",
+    "billion",
+    "dozen",
+    "dozens",
+    "several",
+    "half",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "spring",
+    "summer",
+    "autumn",
+    "winter",
+];
+
+impl AnswerType {
+    fn of(question: &str) -> Self {
+        let q = question.to_lowercase();
+        let words: Vec<&str> = q
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let has = |pair: &[&str]| words.windows(pair.len()).any(|w| w == pair);
+        let numeric = [
+            "many", "much", "long", "old", "far", "often", "large", "big", "tall",
+        ]
+        .iter()
+        .any(|w| has(&["how", w]))
+            || [
+                "year",
+                "years",
+                "century",
+                "decade",
+                "percentage",
+                "percent",
+                "date",
+            ]
+            .iter()
+            .any(|w| has(&["what", w]) || has(&["which", w]))
+            || words.first() == Some(&"when")
+            || has(&["in", "what", "year"]);
+        if numeric {
+            Self::Number
+        } else if words.iter().any(|w| matches!(*w, "who" | "whom" | "whose")) {
+            Self::Person
+        } else {
+            Self::Any
+        }
+    }
+
+    fn accepts(self, word: &str) -> bool {
+        match self {
+            Self::Number => {
+                word.chars().next().is_some_and(|c| c.is_ascii_digit())
+                    || NUMBER_WORDS.contains(&word.to_lowercase().as_str())
+            }
+            Self::Person => word.chars().next().is_some_and(char::is_uppercase),
+            Self::Any => true,
+        }
+    }
+}
+
+/// The weight of repeated question word pairs in a sentence's score.
+const PAIR_BONUS: f32 = 0.3;
+
+fn is_word_char(c: Option<char>) -> bool {
+    c.is_some_and(char::is_alphanumeric)
+}
+
+/// The byte offset in `text` where each token of `tokens` (its encoding) starts: the running
+/// length of the tokens' bytes, less the space a SentencePiece vocabulary puts before the
+/// first word.
+fn token_offsets(tokenizer: &Tokenizer, tokens: &[u32], text: &str) -> Vec<usize> {
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(tokens.len());
+    let shift = usize::from(
+        tokens
+            .first()
+            .is_some_and(|&t| tokenizer.token_bytes(t).first() == Some(&b' '))
+            && !text.starts_with(' '),
+    );
+    for &t in tokens {
+        out.push(at.saturating_sub(shift).min(text.len()));
+        at += tokenizer.token_bytes(t).len();
+    }
+    out
+}
+
+/// The byte range of `quote` in `text`: exact, else ignoring case.
+fn locate(text: &str, quote: &str) -> Option<Range<usize>> {
+    if quote.is_empty() {
+        return None;
+    }
+    if let Some(at) = text.find(quote) {
+        return Some(at..at + quote.len());
+    }
+    // Lower-casing can change byte lengths only outside ASCII; search ASCII-folded.
+    let fold = |s: &str| s.to_ascii_lowercase();
+    fold(text).find(&fold(quote)).map(|at| at..at + quote.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_located() {
+        let t = "The Kessel Harbour Bridge opened in 1912.";
+        assert_eq!(locate(t, "1912"), Some(36..40));
+        assert_eq!(locate(t, "kessel harbour"), Some(4..18));
+        assert_eq!(locate(t, "1913"), None);
+        assert_eq!(locate(t, ""), None);
+    }
+}
