@@ -6,10 +6,14 @@ CARGO ?= cargo
 RAG_SHARED ?= $(abspath ../shared)
 export RAG_SHARED
 
-.PHONY: demo test model check lint bench bench-index eval llamacpp clean-cache
+.PHONY: demo test model test-deps check lint bench bench-index eval llamacpp clean-cache serve
 
 model:
 	@scripts/fetch-models.sh --all >/dev/null
+
+# What the server tests drive it with: the openai client and Selenium (target/py), Chromium.
+test-deps:
+	@scripts/test-deps.sh
 
 # The demo: index the sample corpus in examples/corpus (a fictional harbour town), then ask one
 # question it answers and one it does not.
@@ -20,8 +24,14 @@ demo: model
 	./target/release/rag ask --index $(DEMO_INDEX) "Who designed the Kessel Harbour Bridge?"
 	./target/release/rag ask --index $(DEMO_INDEX) "What is the boiling point of mercury?"
 
-test: model
+test: model test-deps
 	$(CARGO) test --workspace
+
+# The web page and the API over the demo index: http://127.0.0.1:8080
+serve: model
+	$(CARGO) build --release
+	./target/release/rag ingest --index $(DEMO_INDEX) examples/corpus
+	./target/release/rag serve --index $(DEMO_INDEX)
 
 lint:
 	$(CARGO) fmt --all -- --check

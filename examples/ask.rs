@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus");
     let dir = std::env::temp_dir().join(format!("rag-example-{}", std::process::id()));
 
-    let mut rag = Rag::open(&dir, config)?;
+    let rag = Rag::open(&dir, config)?;
     let report = rag.ingest(&[corpus])?;
     println!(
         "indexed {} files ({} chunks) in {:.1}s",

@@ -3,7 +3,7 @@
 
 Writes model/tests/fixtures/smollm2_reference.json: for a few prompts, the prompt token ids, llama.cpp's
 top-10 next-token logits after the prompt, and its greedy continuation (no repeat penalty, EOS
-ignored). tests/model_reference.rs checks rag's own Llama forward against it.
+ignored). model/tests/model_reference.rs checks rag's own Llama forward against it.
 
 Rerun (needs the llama-cpp-python venv from scripts/llamacpp-venv.sh):
     $(scripts/llamacpp-venv.sh) scripts/make_smollm2_reference.py [MODEL_PATH]

@@ -8,7 +8,7 @@ use rag_index::{Hit, Index};
 use rag_model::{GenerateParams, Generation, Model, PromptFormat, StopReason};
 use serde::Serialize;
 
-use crate::answerable::{self, Decision, Fitted};
+use crate::answerability::{self, Decision, Fitted};
 use crate::cite::{self, CitationFilter};
 use crate::error::{Error, Result};
 use crate::prompt::{self, Passage, Prompt};
@@ -215,7 +215,7 @@ pub struct Answer {
     /// support means the answer says things the cited passages do not.
     pub support: Option<f32>,
     /// How the answerability decision went (quote mode, when the model was asked).
-    pub decision: Option<crate::answerable::Decision>,
+    pub decision: Option<crate::answerability::Decision>,
     /// Why generation stopped (`None` when the model was not asked).
     pub stop: Option<StopReason>,
     /// The rendered prompt, when asked for.
@@ -437,7 +437,9 @@ pub(crate) fn cite(
     answer.invalid_citations = invalid;
     record(&generation, answer);
     if cite::is_not_found(&text) {
+        // The model's own words stay the answer (they are what was streamed).
         answer.abstain(AbstainReason::Model);
+        answer.answer = text.trim().to_string();
         return;
     }
     let Some(index) = index.filter(|_| !answer.passages.is_empty()) else {
@@ -508,7 +510,7 @@ pub(crate) fn cite_quote(
     };
     record(&q.generation, answer);
     let p = answer.passages[q.passage].clone();
-    let features = answerable::features(
+    let features = answerability::features(
         index,
         question,
         evidence,
@@ -525,8 +527,8 @@ pub(crate) fn cite_quote(
             format!("fitted:{}", f.model.file_name),
         ),
         None => (
-            answerable::rule(&features),
-            answerable::RULE_THRESHOLD,
+            answerability::rule(&features),
+            answerability::RULE_THRESHOLD,
             "rule".to_string(),
         ),
     };
@@ -538,7 +540,7 @@ pub(crate) fn cite_quote(
         candidate: p.text[q.range.clone()].trim().to_string(),
         candidate_sentence: p.text[cite::sentence_around(&p.text, q.range.clone())].to_string(),
         candidate_passage: p.n,
-        features: answerable::FEATURES
+        features: answerability::FEATURES
             .iter()
             .map(|n| n.to_string())
             .zip(features)

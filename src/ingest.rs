@@ -69,7 +69,7 @@ pub enum FileStatus {
 /// Progress events, for bars and logs; `rag ingest --json` prints one per line.
 ///
 /// ```no_run
-/// # let mut rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
 /// rag.ingest_with(&["docs".into()], &Default::default(), &mut |event| match event {
 ///     rag::IngestEvent::Started { files } => eprintln!("{files} files"),
 ///     rag::IngestEvent::File { path, reason: Some(r), .. } => eprintln!("{}: {r}", path.display()),
@@ -99,7 +99,7 @@ pub enum IngestEvent {
 /// Seconds per stage of an ingest (in [`IngestReport::stages`]).
 ///
 /// ```no_run
-/// # let mut rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
 /// let s = rag.ingest(&["docs".into()])?.stages;
 /// println!("parse {:.1}s, embed {:.1}s", s.parse, s.embed);
 /// # Ok::<(), rag::Error>(())
@@ -116,7 +116,7 @@ pub struct StageTimes {
 /// The summary of an ingest run.
 ///
 /// ```no_run
-/// # let mut rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
 /// let r = rag.ingest(&["docs".into()])?;
 /// for (path, why) in &r.failures {
 ///     eprintln!("failed {}: {why}", path.display());

@@ -8,7 +8,7 @@
 //! ```no_run
 //! use rag::{Config, Rag};
 //!
-//! let mut rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
+//! let rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
 //! rag.ingest(&["docs".into()])?;
 //! let answer = rag.ask_streaming("Who designed the bridge?", &mut |piece| print!("{piece}"))?;
 //! for c in &answer.citations {
@@ -20,24 +20,25 @@
 //! Underneath: the model runtime is the `rag-model` crate (GGUF, tokenizers, the CPU engine,
 //! generation, embedders), the store the `rag-index` crate (tantivy BM25 + hnsw_rs vectors), the
 //! loaders and chunker the `rag-ingest` crate. `docs/ARCHITECTURE.md` has the map.
-mod answerable;
+pub mod answerability;
 mod ask;
 mod cite;
 mod config;
 mod embedder;
 mod error;
+mod followup;
 mod ingest;
 mod prompt;
 mod quote;
 mod rag;
 mod retrieve;
+mod server;
 
-pub use answerable::{
-    sigmoid, Decision, Fitted, ModelKey, Probe, FEATURES, FITTED_VERSION, RULE_THRESHOLD,
-};
+pub use answerability::Decision;
 pub use ask::{AbstainReason, Answer, AnswerMode, AskOptions, AskTimings, Citation, OnText, Quote};
 pub use config::{default_model_in, Config, DEFAULT_MODEL_FILE};
 pub use error::{Error, Result};
+pub use followup::standalone_question;
 pub use ingest::{FileStatus, IngestEvent, IngestOptions, IngestReport, StageTimes};
 pub use prompt::{source_label, Passage, NOT_FOUND};
 pub use quote::QuoteOptions;
@@ -48,3 +49,4 @@ pub use rag_model::{
     EmbedderKind, GenerateParams, HiddenLayer, Pooling, StopReason, TemplateFamily, MINILM_DIR,
 };
 pub use retrieve::{Mode, RetrieveOptions};
+pub use server::{Server, ServerOptions};

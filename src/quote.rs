@@ -8,9 +8,9 @@ use std::ops::Range;
 use std::collections::HashSet;
 
 use rag_index::Index;
-use rag_model::{Generation, Model, SpanQuery, Tokenizer};
+use rag_model::{Cancel, Generation, Model, SpanQuery, Tokenizer};
 
-use crate::answerable::Signals;
+use crate::answerability::Signals;
 use crate::cite;
 use crate::error::Result;
 use crate::prompt::Prompt;
@@ -73,6 +73,7 @@ pub(crate) fn generate(
     question: &str,
     prompt: &Prompt,
     opts: &QuoteOptions,
+    cancel: &Cancel,
 ) -> Result<Option<Quoted>> {
     if prompt.passages.is_empty() {
         return Ok(None);
@@ -121,6 +122,7 @@ pub(crate) fn generate(
         first: &first,
         keep: opts.starts,
         max_tokens: opts.tokens,
+        cancel: Some(cancel),
     };
     let Some(span) = session.best_span(&query)? else {
         return Ok(None);

@@ -2,14 +2,14 @@
 //! search, ask. Models and the index are loaded on first use and kept: nothing on the query path
 //! reloads them.
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use rag_index::{ChunkRecord, Hit, Index};
+use rag_index::{ChunkRecord, Hit, Index, IndexWriter};
 use rag_model::{Model, PromptFormat, TextEmbedder, WeightFormat};
 use serde::Serialize;
 
-use crate::answerable::Fitted;
+use crate::answerability::Fitted;
 use crate::ask::{self, Answer, AnswerMode, AskOptions};
 use crate::config::Config;
 use crate::embedder::{self, EmbedderUse};
@@ -110,7 +110,7 @@ pub struct IndexInfo {
 ///
 /// ```no_run
 /// use rag::{Config, Rag};
-/// let mut rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
+/// let rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
 /// rag.ingest(&["docs".into()])?;
 /// let answer = rag.ask("When was the bridge built?")?;
 /// println!("{}", answer.answer);
@@ -127,17 +127,24 @@ pub struct Rag {
     chat: OnceLock<Arc<Model>>,
     format: OnceLock<PromptFormat>,
     fitted: OnceLock<Option<Fitted>>,
-    index: OnceLock<Index>,
+    /// The last commit opened (a snapshot: readers keep theirs while [`Rag::refresh`] swaps
+    /// in a newer one).
+    index: RwLock<Option<Arc<Index>>>,
     /// The last query embedded and its vector: a search followed by an ask of the same
     /// question, or one query through several retrievers, embeds it once.
     last_query: Mutex<Option<(String, Vec<f32>)>>,
+    /// Held while a model loads, so that concurrent first calls load it once.
+    loading: Mutex<()>,
 }
 
 impl Rag {
     /// Use the index at `dir` (it need not exist yet: [`Rag::ingest`] creates it) with the
-    /// models named by `config`. Sizes the compute thread pool; loads nothing yet.
+    /// models named by `config`. Sizes the compute thread pool when [`Config::threads`] says
+    /// so (otherwise it is left as the host has it: all cores by default); loads nothing yet.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
-        rag_model::set_threads(config.threads_or_default())?;
+        if let Some(n) = config.threads {
+            rag_model::set_threads(n)?;
+        }
         Ok(Self {
             dir: dir.as_ref().to_path_buf(),
             config,
@@ -146,8 +153,9 @@ impl Rag {
             chat: OnceLock::new(),
             format: OnceLock::new(),
             fitted: OnceLock::new(),
-            index: OnceLock::new(),
+            index: RwLock::new(None),
             last_query: Mutex::new(None),
+            loading: Mutex::new(()),
         })
     }
 
@@ -202,12 +210,12 @@ impl Rag {
     ///
     /// ```no_run
     /// # use rag::{Config, Rag};
-    /// let mut rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
+    /// let rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
     /// let report = rag.ingest(&["docs".into()])?;
     /// println!("{} indexed, {} unchanged", report.indexed, report.unchanged);
     /// # Ok::<(), rag::Error>(())
     /// ```
-    pub fn ingest(&mut self, paths: &[PathBuf]) -> Result<IngestReport> {
+    pub fn ingest(&self, paths: &[PathBuf]) -> Result<IngestReport> {
         self.ingest_with(paths, &IngestOptions::default(), &mut |_| {})
     }
 
@@ -217,7 +225,7 @@ impl Rag {
     ///
     /// ```no_run
     /// # use rag::{Config, IngestEvent, IngestOptions, Rag};
-    /// let mut rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
+    /// let rag = Rag::open(".rag", Config::new("/home/me/.cache/rag"))?;
     /// rag.ingest_with(&["docs".into()], &IngestOptions::default(), &mut |e| {
     ///     if let IngestEvent::File { path, status, .. } = e {
     ///         eprintln!("{status:?} {}", path.display());
@@ -226,24 +234,93 @@ impl Rag {
     /// # Ok::<(), rag::Error>(())
     /// ```
     pub fn ingest_with(
-        &mut self,
+        &self,
         paths: &[PathBuf],
         opts: &IngestOptions,
         on_event: &mut dyn FnMut(&IngestEvent),
     ) -> Result<IngestReport> {
-        // The embedder asked for, if another than the one loaded (e.g. to rebuild with it).
+        // The embedder asked for, when it is another than the one loaded (to rebuild the index
+        // with it, say), serves this ingest alone.
         let wanted = self.config.embedder;
-        if wanted.is_some_and(|k| self.embedder.get().is_some_and(|e| e.kind() != k)) {
-            self.embedder = OnceLock::new();
-        }
-        if self.embedder.get().is_none() {
-            let e = embedder::load(&self.config, &self.dir, EmbedderUse::Ingest)?;
-            let _ = self.embedder.set(e);
-        }
-        let embedder = self.embedder()?;
+        let other = match self.embedder.get() {
+            Some(e) if wanted.is_some_and(|k| k != e.kind()) => Some(embedder::load(
+                &self.config,
+                &self.dir,
+                EmbedderUse::Ingest,
+            )?),
+            Some(_) => None,
+            None => {
+                let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+                if self.embedder.get().is_none() {
+                    let e = embedder::load(&self.config, &self.dir, EmbedderUse::Ingest)?;
+                    let _ = self.embedder.set(e);
+                }
+                None
+            }
+        };
+        let embedder = match &other {
+            Some(e) => e,
+            None => self.embedder()?,
+        };
         let report = crate::ingest::ingest(&self.dir, embedder, paths, opts, on_event)?;
-        self.index = OnceLock::new();
+        if let Some(e) = other {
+            // Queries now go to an index of the new embedder: use it, and forget the last
+            // query's vector of the old one.
+            let _ = self.embedder.set(e);
+            *self
+                .last_query
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        }
+        self.refresh()?;
         Ok(report)
+    }
+
+    /// Take `path` (as stored: see [`Rag::documents`]) and all its chunks out of the index.
+    /// `false` when the index does not hold it. Later searches see the change.
+    ///
+    /// ```no_run
+    /// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+    /// for d in rag.documents()? {
+    ///     if d.path.ends_with("draft.md") {
+    ///         rag.remove_document(&d.path)?;
+    ///     }
+    /// }
+    /// # Ok::<(), rag::Error>(())
+    /// ```
+    pub fn remove_document(&self, path: &str) -> Result<bool> {
+        let index = self.index()?;
+        if !index.documents().contains_key(path) {
+            return Ok(false);
+        }
+        let m = index.manifest();
+        let mut writer = IndexWriter::open(&self.dir, &m.embedder_id, m.dim, false)?;
+        writer.remove_document(path)?;
+        writer.commit()?;
+        drop(writer);
+        self.refresh()?;
+        Ok(true)
+    }
+
+    /// See the index's latest commit (another process or thread may have written to it).
+    /// Searches already running keep the commit they started with.
+    ///
+    /// ```no_run
+    /// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+    /// rag.refresh()?; // after a `rag ingest` elsewhere
+    /// # Ok::<(), rag::Error>(())
+    /// ```
+    pub fn refresh(&self) -> Result<()> {
+        let fresh = match Index::open(&self.dir) {
+            Ok(i) => Some(Arc::new(i)),
+            Err(rag_index::IndexError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        *self
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        Ok(())
     }
 
     /// The ranked, distinct hits for `query` under `opts`: the retrieval step of
@@ -288,7 +365,7 @@ impl Rag {
         };
         let embed_secs = te.elapsed().as_secs_f64();
         let ts = Instant::now();
-        let hits = retrieve::retrieve(index, query, vector.as_deref(), opts)?;
+        let hits = retrieve::retrieve(&index, query, vector.as_deref(), opts)?;
         Ok(Retrieval {
             hits,
             load_secs,
@@ -316,7 +393,7 @@ impl Rag {
         let question = ask::check_question(question)?;
         let opts = &self.options;
         let found = self.retrieve(question, &opts.retrieve)?;
-        let evidence = retrieve::evidence(self.index()?, question, &found.hits)?;
+        let evidence = retrieve::evidence(&*self.index()?, question, &found.hits)?;
         let tl = Instant::now();
         let format = self.prompt_format()?;
         let load_secs = found.load_secs + tl.elapsed().as_secs_f64();
@@ -373,8 +450,18 @@ impl Rag {
         self.ask_streaming_with(question, &self.options, on_text)
     }
 
-    /// The steps of an answer, in order: retrieve, gate, prompt, generate, cite.
-    fn ask_streaming_with(
+    /// [`Rag::ask_streaming`] with `options` in place of this `Rag`'s own settings (a server
+    /// answers each request with its own options, and can stop it with
+    /// `options.generate.cancel`). The steps, in order: retrieve, gate, prompt, generate, cite.
+    ///
+    /// ```no_run
+    /// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+    /// let mut opts = rag.options().clone();
+    /// let stop = opts.generate.cancel.clone(); // stop.cancel() from another thread ends it
+    /// let answer = rag.ask_streaming_with("Who designed the bridge?", &opts, &mut |t| print!("{t}"))?;
+    /// # Ok::<(), rag::Error>(())
+    /// ```
+    pub fn ask_streaming_with(
         &self,
         question: &str,
         opts: &AskOptions,
@@ -385,16 +472,19 @@ impl Rag {
         let mut answer = Answer::new(question);
         let mut hits = Vec::new();
         if !opts.closed_book {
-            if self.index()?.is_empty() {
+            let ti = Instant::now();
+            let empty = self.index()?.is_empty();
+            answer.timings.load_secs += ti.elapsed().as_secs_f64();
+            if empty {
                 return Err(Error::EmptyIndex {
                     dir: self.dir.clone(),
                 });
             }
             let found = self.retrieve(question, &opts.retrieve)?;
-            let evidence = retrieve::evidence(self.index()?, question, &found.hits)?;
+            let evidence = retrieve::evidence(&*self.index()?, question, &found.hits)?;
             let t = &mut answer.timings;
-            (t.load_secs, t.embed_secs, t.search_secs) =
-                (found.load_secs, found.embed_secs, found.search_secs);
+            t.load_secs += found.load_secs;
+            (t.embed_secs, t.search_secs) = (found.embed_secs, found.search_secs);
             answer.evidence = Some(evidence);
             if let Some(reason) = ask::gate(&found.hits, evidence, &opts.retrieve) {
                 // Nothing plausibly relevant: say so, without loading or asking the model.
@@ -415,11 +505,18 @@ impl Rag {
         }
         if opts.answer == AnswerMode::Quote && !opts.closed_book {
             let index = self.index()?;
-            let quoted = quote::generate(model, index, question, &prompt, &opts.quote)?;
+            let quoted = quote::generate(
+                model,
+                &index,
+                question,
+                &prompt,
+                &opts.quote,
+                &opts.generate.cancel,
+            )?;
             let fitted = self.fitted()?;
             let evidence = answer.evidence.unwrap_or(0.0);
             ask::cite_quote(
-                index,
+                &index,
                 fitted,
                 question,
                 evidence,
@@ -435,10 +532,26 @@ impl Rag {
             } else {
                 Some(self.index()?)
             };
-            ask::cite(index, generated, &mut answer, on_text);
+            ask::cite(index.as_deref(), generated, &mut answer, on_text);
         }
         answer.timings.total_secs = t0.elapsed().as_secs_f64();
         Ok(answer)
+    }
+
+    /// Unit vectors of `texts` by the index's embedder (the one queries use), in input order,
+    /// with the embedder's token count of each text.
+    ///
+    /// ```no_run
+    /// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+    /// let (vectors, tokens) = rag.embed(&["harbour bridge", "ferry timetable"])?;
+    /// assert_eq!(vectors.len(), 2);
+    /// println!("dimension {}, {} tokens", vectors[0].len(), tokens.iter().sum::<usize>());
+    /// # Ok::<(), rag::Error>(())
+    /// ```
+    pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        let embedder = self.embedder()?;
+        let tokens = texts.iter().map(|t| embedder.count_tokens(t)).collect();
+        Ok((embedder.embed(texts)?, tokens))
     }
 
     /// The documents in the index, by path (see [`Document`]).
@@ -487,6 +600,10 @@ impl Rag {
         if let Some(e) = self.embedder.get() {
             return Ok(e);
         }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self.embedder.get() {
+            return Ok(e);
+        }
         let e = embedder::load(&self.config, &self.dir, EmbedderUse::Query)?;
         Ok(self.embedder.get_or_init(|| e))
     }
@@ -511,6 +628,10 @@ impl Rag {
     /// SQuAD question with ~960-token prompts takes 2.06-2.13 s against 6.8 s with f32 weights, in
     /// a quarter of the memory (docs/EVAL.md, README).
     fn chat_model(&self) -> Result<&Arc<Model>> {
+        if let Some(m) = self.chat.get() {
+            return Ok(m);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = self.chat.get() {
             return Ok(m);
         }
@@ -544,12 +665,23 @@ impl Rag {
         Ok(self.format.get_or_init(|| format))
     }
 
-    /// The last commit of the index (opened on first use).
-    fn index(&self) -> Result<&Index> {
-        if let Some(i) = self.index.get() {
-            return Ok(i);
+    /// The last commit of the index opened (the first call opens it).
+    fn index(&self) -> Result<Arc<Index>> {
+        if let Some(i) = self
+            .index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            return Ok(Arc::clone(i));
         }
-        let i = Index::open(&self.dir)?;
-        Ok(self.index.get_or_init(|| i))
+        let mut slot = self
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            *slot = Some(Arc::new(Index::open(&self.dir)?));
+        }
+        Ok(Arc::clone(slot.as_ref().expect("just set")))
     }
 }

@@ -309,12 +309,31 @@ pub(crate) fn is_stopword(word: &str) -> bool {
     STOPWORDS.contains(&word.to_lowercase().as_str())
 }
 
-/// The words of `text` that are not [`STOPWORDS`], joined by spaces.
+/// Words that, right after "how", ask for a kind of answer ("how long": a duration) rather
+/// than name the topic: a passage that answers "How long does the crossing take?" says "35
+/// minutes", not "long".
+const HOW_WORDS: &[&str] = &[
+    "big", "far", "high", "large", "long", "many", "much", "often", "old", "soon", "tall",
+];
+
+/// The words of `text` that are not [`STOPWORDS`] (nor a [`HOW_WORDS`] word after "how"),
+/// joined by spaces.
 fn without_stopwords(text: &str) -> String {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.to_lowercase().as_str()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut kept = Vec::with_capacity(words.len());
+    for (i, w) in words.iter().enumerate() {
+        let lower = w.to_lowercase();
+        let after_how = i > 0 && words[i - 1].eq_ignore_ascii_case("how");
+        if STOPWORDS.contains(&lower.as_str()) || (after_how && HOW_WORDS.contains(&lower.as_str()))
+        {
+            continue;
+        }
+        kept.push(*w);
+    }
+    kept.join(" ")
 }
 
 /// How well the best of `hits` covers the question, from 0 to 1: for each hit, the share of
@@ -349,6 +368,18 @@ pub(crate) fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn how_long_asks_for_a_duration_not_about_length() {
+        assert_eq!(
+            without_stopwords("How long does the ferry crossing take?"),
+            "ferry crossing take"
+        );
+        assert_eq!(
+            without_stopwords("How many bridges are long?"),
+            "bridges long"
+        );
+    }
     use rag_index::{ChunkRecord, Retriever};
 
     fn hit(id: u64, text: &str) -> Hit {

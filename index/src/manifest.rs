@@ -132,7 +132,6 @@ impl Manifest {
         }
     }
 
-    /// The manifest as it is written to disk and into the tantivy payload.
     /// Whether vectors from the embedder `id` of dimension `dim` belong in this index: the one
     /// compatibility check, used by the writer before any write and by readers before a query
     /// vector is searched. `dir` names the index in the error.
@@ -149,6 +148,7 @@ impl Manifest {
         })
     }
 
+    /// The manifest as it is written to disk and into the tantivy payload.
     pub(crate) fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("a manifest always serialises");
         s.push('\n');

@@ -22,6 +22,13 @@ pub struct NewChunk {
 }
 
 /// A stored chunk, as searches return it.
+///
+/// ```
+/// # fn show(hit: &rag_index::Hit) {
+/// let c = &hit.chunk;
+/// println!("{} bytes {:?} of {}: {}", c.chunk_id, c.byte_range, c.path, c.text);
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRecord {
     /// Id of the chunk, unique for the life of the store (ids are never reused).
@@ -38,6 +45,11 @@ pub struct ChunkRecord {
 }
 
 /// Which retriever found a hit.
+///
+/// ```
+/// let s = serde_json::to_string(&rag_index::Retriever::Both).unwrap();
+/// assert_eq!(s, "\"both\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Retriever {
@@ -47,6 +59,14 @@ pub enum Retriever {
 }
 
 /// A search result.
+///
+/// ```no_run
+/// let index = rag_index::Index::open(std::path::Path::new(".rag"))?;
+/// for hit in index.search_bm25("harbour bridge", 5)? {
+///     println!("{:.2} bm25 #{:?} {}", hit.score, hit.bm25_rank, hit.chunk.path);
+/// }
+/// # Ok::<(), rag_index::IndexError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Hit {
     pub chunk: ChunkRecord,

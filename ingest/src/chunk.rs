@@ -26,6 +26,11 @@ pub trait TokenCounter {
 }
 
 /// How [`chunk`] sizes chunks.
+///
+/// ```
+/// let opts = rag_ingest::ChunkOptions { max_tokens: 384, ..Default::default() };
+/// assert_eq!(opts.overlap_tokens, 32);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkOptions {
     /// The most tokens in one chunk. Default 256: small enough that a chunk is about one topic and

@@ -6,6 +6,11 @@ use crate::document::{doc_kind, DocKind};
 use std::path::{Path, PathBuf};
 
 /// What [`walk`] looks at.
+///
+/// ```
+/// let opts = rag_ingest::WalkOptions { include_hidden: true, ..Default::default() };
+/// assert!(opts.respect_ignore_files);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkOptions {
     /// Include hidden files and folders (names starting with `.`). Default `false`: they are usually

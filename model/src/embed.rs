@@ -9,6 +9,11 @@ use crate::hparams::HiddenLayer;
 use crate::model::Model;
 
 /// How token states become one vector.
+///
+/// ```
+/// assert_eq!("last".parse(), Ok(rag_model::Pooling::LastToken));
+/// assert_eq!(rag_model::Pooling::default(), rag_model::Pooling::Mean);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pooling {
     /// Mean over the sequence's tokens. The default: it separated related from unrelated

@@ -17,7 +17,7 @@ pub enum ModelError {
     MissingFile { path: PathBuf, what: &'static str },
 
     /// The file exists but is not GGUF.
-    #[error("{path} is not a GGUF file (its first bytes are {magic:?}, expected \"GGUF\"): rag reads Llama-architecture models in GGUF format, e.g. llama-2-7b-chat.Q4_K_M.gguf")]
+    #[error("{path} is not a GGUF file (its first bytes are {magic:?}, expected \"GGUF\"): this runtime reads Llama-architecture models in GGUF format, e.g. llama-2-7b-chat.Q4_K_M.gguf")]
     NotGguf { path: PathBuf, magic: String },
 
     /// The GGUF header or tensor data cannot be read in full.
@@ -25,7 +25,7 @@ pub enum ModelError {
     CorruptGguf { path: PathBuf, detail: String },
 
     /// The GGUF holds a model architecture this runtime does not run.
-    #[error("{path} holds a '{arch}' model; rag runs the 'llama' architecture (Llama 1/2/3, SmolLM, TinyLlama, Mistral converted as llama)")]
+    #[error("{path} holds a '{arch}' model; this runtime runs the 'llama' architecture (Llama 1/2/3, SmolLM, TinyLlama, Mistral converted as llama)")]
     UnsupportedArchitecture { path: PathBuf, arch: String },
 
     /// A hyperparameter or tensor the forward needs is missing or inconsistent.

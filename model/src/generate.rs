@@ -11,6 +11,11 @@ use crate::llama::{Fed, KvCache, Logits};
 use crate::model::Model;
 
 /// Sampling and stopping settings.
+///
+/// ```
+/// let params = rag_model::GenerateParams { max_tokens: 64, temperature: 0.7, ..Default::default() };
+/// assert_eq!(params.seed, rag_model::GenerateParams::default().seed);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
     /// Most tokens to generate. Default 512.
@@ -33,6 +38,40 @@ pub struct GenerateParams {
     pub penalize_prompt: bool,
     /// Seed of the sampler. Default 299792458.
     pub seed: u64,
+    /// Stops the generation when cancelled from elsewhere (a client that went away). Default:
+    /// a fresh one nobody cancels. Clones of these params share the flag: give each generation
+    /// that may be cancelled a `Cancel::default()` of its own.
+    pub cancel: Cancel,
+}
+
+/// A flag that stops a generation from another thread: cheap to clone, every clone sees the
+/// same flag; two are equal when they are the same flag.
+///
+/// ```
+/// let cancel = rag_model::Cancel::default();
+/// let params = rag_model::GenerateParams { cancel: cancel.clone(), ..Default::default() };
+/// cancel.cancel();
+/// assert!(params.cancel.is_cancelled());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    /// Ask the generation to stop (at its next token).
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for GenerateParams {
@@ -46,11 +85,17 @@ impl Default for GenerateParams {
             repeat_last_n: 64,
             penalize_prompt: true,
             seed: 299_792_458,
+            cancel: Cancel::default(),
         }
     }
 }
 
 /// Why generation stopped.
+///
+/// ```
+/// let stop = serde_json::to_string(&rag_model::StopReason::MaxTokens).unwrap();
+/// assert_eq!(stop, "\"max_tokens\"");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -62,6 +107,8 @@ pub enum StopReason {
     MaxTokens,
     /// The context window is full.
     ContextFull,
+    /// The generation was cancelled ([`Cancel`]).
+    Cancelled,
 }
 
 /// A finished generation.
@@ -328,6 +375,9 @@ impl Session<'_> {
         let mut decoder = model.tokenizer.stream_decoder();
         let mut text = String::new();
         let stop = loop {
+            if params.cancel.is_cancelled() {
+                break StopReason::Cancelled;
+            }
             let lse = log_sum_exp(&logits);
             let penalised = &self.history[first_new..];
             let mut before_penalty = Vec::new();
@@ -439,7 +489,8 @@ impl Sampler {
 
     fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         match self {
-            Self::Greedy => argmax(logits),
+            Self::Greedy => greedy(logits)
+                .ok_or_else(|| ModelError::InvalidInput("no logits to pick from".into())),
             Self::Sample(p) => {
                 Ok(p.sample(&Tensor::from_slice(logits, logits.len(), &Device::Cpu)?)?)
             }
@@ -447,11 +498,15 @@ impl Sampler {
     }
 }
 
-/// The index of the first maximum (NaN never wins), as candle's `argmax` picks it.
-fn argmax(logits: &[f32]) -> Result<u32> {
-    let Some(&first) = logits.first() else {
-        return Err(ModelError::InvalidInput("no logits to pick from".into()));
-    };
+/// The greedy choice: the index of the first maximum, as candle's `argmax` picks it (a NaN
+/// after the first logit never wins); `None` for no logits.
+///
+/// ```
+/// assert_eq!(rag_model::greedy(&[0.5, 2.0, 2.0, -1.0]), Some(1));
+/// assert_eq!(rag_model::greedy(&[]), None);
+/// ```
+pub fn greedy(logits: &[f32]) -> Option<u32> {
+    let &first = logits.first()?;
     let (mut best, mut at) = (first, 0);
     for (i, &x) in logits.iter().enumerate() {
         if best < x {
@@ -459,7 +514,7 @@ fn argmax(logits: &[f32]) -> Result<u32> {
             at = i;
         }
     }
-    Ok(at as u32)
+    Some(at as u32)
 }
 
 fn sampling(p: &GenerateParams) -> Sampling {

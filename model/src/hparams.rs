@@ -68,6 +68,13 @@ impl LlamaConfig {
 }
 
 /// Which hidden states a forward pass returns.
+///
+/// ```
+/// use rag_model::HiddenLayer;
+/// assert_eq!(HiddenLayer::default(), HiddenLayer::Final);
+/// let middle = HiddenLayer::After(15); // the residual stream after block 15
+/// assert_ne!(middle, HiddenLayer::Final);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HiddenLayer {
     /// After the last block and the final RMSNorm (what the LM head sees).

@@ -45,7 +45,7 @@ mod tokenizer;
 
 pub use embed::{cosine, normalize, variant_of_id, EmbedOptions, Embedder, Pooling};
 pub use error::{ModelError, Result};
-pub use generate::{GenerateParams, Generation, Session, StopReason};
+pub use generate::{greedy, Cancel, GenerateParams, Generation, Session, StopReason};
 pub use gguf::GgufFile;
 pub use hparams::{HiddenLayer, LlamaConfig};
 pub use llama::{Fed, KvCache, Llama, Logits, WeightFormat};

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use crate::error::Result;
-use crate::generate::Session;
+use crate::generate::{Cancel, Session};
 
 /// Where a quote may come from and how its spans are ranked.
 pub struct SpanQuery<'a> {
@@ -27,6 +27,8 @@ pub struct SpanQuery<'a> {
     pub keep: usize,
     /// The longest span, in tokens.
     pub max_tokens: usize,
+    /// Stops the search (with what it has found so far) when cancelled.
+    pub cancel: Option<&'a Cancel>,
 }
 
 /// The span [`Session::best_span`] chose.
@@ -64,6 +66,9 @@ impl Session<'_> {
         starts.truncate(query.keep.max(1));
         let mut best: Option<Span> = None;
         for (_, (s, t, limit)) in starts {
+            if query.cancel.is_some_and(Cancel::is_cancelled) {
+                break;
+            }
             let end = limit
                 .min(query.sources[s].len())
                 .min(t + query.max_tokens.max(1));

@@ -7,6 +7,12 @@ use crate::gguf::GgufFile;
 use crate::tokenizer::{Tokenizer, TokenizerFamily};
 
 /// The chat formats rag renders.
+///
+/// ```
+/// use rag_model::TemplateFamily;
+/// assert_eq!("chatml".parse(), Ok(TemplateFamily::ChatMl));
+/// assert_eq!(TemplateFamily::Llama2.name(), "llama2");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemplateFamily {
     /// Llama 2-Chat: `<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]`.

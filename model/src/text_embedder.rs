@@ -17,6 +17,12 @@ use crate::model::{Model, ModelOptions};
 pub const DEFAULT_EMBEDDER: EmbedderKind = EmbedderKind::MiniLm;
 
 /// Which model embeds chunks and queries.
+///
+/// ```
+/// use rag_model::EmbedderKind;
+/// assert_eq!("minilm".parse(), Ok(EmbedderKind::MiniLm));
+/// assert_eq!(EmbedderKind::of_id("llama:SmolLM2.gguf:98362432:mean:final"), EmbedderKind::Llama);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbedderKind {
     /// Mean-pooled final hidden states of a Llama-architecture GGUF (the embedding model).

@@ -223,6 +223,7 @@ fn only_allowed_spans_come_out_of_the_quote_decoder() {
             first: &|_| 0.0,
             keep: 3,
             max_tokens: 4,
+            cancel: None,
         };
         let Some(span) = session.best_span(&query).unwrap() else {
             // Possible only when no start can reach an even end within its limit.

@@ -145,7 +145,7 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
             IngestEvent::Committed { .. } => {}
         }
     };
-    let mut rag = Rag::open(&args.index.index, config)?;
+    let rag = Rag::open(&args.index.index, config)?;
     let report = rag.ingest_with(&args.paths, &opts, &mut on_event)?;
     bar.finish_and_clear();
     if args.json {

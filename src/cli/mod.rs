@@ -11,6 +11,7 @@ mod ingest;
 mod model;
 mod output;
 mod search;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ pub use output::is_broken_pipe;
   rag chat \"What is the capital of France?\"
   rag --model llama-2-7b-chat.Q4_K_M.gguf chat \"Hello\"
   rag embed \"first sentence\" \"second sentence\" --json
+  rag serve                               a web page and an OpenAI-compatible API on :8080
   rag bench model                         throughput, with llama.cpp for comparison
 
 The default model (SmolLM2-135M-Instruct, Q4_1) is fetched by scripts/fetch-models.sh into
@@ -63,6 +65,9 @@ enum Command {
     /// The passages `rag ask` would put in the prompt for a question (no generation).
     #[command(after_help = search::EXAMPLES)]
     Search(search::SearchArgs),
+    /// Serve the web page and the HTTP API (OpenAI-compatible and rag's own).
+    #[command(after_help = serve::EXAMPLES)]
+    Serve(serve::ServeArgs),
     /// Measure retrieval and answer quality on evaluation sets.
     Eval {
         #[command(subcommand)]
@@ -87,6 +92,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => ingest::run(config, args),
         Command::Ask(args) => ok(ask::run(config, args)),
         Command::Search(args) => ok(search::run(config, args)),
+        Command::Serve(args) => ok(serve::run(config, args)),
         Command::Embed(args) => ok(embed::run(&config, args)),
         Command::Eval { command } => ok(eval::run(config, command)),
         Command::Bench { command } => ok(bench::run(config, command)),
@@ -112,8 +118,20 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
         model = model.or_else(|| e.downcast_ref::<ModelError>());
     }
     Some(match (lib, index, model) {
+        (Some(rag::Error::DefaultModelMissing { what, .. }), _, _) if what.contains("MiniLM") => {
+            "or build the index with the Llama embedder instead: rag ingest --embedder llama"
+        }
+        (Some(rag::Error::DefaultModelMissing { what, .. }), _, _) if what.contains("embedding") => {
+            "or pass --embed-model PATH (RAG_EMBED_MODEL) to a Llama-architecture GGUF"
+        }
         (Some(rag::Error::DefaultModelMissing { .. }), _, _) => {
-            "or pass --model PATH (RAG_MODEL) / --embed-model PATH to a Llama-architecture GGUF"
+            "or pass --model PATH (RAG_MODEL) to a Llama-architecture GGUF"
+        }
+        (Some(rag::Error::InvalidOption(m)), _, _) if m.contains("answer budget") => {
+            "choose --max-tokens below the context length (--context raises it up to the model's)"
+        }
+        (Some(rag::Error::InvalidOption(m)), _, _) if m.contains("answerability file") => {
+            "fit it again for this model: rag eval qa --set squad2 --split fit --fit"
         }
         (Some(rag::Error::EmptyIndex { .. }), _, _) | (_, Some(IndexError::NotFound { .. }), _) => {
             "run `rag ingest PATH` with the same --index first"

@@ -16,7 +16,8 @@ pub const EXAMPLES: &str = "Examples:
   rag search --mode bm25 \"exact phrase words\"
 
 The passages are exactly those `rag ask` with the same flags gives the model: the same
-retrieval, fusion, duplicate collapsing and trimming to the chat model's context.";
+retrieval, fusion, duplicate collapsing and trimming to the chat model's context (so the chat
+model's file is read, its header only, even for --mode bm25).";
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -41,6 +42,13 @@ pub fn run(config: Config, args: SearchArgs) -> Result<()> {
         return output::json(&mut out, &found);
     }
     if found.passages.is_empty() {
+        if rag.info()?.chunks == 0 {
+            writeln!(
+                out,
+                "the index holds no passages yet: run `rag ingest PATH` first"
+            )?;
+            return Ok(());
+        }
         writeln!(out, "no passages match")?;
     }
     for p in &found.passages {

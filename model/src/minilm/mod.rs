@@ -20,7 +20,13 @@ use crate::embed::{by_length, normalize};
 use crate::error::{ModelError, Result};
 use wordpiece::WordPiece;
 
-/// The directory name under `$RAG_HOME/models` that the fetch script fills.
+/// The folder name of all-MiniLM-L6-v2 under a models folder (`$RAG_HOME/models` for the
+/// `rag` command, whose fetch script fills it).
+///
+/// ```
+/// let dir = std::path::Path::new("/cache/models").join(rag_model::MINILM_DIR);
+/// assert!(dir.ends_with("all-MiniLM-L6-v2"));
+/// ```
 pub const MINILM_DIR: &str = "all-MiniLM-L6-v2";
 
 /// How [`MiniLm`] embeds.

@@ -389,11 +389,11 @@ pub fn bench_model(
     let mut times = Vec::new();
     for _ in 0..opts.runs.max(1) {
         let mut cache = model.new_cache(prompt.len() + opts.gen_tokens)?;
-        let mut next = argmax(&model.prefill(&prompt, &mut cache)?);
+        let mut next = rag_model::greedy(&model.prefill(&prompt, &mut cache)?).unwrap_or(0);
         let t = Instant::now();
         for _ in 0..opts.gen_tokens {
             let l = model.step(&[next], &mut cache)?;
-            next = argmax(&l);
+            next = rag_model::greedy(&l).unwrap_or(0);
         }
         times.push(t.elapsed().as_secs_f64());
     }
@@ -497,17 +497,6 @@ fn run_llamacpp(
         ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable llama.cpp output: {e}"))
-}
-
-/// The index of the first maximum.
-fn argmax(logits: &[f32]) -> u32 {
-    let mut at = 0;
-    for (i, &x) in logits.iter().enumerate() {
-        if logits[at] < x {
-            at = i;
-        }
-    }
-    at as u32
 }
 
 fn median(v: &mut [f64]) -> f64 {

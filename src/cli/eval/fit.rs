@@ -2,9 +2,9 @@
 //! quotes of a run, a logistic regression over the standardised features, stacked on a linear
 //! probe of the prompt's last hidden state. The probe's input to the combination is
 //! out-of-fold (each question scored by a probe that did not see it), so the combination
-//! learns how far to trust it on unseen questions. The threshold is the one with the best
-//! SQuAD 2.0 F1 on the run.
-use rag::{Fitted, ModelKey, Probe, FEATURES, FITTED_VERSION};
+//! learns how far to trust it on unseen questions. The threshold is the one that best
+//! balances answering the answerable questions against turning away the others.
+use rag::answerability::{sigmoid, Fitted, ModelKey, Probe, FEATURES, FITTED_VERSION};
 
 use super::qa::{curve, QaItem};
 
@@ -52,7 +52,7 @@ impl Logistic {
             let mut gw = vec![0f32; d];
             let mut gb = 0f32;
             for (r, &t) in z.iter().zip(y) {
-                let p = rag::sigmoid(b + r.iter().zip(&w).map(|(a, c)| a * c).sum::<f32>());
+                let p = sigmoid(b + r.iter().zip(&w).map(|(a, c)| a * c).sum::<f32>());
                 let e = (p - t) / n;
                 gb += e;
                 for (g, a) in gw.iter_mut().zip(r) {
@@ -193,14 +193,17 @@ pub fn fit(items: &[QaItem], model: ModelKey, fitted_on: String) -> Option<FitRe
         threshold: 0.5,
         fitted_on,
     };
-    // The threshold: the best SQuAD 2.0 F1 over the run, with each question's probability as
-    // the fitted decision gives it (out-of-fold for the probe).
+    // The threshold: the best balance of answering the answerable questions and turning away
+    // the others (the largest sum of the two shares) over the run, with each question's
+    // probability as the fitted decision gives it (out-of-fold for the probe). SQuAD 2.0's F1
+    // would pick abstaining on almost everything, as the quotes of a small model are often
+    // wrong even when the answer is there.
     let mut rescored: Vec<QaItem> = items.to_vec();
     let mut k = 0;
     for it in rescored.iter_mut() {
         if let Some(d) = it.retrieval.decision.as_mut() {
             let r = &stacked[k];
-            d.answerable = rag::sigmoid(if with_probe {
+            d.answerable = sigmoid(if with_probe {
                 combined.logit(r)
             } else {
                 features_only.logit(&x[k])
@@ -209,10 +212,10 @@ pub fn fit(items: &[QaItem], model: ModelKey, fitted_on: String) -> Option<FitRe
         }
     }
     let thresholds: Vec<f32> = (1..100).map(|i| i as f32 / 100.0).collect();
-    if let Some(best) = curve(&rescored, &thresholds)
-        .into_iter()
-        .max_by(|a, b| a.squad2_f1.total_cmp(&b.squad2_f1))
-    {
+    if let Some(best) = curve(&rescored, &thresholds).into_iter().max_by(|a, b| {
+        (a.answered_answerable + a.abstained_unanswerable)
+            .total_cmp(&(b.answered_answerable + b.abstained_unanswerable))
+    }) {
         fitted.threshold = best.threshold;
     }
     let labels: Vec<bool> = y.iter().map(|&v| v > 0.5).collect();

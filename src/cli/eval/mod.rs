@@ -184,7 +184,7 @@ fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
         set.queries.len(),
         index.display()
     );
-    let mut rag = Rag::open(&index, config)?;
+    let rag = Rag::open(&index, config)?;
     let total = set.corpus.len();
     let mut done = 0usize;
     let started = std::time::Instant::now();
@@ -258,8 +258,8 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
         config.model_path()?.display(),
         index.display()
     );
-    let mut rag = Rag::open(&index, config)?.with_options(opts.ask.clone());
-    let r = qa::ensure_ingested(&mut rag, &opts.articles, opts.articles_limit)?;
+    let rag = Rag::open(&index, config)?.with_options(opts.ask.clone());
+    let r = qa::ensure_ingested(&rag, &opts.articles, opts.articles_limit)?;
     if r.indexed > 0 {
         eprintln!(
             "ingest: {} articles, {} chunks in {:.1}s",
@@ -279,7 +279,7 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
     }
     if let Some(path) = &args.fit {
         let model = rag.config().model_path()?;
-        let key = rag::ModelKey::of(&model)
+        let key = rag::answerability::ModelKey::of(&model)
             .ok_or_else(|| anyhow::anyhow!("cannot read {}", model.display()))?;
         let path = if path.as_os_str().is_empty() {
             rag.config()
@@ -292,7 +292,10 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
         let on = format!(
             "{:?} split of {} ({} questions, seed {}), embedder {kind}, k {}",
             report.split,
-            report.questions_file.display(),
+            report
+                .questions_file
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             report.retrieval.n,
             report.seed,
             report.k

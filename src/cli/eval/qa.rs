@@ -35,6 +35,7 @@ use rag::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::metrics::mean_of as mean;
 use crate::cli::config::shared_dir;
 
 /// Which SQuAD questions.
@@ -374,11 +375,7 @@ pub fn article_files(articles: &Path, limit: Option<usize>) -> Result<Vec<PathBu
 
 /// Ingest the first `limit` article files of `articles` (all with `None`) into `rag`'s index.
 /// Incremental: files already indexed unchanged are neither read again nor embedded.
-pub fn ensure_ingested(
-    rag: &mut Rag,
-    articles: &Path,
-    limit: Option<usize>,
-) -> Result<IngestReport> {
+pub fn ensure_ingested(rag: &Rag, articles: &Path, limit: Option<usize>) -> Result<IngestReport> {
     let files = article_files(articles, limit)?;
     if files.is_empty() {
         return Err(Error::InvalidOption(format!(
@@ -844,11 +841,6 @@ fn score(answer: &Answer, q: &QaQuestion) -> QaOutcome {
         prefill_tok_s: t.prefill_tok_s,
         decode_tok_s: t.decode_tok_s,
     }
-}
-
-fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    (n > 0).then(|| sum / n as f64)
 }
 
 fn share(outcomes: &[&QaOutcome], pred: impl Fn(&QaOutcome) -> bool) -> f64 {

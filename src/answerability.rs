@@ -5,14 +5,26 @@
 //! turns them into an estimated probability that the documents answer the question:
 //!
 //! - for a chat model with a fitted file ([`Fitted`], a small versioned JSON keyed to the model
-//!   file's name and size; the default model's is compiled in from `src/answerability/`, others
-//!   are read from `$RAG_HOME/answerability/`), a logistic regression over the features and a
-//!   linear probe of the prompt's last hidden state, fitted on part of the SQuAD 2.0 dev half
-//!   (`rag eval qa --set squad2 --fit`);
-//! - for any other model, a documented rule over the model-independent features alone
-//!   ([`rule`]).
+//!   file's name and size; a user's own fit in `$RAG_HOME/answerability/` comes first, then
+//!   the default model's, compiled in from `src/answerability/`), a logistic regression over
+//!   the features and a linear probe of the prompt's last hidden state, fitted on part of the
+//!   SQuAD 2.0 dev half (`rag eval qa --set squad2 --split fit --fit`);
+//! - for any other model, a rule over the model-independent features alone: the share of the
+//!   question's IDF-weighted terms found around the quote (its sentence and the two beside
+//!   it), less the weight of the most important term the quoted passage lacks, held to
+//!   [`RULE_THRESHOLD`].
 //!
 //! Below the threshold the answer is "not in the documents" (`abstain_reason: unanswerable`).
+//! This module is public for the fitted file's format ([`Fitted`]); [`crate::Rag`] uses it
+//! on its own.
+//!
+//! ```
+//! use rag::answerability::{Fitted, FEATURES};
+//! let text = std::fs::read_to_string("src/answerability/SmolLM2-135M-Instruct.Q4_1.json").unwrap();
+//! let fitted = Fitted::parse(&text, "built in").unwrap();
+//! assert_eq!(fitted.features, FEATURES);
+//! assert!(fitted.threshold > 0.0 && fitted.threshold < 1.0);
+//! ```
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
@@ -25,15 +37,28 @@ use crate::error::{Error, Result};
 use crate::retrieve;
 
 /// Version of the fitted-file format.
+///
+/// ```
+/// assert_eq!(rag::answerability::FITTED_VERSION, 1);
+/// ```
 pub const FITTED_VERSION: u32 = 1;
 
 /// The features, in the order a fitted file lists them.
-pub const FEATURES: [&str; 12] = [
+///
+/// ```
+/// assert_eq!(rag::answerability::FEATURES[0], "evidence");
+/// ```
+pub const FEATURES: [&str; 17] = [
     "evidence",
     "coverage_sentence",
     "coverage_window",
     "coverage_passage",
     "missing_top",
+    "missing_top_sentence",
+    "missing_count_sentence",
+    "negation_question_only",
+    "pair_overlap",
+    "question_terms",
     "span_logprob_mean",
     "span_logprob_first",
     "span_logprob_min",
@@ -55,6 +80,15 @@ pub(crate) struct Signals {
 }
 
 /// How the decision was made, for `--json` and evaluations.
+///
+/// ```no_run
+/// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
+/// let answer = rag.ask("Who is the deputy harbour master?")?;
+/// if let Some(d) = &answer.decision {
+///     println!("{:?} was judged answerable at {:.2} (threshold {:.2})", d.candidate, d.answerable, d.threshold);
+/// }
+/// # Ok::<(), rag::Error>(())
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     /// The estimated probability that the documents answer the question.
@@ -92,9 +126,10 @@ pub(crate) fn features(
     let weights = retrieve::question_weights(index, question)?;
     let total: f32 = weights.iter().map(|(_, w)| w).sum();
     let heading = heading.map(|h| index.analyze(h)).unwrap_or_default();
-    let coverage = |text: &str| -> (f32, f32) {
+    // (share of the question's weight found, largest weight share missing, terms missing).
+    let coverage = |text: &str| -> (f32, f32, f32) {
         if weights.is_empty() || total <= 0.0 {
-            return (1.0, 0.0);
+            return (1.0, 0.0, 0.0);
         }
         let terms: std::collections::HashSet<String> = index
             .analyze(text)
@@ -106,12 +141,13 @@ pub(crate) fn features(
             .filter(|(t, _)| terms.contains(t))
             .map(|(_, w)| w)
             .sum();
-        let missing = weights
+        let missing: Vec<f32> = weights
             .iter()
             .filter(|(t, _)| !terms.contains(t))
             .map(|(_, w)| w / total)
-            .fold(0.0, f32::max);
-        (got / total, missing)
+            .collect();
+        let top = missing.iter().copied().fold(0.0, f32::max);
+        (got / total, top, missing.len() as f32)
     };
     let sentence = cite::sentence_around(passage, quote.clone());
     let sentences = cite::sentences(passage);
@@ -147,12 +183,31 @@ pub(crate) fn features(
             v.iter().sum::<f32>() / v.len() as f32
         }
     };
+    let in_sentence = coverage(&passage[sentence.clone()]);
+    let in_passage = coverage(passage);
+    // Pairs of consecutive question words the sentence repeats, as a share of the question's.
+    let q_all = index.analyze(question);
+    let s_all = index.analyze(&passage[sentence.clone()]);
+    let q_pairs: std::collections::HashSet<(&String, &String)> =
+        q_all.windows(2).map(|w| (&w[0], &w[1])).collect();
+    let s_pairs: std::collections::HashSet<(&String, &String)> =
+        s_all.windows(2).map(|w| (&w[0], &w[1])).collect();
+    let pairs = q_pairs.intersection(&s_pairs).count() as f32 / q_pairs.len().max(1) as f32;
+    // A negation the question has and the sentence lacks: one way SQuAD 2.0's unanswerable
+    // questions are made from answerable ones.
+    let negation_question_only =
+        f32::from(u8::from(negated(question) && !negated(&passage[sentence])));
     Ok(vec![
         evidence,
-        coverage(&passage[sentence]).0,
+        in_sentence.0,
         coverage(&passage[window]).0,
-        coverage(passage).0,
-        coverage(passage).1,
+        in_passage.0,
+        in_passage.1,
+        in_sentence.1,
+        in_sentence.2,
+        negation_question_only,
+        pairs,
+        weights.len() as f32,
         mean(lp),
         lp.first().copied().unwrap_or(0.0),
         lp.iter().copied().fold(0.0, f32::min),
@@ -163,7 +218,34 @@ pub(crate) fn features(
     ])
 }
 
+/// Whether `text` has a negation word (not, no, never, n't, ...).
+fn negated(text: &str) -> bool {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(str::to_lowercase)
+        .any(|w| {
+            matches!(
+                w.as_str(),
+                "not"
+                    | "no"
+                    | "never"
+                    | "nor"
+                    | "none"
+                    | "neither"
+                    | "without"
+                    | "cannot"
+                    | "nobody"
+                    | "nothing"
+            ) || w.ends_with("n't")
+        })
+}
+
 /// A linear probe of a hidden state: `w · (h - mean) / scale + b`.
+///
+/// ```
+/// use rag::answerability::Probe;
+/// let p = Probe { mean: vec![0.0, 1.0], scale: vec![1.0, 2.0], weights: vec![1.0, -1.0], bias: 0.5 };
+/// assert_eq!(p.score(&[2.0, 3.0]), 0.5 + 2.0 - 1.0);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     pub mean: Vec<f32>,
@@ -182,7 +264,16 @@ impl Probe {
     }
 }
 
-/// The model file a fitted decision belongs to.
+/// The model file a fitted decision belongs to: its name and size.
+///
+/// ```
+/// let dir = std::env::temp_dir().join("rag-doc-modelkey");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("m.gguf");
+/// std::fs::write(&path, [0u8; 7]).unwrap();
+/// let key = rag::answerability::ModelKey::of(&path).unwrap();
+/// assert_eq!((key.file_name.as_str(), key.file_size), ("m.gguf", 7));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelKey {
     pub file_name: String,
@@ -200,7 +291,8 @@ impl ModelKey {
 }
 
 /// A decision fitted for one chat model: logistic regression over the standardised
-/// [`FEATURES`] plus, when present, a hidden-state probe's score as one more input.
+/// [`FEATURES`] plus, when present, a hidden-state probe's score as one more input. See the
+/// module's example.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fitted {
     pub version: u32,
@@ -220,7 +312,9 @@ pub struct Fitted {
 }
 
 /// The fitted decisions compiled in (the default chat model's), as JSON.
-const BUILTIN: &[&str] = &[];
+const BUILTIN: &[&str] = &[include_str!(
+    "answerability/SmolLM2-135M-Instruct.Q4_1.json"
+)];
 
 impl Fitted {
     /// Parse a fitted file, checking its version and shape.
@@ -233,7 +327,7 @@ impl Fitted {
             || [f.mean.len(), f.scale.len(), f.weights.len()] != [n, n, n]
         {
             return Err(Error::InvalidOption(format!(
-                "answerability file {origin} is of another version or feature set (version {}, {} features); fit it again with `rag eval qa --set squad2 --fit`",
+                "answerability file {origin} is of another version or feature set (version {}, {} features): fit it again for this model, or remove it",
                 f.version,
                 f.features.len()
             )));
@@ -299,6 +393,10 @@ pub(crate) fn rule(features: &[f32]) -> f32 {
 
 /// The threshold of the rule a model without a fitted decision uses (see the module docs).
 /// Measured on the SQuAD 2.0 dev half (docs/EVAL.md).
+///
+/// ```
+/// assert!(rag::answerability::RULE_THRESHOLD > 0.0);
+/// ```
 pub const RULE_THRESHOLD: f32 = 0.5;
 
 /// `sum(w * (x - mean) / scale)`.
@@ -312,6 +410,10 @@ fn standardised_dot(x: &[f32], mean: &[f32], scale: &[f32], w: &[f32]) -> f32 {
 }
 
 /// The logistic function.
+///
+/// ```
+/// assert_eq!(rag::answerability::sigmoid(0.0), 0.5);
+/// ```
 pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
