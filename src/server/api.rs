@@ -190,41 +190,10 @@ pub(crate) async fn ask(State(app): State<Arc<App>>, Json(body): Json<AskBody>) 
             turn = admitted.place.turn() => turn,
             _ = tx.closed() => return,
         };
-        let (token_tx, mut token_rx) = mpsc::unbounded_channel::<String>();
-        let cancel = opts.generate.cancel.clone();
-        let a = Arc::clone(&app);
-        let standalone = admitted.standalone.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            a.rag.ask_streaming_with(&standalone, &opts, &mut |t| {
-                let _ = token_tx.send(t.to_string());
-            })
-        });
-        tokio::pin!(job);
-        let result = loop {
-            tokio::select! {
-                t = token_rx.recv() => match t {
-                    Some(t) => {
-                        if tx.send(AskEvent::Token(t).to_sse()).await.is_err() {
-                            cancel.cancel();
-                            break (&mut job).await;
-                        }
-                    }
-                    None => break (&mut job).await,
-                },
-                r = &mut job => break r,
-                // The client went away: stop the answer and wait for it to end (selecting
-                // on a closed channel again would spin).
-                _ = tx.closed() => {
-                    cancel.cancel();
-                    break (&mut job).await;
-                }
-            }
-        };
-        // Pieces sent just before the end.
-        while let Ok(t) = token_rx.try_recv() {
-            let _ = tx.send(AskEvent::Token(t).to_sse()).await;
-        }
+        let result = stream_answer(&app, turn, &admitted.standalone, opts, &tx, |t| {
+            AskEvent::Token(t).to_sse()
+        })
+        .await;
         let event = match result {
             Ok(Ok(answer)) => {
                 let mut v = serde_json::to_value(&answer).unwrap_or_default();
@@ -240,6 +209,81 @@ pub(crate) async fn ask(State(app): State<Arc<App>>, Json(body): Json<AskBody>) 
     Sse::new(Events(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(2)))
         .into_response()
+}
+
+/// Answer `question` on the blocking pool while holding `turn`, sending each piece of text
+/// through `tx` as `event(piece)`. When the client goes away (`tx` closes) the answer is
+/// cancelled and waited for; the result is the answer, its error, or a panic's.
+pub(crate) async fn stream_answer(
+    app: &Arc<App>,
+    turn: super::queue::Turn,
+    question: &str,
+    opts: crate::ask::AskOptions,
+    tx: &mpsc::Sender<Event>,
+    event: impl Fn(String) -> Event,
+) -> Result<crate::error::Result<crate::ask::Answer>, tokio::task::JoinError> {
+    let (token_tx, mut token_rx) = mpsc::unbounded_channel::<String>();
+    let cancel = opts.generate.cancel.clone();
+    let a = Arc::clone(app);
+    let q = question.to_string();
+    let job = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        a.rag.ask_streaming_with(&q, &opts, &mut |t| {
+            let _ = token_tx.send(t.to_string());
+        })
+    });
+    tokio::pin!(job);
+    let result = loop {
+        tokio::select! {
+            t = token_rx.recv() => match t {
+                Some(t) => {
+                    if tx.send(event(t)).await.is_err() {
+                        cancel.cancel();
+                        break (&mut job).await;
+                    }
+                }
+                None => break (&mut job).await,
+            },
+            r = &mut job => break r,
+            // The client went away: stop the answer and wait for it to end (selecting on a
+            // closed channel again would spin).
+            _ = tx.closed() => {
+                cancel.cancel();
+                break (&mut job).await;
+            }
+        }
+    };
+    // Pieces sent just before the end.
+    while let Ok(t) = token_rx.try_recv() {
+        let _ = tx.send(event(t)).await;
+    }
+    result
+}
+
+/// Run `f` as the one writer of the index (uploads, deletes), to its end even if the client
+/// that asked goes away; its result.
+async fn as_writer<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&App) -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let a = Arc::clone(app);
+    tokio::spawn(async move {
+        let writer = Arc::clone(&a.writer).lock_owned().await;
+        let b = Arc::clone(&a);
+        let out = blocking(move || {
+            let _writer = writer;
+            f(&b)
+        })
+        .await;
+        let _ = done_tx.send(out);
+    });
+    done_rx.await.unwrap_or_else(|_| {
+        Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the writer task ended without an answer",
+        ))
+    })
 }
 
 #[derive(Serialize)]
@@ -390,25 +434,15 @@ pub(crate) async fn upload(State(app): State<Arc<App>>, form: Option<Multipart>)
             "no file in the upload: send multipart/form-data with one or more `file` fields",
         );
     }
-    // The rest runs to its end even if the client goes away: one writer at a time, holding the
-    // lock until the ingest is done and the files that failed are cleaned up.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let a = Arc::clone(&app);
-    tokio::spawn(async move {
-        let writer = Arc::clone(&a.writer).lock_owned().await;
-        let b = Arc::clone(&a);
-        let out = blocking(move || {
-            let _writer = writer;
-            let _temps = temps;
-            ingest_uploads(&b, &saved)
-        })
-        .await;
-        let _ = done_tx.send(out);
-    });
-    match done_rx.await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(resp)) => resp,
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the upload was lost"),
+    // The rest runs to its end even if the client goes away; the temporary files go with it.
+    match as_writer(&app, move |a| {
+        let _temps = temps;
+        ingest_uploads(a, &saved)
+    })
+    .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(resp) => resp,
     }
 }
 
@@ -508,41 +542,31 @@ fn ingest_uploads(
 }
 
 pub(crate) async fn remove(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    // Runs to its end (holding the writer lock) even if the client goes away.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let a = Arc::clone(&app);
-    tokio::spawn(async move {
-        let writer = Arc::clone(&a.writer).lock_owned().await;
-        let b = Arc::clone(&a);
-        let out = blocking(move || {
-            let _writer = writer;
-            let docs = match b.rag.documents() {
-                Err(Error::Index(rag_index::IndexError::NotFound { .. })) => Vec::new(),
-                r => r?,
-            };
-            let Some(doc) = docs.into_iter().find(|d| document_id(&d.path) == id) else {
-                return Ok(None);
-            };
-            b.rag.remove_document(&doc.path)?;
-            // An uploaded file goes with its document; files elsewhere are the user's and stay.
-            let path = PathBuf::from(&doc.path);
-            if path.starts_with(&b.upload_dir) {
-                let _ = std::fs::remove_file(&path);
-            }
-            Ok(Some(doc.path))
-        })
-        .await;
-        let _ = done_tx.send(out);
-    });
-    match done_rx.await {
-        Ok(Ok(Some(path))) => {
+    let removed = as_writer(&app, move |a| {
+        let docs = match a.rag.documents() {
+            Err(Error::Index(rag_index::IndexError::NotFound { .. })) => Vec::new(),
+            r => r?,
+        };
+        let Some(doc) = docs.into_iter().find(|d| document_id(&d.path) == id) else {
+            return Ok(None);
+        };
+        a.rag.remove_document(&doc.path)?;
+        // An uploaded file goes with its document; files elsewhere are the user's and stay.
+        let path = PathBuf::from(&doc.path);
+        if path.starts_with(&a.upload_dir) {
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(Some(doc.path))
+    })
+    .await;
+    match removed {
+        Ok(Some(path)) => {
             let (documents, passages) = counts(&app.rag);
             Json(json!({ "removed": path, "documents": documents, "passages": passages }))
                 .into_response()
         }
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no document with that id"),
-        Ok(Err(resp)) => resp,
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the removal was lost"),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no document with that id"),
+        Err(resp) => resp,
     }
 }
 

@@ -254,39 +254,10 @@ pub(crate) async fn chat(
             turn = admitted.place.turn() => turn,
             _ = tx.closed() => return,
         };
-        let (token_tx, mut token_rx) = mpsc::unbounded_channel::<String>();
-        let a = Arc::clone(&app);
-        let q = standalone.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            a.rag.ask_streaming_with(&q, &opts, &mut |t| {
-                let _ = token_tx.send(t.to_string());
-            })
-        });
-        tokio::pin!(job);
-        let result = loop {
-            tokio::select! {
-                t = token_rx.recv() => match t {
-                    Some(t) => {
-                        if tx.send(data(&chunk(json!({ "content": t }), None))).await.is_err() {
-                            cancel.cancel();
-                            break (&mut job).await;
-                        }
-                    }
-                    None => break (&mut job).await,
-                },
-                r = &mut job => break r,
-                // The client went away: stop the answer and wait for it to end (selecting
-                // on a closed channel again would spin).
-                _ = tx.closed() => {
-                    cancel.cancel();
-                    break (&mut job).await;
-                }
-            }
-        };
-        while let Ok(t) = token_rx.try_recv() {
-            let _ = tx.send(data(&chunk(json!({ "content": t }), None))).await;
-        }
+        let result = api::stream_answer(&app, turn, &standalone, opts, &tx, |t| {
+            data(&chunk(json!({ "content": t }), None))
+        })
+        .await;
         match result {
             Ok(Ok(answer)) => {
                 let mut last = chunk(json!({}), Some(finish_reason(&answer)));
