@@ -339,7 +339,7 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
             scheme.eq_ignore_ascii_case("bearer").then_some(key)
         })
         .unwrap_or("");
-    if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
+    if keys_match(given.trim(), key) {
         return next.run(req).await;
     }
     let openai = req.uri().path().starts_with("/v1/");
@@ -359,6 +359,16 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
+}
+
+/// Whether `given` is `key`, in time that depends on neither where they differ nor how long
+/// either is: their SHA-256 digests are compared in constant time.
+fn keys_match(given: &str, key: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    constant_time_eq(
+        &Sha256::digest(given.as_bytes()),
+        &Sha256::digest(key.as_bytes()),
+    )
 }
 
 /// Equal bytes, in time that does not depend on where they differ.
@@ -391,7 +401,10 @@ async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         }
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type"),
+            // The OpenAI JavaScript client adds its own x-stainless-* headers.
+            HeaderValue::from_static(
+                "authorization, content-type, x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout",
+            ),
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -435,5 +448,8 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+        assert!(keys_match("s3cret", "s3cret"));
+        assert!(!keys_match("s3cre", "s3cret"));
+        assert!(!keys_match("", "s3cret"));
     }
 }
