@@ -423,21 +423,7 @@ mod tests {
     use super::*;
 
     fn index(dir: &Path, texts: &[&str]) -> Index {
-        let mut w = rag_index::IndexWriter::open(dir, "test", 2, false).unwrap();
-        for (i, t) in texts.iter().enumerate() {
-            let c = rag_index::NewChunk {
-                text: t.to_string(),
-                title: None,
-                heading: None,
-                pages: None,
-                byte_range: 0..t.len(),
-                vector: vec![1.0, i as f32],
-            };
-            w.replace_document(&format!("/d/{i}.txt"), "h", vec![c])
-                .unwrap();
-        }
-        w.commit().unwrap();
-        Index::open(dir).unwrap()
+        crate::retrieve::small_index(dir, texts, None)
     }
 
     fn named(f: &[f32]) -> BTreeMap<&'static str, f32> {

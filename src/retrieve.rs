@@ -365,6 +365,31 @@ pub(crate) fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f3
     Ok(best)
 }
 
+/// An index of `texts`, one document each, in `dir` (tests): the first chunk under
+/// `first_heading`, two-dimensional vectors.
+#[cfg(test)]
+pub(crate) fn small_index(
+    dir: &std::path::Path,
+    texts: &[&str],
+    first_heading: Option<&str>,
+) -> Index {
+    let mut w = rag_index::IndexWriter::open(dir, "test", 2, false).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let c = rag_index::NewChunk {
+            text: t.to_string(),
+            title: None,
+            heading: first_heading.filter(|_| i == 0).map(str::to_string),
+            pages: None,
+            byte_range: 0..t.len(),
+            vector: vec![1.0, i as f32],
+        };
+        w.replace_document(&format!("/d/{i}.txt"), "h", vec![c])
+            .unwrap();
+    }
+    w.commit().unwrap();
+    Index::open(dir).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,24 +449,6 @@ mod tests {
         );
     }
 
-    fn small_index(dir: &std::path::Path, texts: &[&str]) -> Index {
-        let mut w = rag_index::IndexWriter::open(dir, "test", 2, false).unwrap();
-        for (i, t) in texts.iter().enumerate() {
-            let c = rag_index::NewChunk {
-                text: t.to_string(),
-                title: None,
-                heading: (i == 0).then(|| "Harbour bridge".to_string()),
-                pages: None,
-                byte_range: 0..t.len(),
-                vector: vec![1.0, i as f32],
-            };
-            w.replace_document(&format!("/d/{i}.txt"), "h", vec![c])
-                .unwrap();
-        }
-        w.commit().unwrap();
-        Index::open(dir).unwrap()
-    }
-
     #[test]
     fn evidence_weighs_rare_question_terms() {
         let dir = tempfile::tempdir().unwrap();
@@ -451,7 +458,7 @@ mod tests {
             "The ferry leaves the pier in the morning and in the evening.",
             "The festival takes place in October in the town.",
         ];
-        let idx = small_index(dir.path(), &texts);
+        let idx = small_index(dir.path(), &texts, Some("Harbour bridge"));
         let hits: Vec<Hit> = idx.search_bm25("anything", 0).unwrap();
         assert!(hits.is_empty());
         let all: Vec<Hit> = texts
