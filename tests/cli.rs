@@ -144,3 +144,59 @@ fn bad_option_values_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("llama2"));
 }
+
+#[test]
+fn bench_model_prints_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_llama2(&p, |_| {});
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "The harbour master keeps the tide tables. ".repeat(20),
+    )
+    .unwrap();
+    let o = rag(&[
+        "bench",
+        "model",
+        "--model",
+        p.to_str().unwrap(),
+        "--text-file",
+        text.to_str().unwrap(),
+        "--no-llamacpp",
+        "--runs",
+        "1",
+        "--prompt-tokens",
+        "40",
+        "--gen-tokens",
+        "3",
+        "--embed-chunks",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // The prompt is the text's first 40 tokens and a BOS.
+    assert!(out.contains("prompt tok/s (41 tok)"), "{out}");
+    assert!(out.contains("generation tok/s (3 tok)"), "{out}");
+    assert!(
+        !out.contains("embedding tok/s"),
+        "no embedding phase asked: {out}"
+    );
+    assert!(out.contains("llama.cpp not measured"), "{out}");
+}
+
+#[test]
+fn bench_model_shape_without_its_tool_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rag"))
+        .args(["bench", "model", "--shape", "tinyllama", "--no-llamacpp"])
+        .env("RAG_SHARED", dir.path())
+        .env("RAG_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let tool = dir.path().join("tools/make_llama_shaped.py");
+    assert!(err.contains(&tool.display().to_string()), "{err}");
+    assert!(err.contains("RAG_SHARED"), "{err}");
+}

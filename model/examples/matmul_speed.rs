@@ -1,8 +1,10 @@
 //! Throughput of the engine's matrix products at prefill and embedding shapes, through
 //! `QMatrix::matmul` on the configured threads ($RAG_THREADS, default 2): SmolLM2's gate /
 //! up (3072x576) and down (576x1536) against 2,000 tokens (an embedding batch) and gate /
-//! up against 128 (a prefill slice). $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0;
-//! default q4_1). Prints GMAC/s, best of five 0.4 s rounds.
+//! up against 128 (a prefill slice); with RAG_SHAPES=tinyllama (or llama2-7b), TinyLlama's (Llama 2 7B's) gate / up
+//! (5632x2048) and down (2048x5632) against 128 tokens and against one (a generation step).
+//! $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0, q4_k, q5_k, q6_k; default q4_1).
+//! Prints GMAC/s (and for one token, GB/s of weights read), best of five 0.4 s rounds.
 //!
 //!     cargo run --release --example matmul_speed
 //!
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
-use rag_model::engine::quant::QType;
+use rag_model::engine::quant::{self, QType};
 use rag_model::engine::{quantize, QMatrix};
 
 use common::random;
@@ -28,10 +30,34 @@ fn main() -> anyhow::Result<()> {
     let ty = match std::env::var("RAG_QTYPE").ok().as_deref() {
         Some("q4_0") => QType::Q4_0,
         Some("q8_0") => QType::Q8_0,
+        Some("q4_k") => QType::Q4K,
+        Some("q5_k") => QType::Q5K,
+        Some("q6_k") => QType::Q6K,
         None | Some("q4_1") => QType::Q4_1,
-        Some(other) => anyhow::bail!("RAG_QTYPE={other}: expected q4_0, q4_1 or q8_0"),
+        Some(other) => {
+            anyhow::bail!("RAG_QTYPE={other}: expected q4_0, q4_1, q8_0, q4_k, q5_k or q6_k")
+        }
     };
-    for (rows, cols, tokens) in [(3072, 576, 2000), (576, 1536, 2000), (3072, 576, 128)] {
+    // RAG_VNNI=0: the K-quants' AVX2 kernels without AVX-VNNI.
+    let vnni = quant::set_vnni(std::env::var("RAG_VNNI").as_deref() != Ok("0"));
+    let shapes: &[(usize, usize, usize)] = match std::env::var("RAG_SHAPES").ok().as_deref() {
+        // TinyLlama's gate / up and down, for a prefill slice and for one token.
+        Some("tinyllama") => &[
+            (5632, 2048, 128),
+            (2048, 5632, 128),
+            (5632, 2048, 1),
+            (2048, 5632, 1),
+        ],
+        // Llama 2 7B's gate / up and down likewise.
+        Some("llama2-7b") => &[
+            (11008, 4096, 128),
+            (4096, 11008, 128),
+            (11008, 4096, 1),
+            (4096, 11008, 1),
+        ],
+        _ => &[(3072, 576, 2000), (576, 1536, 2000), (3072, 576, 128)],
+    };
+    for &(rows, cols, tokens) in shapes {
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &Device::Cpu)?;
         let data = QTensor::quantize(&w, ty.to_ggml())?.data()?.into_owned();
         let m = QMatrix::blocks(ty, rows, cols, data)?;
@@ -50,7 +76,12 @@ fn main() -> anyhow::Result<()> {
             let g = (iters * rows * cols * tokens) as f64 / start.elapsed().as_secs_f64() / 1e9;
             best = best.max(g);
         }
-        println!("{ty:?} {rows}x{cols} x {tokens} tokens, {threads} threads: {best:.1} GMAC/s");
+        let gbs = best * m.bytes() as f64 / (rows * cols) as f64;
+        println!(
+            "{ty:?} {rows}x{cols} x {tokens} tokens, {threads} threads{}: {best:.1} GMAC/s ({:.1} GB/s of weights per token)",
+            if vnni { ", VNNI" } else { "" },
+            gbs / tokens as f64
+        );
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 //!
 //! The formats are made from the default model (Q4_1) by re-encoding its tensors with candle's
 //! quantizers (tests/common::requantize), the way llama.cpp lays them out: Q4_0 and Q8_0 files,
-//! and a Q4_K_M-like mix (Q4_K / Q6_K where rows are a multiple of 256, Q5_0 / Q5_1 elsewhere,
-//! Q8_0 token table). They are kept in the cargo target's temporary folder between runs.
+//! a Q4_K_M-like mix (Q4_K / Q6_K where rows are a multiple of 256, Q5_0 / Q5_1 elsewhere,
+//! Q8_0 token table), a Q5_K_M-like one (Q5_K / Q6_K, Q5_1 elsewhere) and a Q6_K one (Q8_0
+//! elsewhere). They are kept in the cargo target's temporary folder between runs.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -66,11 +67,39 @@ fn make_formats() -> Option<Vec<(&'static str, PathBuf)>> {
             },
         )
     });
+    // The K-quants where rows are whole superblocks (SmolLM2's `ffn_down`, 1536 wide): Q5_K
+    // with Q6_K on every other layer, as llama.cpp's Q5_K_M; Q6_K alone, as its Q6_K.
+    let k5mix = make("Q5_K_M", &|n, d| {
+        if !is_matrix(n, d) || n == "token_embd.weight" {
+            return None;
+        }
+        let layer: usize = n
+            .split('.')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Some(match (d[1].is_multiple_of(256), layer % 2) {
+            (true, 0) => GgmlDType::Q6K,
+            (true, _) => GgmlDType::Q5K,
+            (false, _) => GgmlDType::Q5_1,
+        })
+    });
+    let q6k = make("Q6_K", &|n, d| {
+        (is_matrix(n, d) && n != "token_embd.weight").then(|| {
+            if d[1].is_multiple_of(256) {
+                GgmlDType::Q6K
+            } else {
+                GgmlDType::Q8_0
+            }
+        })
+    });
     Some(vec![
         ("Q4_1", src),
         ("Q4_0", q4_0),
         ("Q8_0", q8_0),
         ("Q4_K_M", kmix),
+        ("Q5_K_M", k5mix),
+        ("Q6_K", q6k),
     ])
 }
 

@@ -262,50 +262,84 @@ pub fn causal_with(
         kv.n
     );
     let k = effective(k);
+    #[cfg(target_arch = "x86_64")]
+    if k == Kernels::Avx2 {
+        // SAFETY: AVX2 detected (effective); sizes checked above and in KvView.
+        return unsafe {
+            causal_avx2(kv, q, out, row_stride, tokens, heads, first, scale, scratch)
+        };
+    }
+    // The scalar reference: each token's heads, up to three at a time.
     for g in 0..tokens {
         let nk = first + g + 1;
         let mut r = 0;
         while r < heads {
-            // Up to three heads share each load of the keys.
             let m = (heads - r).min(3);
             let at = g * row_stride + r * hd;
-            scratch.s.clear();
-            scratch.s.resize(m * nk.next_multiple_of(8), 0.0);
-            let qs = &q[at..at + m * hd];
-            match k {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 detected (effective); sizes checked above and in KvView.
-                Kernels::Avx2 => unsafe {
-                    let f = pick!(scores, m, kv.kt);
-                    f(kv, qs, nk, scale, &mut scratch.s)
-                },
-                _ => scalar::scores(kv, qs, m, nk, scale, &mut scratch.s),
-            }
             let w = nk.next_multiple_of(8);
+            scratch.s.clear();
+            scratch.s.resize(m * w, 0.0);
+            scalar::scores(kv, &q[at..at + m * hd], m, nk, scale, &mut scratch.s);
             for p in scratch.s.chunks_exact_mut(w) {
-                match k {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above.
-                    Kernels::Avx2 => unsafe { avx2::softmax(p, nk) },
-                    _ => scalar::softmax(p, nk),
-                }
+                scalar::softmax(p, nk);
             }
             let o = &mut out[at..at + m * hd];
-            match k {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                Kernels::Avx2 => unsafe {
-                    let f = pick!(values, m, kv.v);
-                    f(kv, &scratch.s, w, nk, o)
-                },
-                _ => {
-                    for (p, o) in scratch.s.chunks_exact(w).zip(o.chunks_exact_mut(hd)) {
-                        scalar::values(kv, p, nk, o);
-                    }
-                }
+            for (p, o) in scratch.s.chunks_exact(w).zip(o.chunks_exact_mut(hd)) {
+                scalar::values(kv, p, nk, o);
             }
             r += m;
         }
+    }
+}
+
+/// The AVX2 half of [`causal_with`]: the (token, head) queries in order, three at a time
+/// (heads of one token, or with one head per KV head as in Llama 2 7B, consecutive tokens),
+/// so that each key and value loaded serves three queries. A query whose token sees fewer
+/// keys than the last of its three gets scores for the extra keys too; its softmax makes
+/// their weights exactly 0 and the values add `0 · v` to sums that are never -0, so every
+/// query's result has the bits of attending alone (the scalar kernel's order).
+///
+/// # Safety
+/// AVX2, FMA and F16C present; the sizes checked by [`causal_with`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn causal_avx2(
+    kv: &KvView<'_>,
+    q: &[f32],
+    out: &mut [f32],
+    row_stride: usize,
+    tokens: usize,
+    heads: usize,
+    first: usize,
+    scale: f32,
+    scratch: &mut Scratch,
+) {
+    let hd = kv.hd;
+    let (mut qbuf, mut obuf) = (vec![0f32; 3 * hd], vec![0f32; 3 * hd]);
+    let pairs = tokens * heads;
+    let at = |i: usize| (i / heads) * row_stride + (i % heads) * hd;
+    let mut i0 = 0;
+    while i0 < pairs {
+        let m = (pairs - i0).min(3);
+        for i in 0..m {
+            qbuf[i * hd..(i + 1) * hd].copy_from_slice(&q[at(i0 + i)..at(i0 + i) + hd]);
+        }
+        // Keys seen by each query, and by the last (the most).
+        let nk = |i: usize| first + (i0 + i) / heads + 1;
+        let w = nk(m - 1).next_multiple_of(8);
+        scratch.s.clear();
+        scratch.s.resize(m * w, 0.0);
+        let f = pick!(scores, m, kv.kt);
+        f(kv, &qbuf[..m * hd], nk(m - 1), scale, &mut scratch.s);
+        for (i, p) in scratch.s.chunks_exact_mut(w).enumerate() {
+            avx2::softmax(p, nk(i));
+        }
+        let f = pick!(values, m, kv.v);
+        f(kv, &scratch.s, w, nk(m - 1), &mut obuf[..m * hd]);
+        for i in 0..m {
+            out[at(i0 + i)..at(i0 + i) + hd].copy_from_slice(&obuf[i * hd..(i + 1) * hd]);
+        }
+        i0 += m;
     }
 }
 

@@ -2,11 +2,13 @@
 //!
 //! Weights stay in GGUF blocks ([`QMatrix`]); each matrix product quantizes its input rows to 8
 //! bits per 32-element block once and runs integer dot products (AVX2 when the CPU has it, else
-//! the scalar reference). The 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) are regrouped at
-//! load, eight rows at a time and in place ([`super::quant::repack_x8`]), and multiplied by
-//! [`super::quant::gemm_x8`] for one token as for many; the K-quants keep their rows and use
-//! [`super::quant::vec_dot_rows`] for one token and [`super::quant::vec_dot_tile`] (four
-//! activation rows per unpacked weight block) for prompts and batches. Rows of the weight matrix
+//! the scalar reference). Every block format is regrouped at load, eight rows at a time
+//! ([`super::quant::repack_x8`]: in place for the 32-element formats and Q6_K, into a copy 2.8%
+//! larger for Q4_K / Q5_K, whose 6-bit scales are unpacked), and multiplied by
+//! [`super::quant::gemm_x8`] for one token as for many. A matrix whose rows are not a multiple
+//! of 8 keeps its rows and uses [`super::quant::vec_dot_rows`] for one token and
+//! [`super::quant::vec_dot_tile`] (four activation rows per unpacked weight block) for prompts
+//! and batches. Rows of the weight matrix
 //! are split over the compute threads (rayon's pool, sized by [`crate::set_threads`]).
 //! Attention is [`super::attn::causal`] for every step, over the f16 cache in place (keys kept
 //! transposed), so that prefill and token-by-token decoding do the same arithmetic per query.

@@ -21,7 +21,8 @@ pub struct QMatrix {
 
 enum Store {
     Blocks(Vec<u8>),
-    /// A 32-element format with rows interleaved eight at a time ([`quant::repack_x8`]).
+    /// Rows interleaved eight at a time ([`quant::repack_x8`]): every block format whose
+    /// matrix has a multiple of 8 rows.
     X8(Vec<u8>),
     Dense(Vec<f32>),
 }
@@ -87,7 +88,10 @@ impl QMatrix {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.rows * self.row_bytes
+        match &self.data {
+            Store::Blocks(b) | Store::X8(b) => b.len(),
+            Store::Dense(d) => 4 * d.len(),
+        }
     }
 
     /// Row `r` as f32 (the token-embedding lookup).
@@ -137,7 +141,7 @@ impl QMatrix {
             Store::X8(p) => {
                 // Row ranges start and end on groups of eight (see matmul_many).
                 let nb = self.cols / 32;
-                let gb = nb * quant::x8_block_bytes(self.ty);
+                let gb = quant::x8_group_bytes(self.ty, self.cols);
                 let w = &p[r0 / 8 * gb..r1 / 8 * gb];
                 let n = r1 - r0;
                 if t == 1 {

@@ -19,7 +19,9 @@ pub enum BenchCommand {
   rag bench model
   rag bench model --threads 2 --prompt-tokens 400 --gen-tokens 64 --json
   rag bench model --formats q4_0,q4_1,q8_0,q4_k_m      each format, made with llama-quantize
-  rag bench model --weights candle --no-llamacpp        the candle engine, for comparison")]
+  rag bench model --weights candle --no-llamacpp        the candle engine, for comparison
+  rag bench model --shape tinyllama --prompt-tokens 1500   TinyLlama's dimensions, five formats
+  rag bench model --shape llama2-7b --layers 8 --formats q4_k_m,q6_k")]
     Model(model::BenchModelArgs),
     /// Search latency (p50/p95) of BM25, HNSW, exact and hybrid search on an index, and HNSW
     /// recall@10 against exact search over the same vectors.

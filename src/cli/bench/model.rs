@@ -35,9 +35,10 @@ pub struct BenchModelArgs {
     /// Tokens per embedded chunk.
     #[arg(long, default_value_t = 200)]
     embed_chunk_tokens: usize,
-    /// Chunks to embed.
-    #[arg(long, default_value_t = 16)]
-    embed_chunks: usize,
+    /// Chunks to embed (default 16; 0 skips the embedding phase, as --shape does unless
+    /// this is given).
+    #[arg(long, value_name = "N")]
+    embed_chunks: Option<usize>,
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -56,10 +57,43 @@ pub struct BenchModelArgs {
     /// quantized matmul, the engine it replaced), f32 or f16.
     #[arg(long, value_name = "FORMAT", default_value = "quantized")]
     weights: WeightFormat,
+    /// Measure a random-weight file with a real model's dimensions and the Llama 2 vocabulary
+    /// instead of the configured model: made once (f16) with
+    /// $RAG_SHARED/tools/make_llama_shaped.py in $RAG_HOME/models/bench, then quantized to each
+    /// of --formats (default q4_0,q4_k_m,q5_k_m,q6_k,q8_0). Speed does not depend on the
+    /// weights' values; the embedding phase is skipped unless --embed-chunks is given.
+    #[arg(long, value_name = "SHAPE")]
+    shape: Option<Shape>,
+    /// With --shape: the number of layers (llama2-7b has 32; 8 keeps the per-layer work and
+    /// a quarter of the file).
+    #[arg(long, value_name = "N", requires = "shape")]
+    layers: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
+
+/// A model shape for `--shape`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// TinyLlama 1.1B: 2048 wide, 22 layers, 4 KV heads.
+    Tinyllama,
+    /// Llama 2 7B: 4096 wide, 32 layers.
+    #[value(name = "llama2-7b")]
+    Llama2_7b,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Tinyllama => "tinyllama",
+            Shape::Llama2_7b => "llama2-7b",
+        }
+    }
+}
+
+/// The formats `--shape` measures by default: the issue's table.
+const SHAPE_FORMATS: [&str; 5] = ["q4_0", "q4_k_m", "q5_k_m", "q6_k", "q8_0"];
 
 impl BenchModelArgs {
     pub fn options(&self, config: &Config) -> BenchOptions {
@@ -73,7 +107,9 @@ impl BenchModelArgs {
             prompt_tokens: self.prompt_tokens,
             gen_tokens: self.gen_tokens,
             embed_chunk_tokens: self.embed_chunk_tokens,
-            embed_chunks: self.embed_chunks,
+            embed_chunks: self
+                .embed_chunks
+                .unwrap_or(if self.shape.is_some() { 0 } else { 16 }),
             runs: self.runs,
             llamacpp_python: if self.no_llamacpp {
                 None
@@ -82,7 +118,16 @@ impl BenchModelArgs {
                     .clone()
                     .or_else(|| venv.exists().then_some(venv))
             },
-            formats: self.formats.clone(),
+            formats: if self.formats.is_empty() && self.shape.is_some() {
+                SHAPE_FORMATS.iter().map(|f| f.to_string()).collect()
+            } else {
+                self.formats.clone()
+            },
+            shape: self.shape.map(|s| ShapeFile {
+                name: s.name(),
+                layers: self.layers,
+                tool: shared.join("tools/make_llama_shaped.py"),
+            }),
             quantize_tool: Some(config.home.join("venv-llamacpp/bin/llama-quantize")),
             formats_dir: config.home.join("models/bench"),
             weights: self.weights,
@@ -116,6 +161,19 @@ pub struct BenchOptions {
     pub formats_dir: PathBuf,
     /// How rag holds the weights (default: the project's quantized engine).
     pub weights: WeightFormat,
+    /// Measure a random-weight file of this shape instead of the configured model.
+    pub shape: Option<ShapeFile>,
+}
+
+/// A random-weight file with a real model's dimensions ([`BenchOptions::shape`]).
+#[derive(Debug, Clone)]
+pub struct ShapeFile {
+    /// `tinyllama` or `llama2-7b` (the tool's names).
+    pub name: &'static str,
+    /// Layers, when not the shape's own count.
+    pub layers: Option<usize>,
+    /// `make_llama_shaped.py`.
+    pub tool: PathBuf,
 }
 
 /// One engine's numbers.
@@ -148,6 +206,32 @@ pub struct BenchReport {
     pub llamacpp: Option<EngineNumbers>,
     /// Why llama.cpp was not measured, when it was not.
     pub llamacpp_skipped: Option<String>,
+    /// The file's bytes times rag's generation tokens/s, GB/s: the rate weights are read at
+    /// (a slight overestimate: of the token table only one row is read per token, unless it
+    /// is also the output matrix).
+    pub rag_weights_gb_s: Option<f64>,
+}
+
+/// The machine's read bandwidth, GB/s: `threads` threads summing their parts of a 512 MiB
+/// buffer, best of three passes (the same threads the model runs on).
+pub fn read_bandwidth_gb_s(threads: usize) -> f64 {
+    let words: usize = 64 << 20; // 512 MiB of u64
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let part = words.div_ceil(threads.max(1));
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(part)
+                .map(|c| s.spawn(move || c.iter().fold(0u64, |a, &x| a.wrapping_add(x))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 impl BenchReport {
@@ -187,23 +271,23 @@ impl BenchReport {
             self.rag.gen_tok_s,
             l.gen_tok_s,
         );
-        row(
-            &format!(
-                "embedding tok/s ({} tok)",
-                self.rag.embed_tokens.unwrap_or(0)
-            ),
-            self.rag.embed_tok_s,
-            l.embed_tok_s,
-        );
+        if let Some(n) = self.rag.embed_tokens {
+            row(
+                &format!("embedding tok/s ({n} tok)"),
+                self.rag.embed_tok_s,
+                l.embed_tok_s,
+            );
+        }
         row("peak RSS MiB", self.rag.peak_rss_mib, l.peak_rss_mib);
-        if let (Some(g), Some(e)) = (
-            self.rag_generation_peak_rss_mib,
-            self.rag_embedding_peak_rss_mib,
-        ) {
+        if let Some(g) = self.rag_generation_peak_rss_mib {
             s += &format!(
-                "\nrag peak RSS: generation {g:.0} MiB ({:.2}x the file), embedding {e:.0} MiB\n",
+                "\nrag peak RSS: generation {g:.0} MiB ({:.2}x the file)",
                 g / self.model_size_mib.max(1e-9)
             );
+            if let Some(e) = self.rag_embedding_peak_rss_mib {
+                s += &format!(", embedding {e:.0} MiB");
+            }
+            s += "\n";
         }
         if let Some(why) = &self.llamacpp_skipped {
             s += &format!("\nllama.cpp not measured: {why}\n");
@@ -216,6 +300,8 @@ impl BenchReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchSuite {
     pub threads: usize,
+    /// [`read_bandwidth_gb_s`] on as many threads, measured before the models.
+    pub read_gb_s: f64,
     pub reports: Vec<BenchReport>,
 }
 
@@ -233,8 +319,14 @@ impl BenchSuite {
                 self.threads
             );
             s += &format!(
-                "{:<8} {:>24} {:>24} {:>24} {:>16}\n",
-                "format", "prompt", "generation", "embedding", "gen RSS / file"
+                "{:<8} {:>24} {:>24} {:>24} {:>18} {:>16} {:>12}\n",
+                "format",
+                "prompt",
+                "generation",
+                "embedding",
+                "first token s",
+                "gen RSS / file",
+                "weights GB/s"
             );
             for r in &self.reports {
                 let l = r.llamacpp.clone().unwrap_or_default();
@@ -248,15 +340,28 @@ impl BenchSuite {
                 let rss = r
                     .rag_generation_peak_rss_mib
                     .map_or("-".into(), |g| format!("{:.2}x", g / r.model_size_mib));
+                // Time to first token: reading the prompt (the first token comes out of it).
+                let first = |n: &EngineNumbers| match (n.prompt_tokens, n.prompt_tok_s) {
+                    (Some(t), Some(r)) if r > 0.0 => format!("{:.2}", t as f64 / r),
+                    _ => "-".into(),
+                };
+                let gbs = r.rag_weights_gb_s.map_or("-".into(), |g| format!("{g:.1}"));
                 s += &format!(
-                    "{:<8} {:>24} {:>24} {:>24} {:>16}\n",
+                    "{:<8} {:>24} {:>24} {:>24} {:>18} {:>16} {:>12}\n",
                     r.format,
                     cell(r.rag.prompt_tok_s, l.prompt_tok_s),
                     cell(r.rag.gen_tok_s, l.gen_tok_s),
                     cell(r.rag.embed_tok_s, l.embed_tok_s),
-                    rss
+                    format!("{} / {}", first(&r.rag), first(&l)),
+                    rss,
+                    gbs
                 );
             }
+            s += &format!(
+                "weights GB/s: the file's size times rag's generation tok/s; this machine reads \
+                 {:.1} GB/s on {} threads\n",
+                self.read_gb_s, self.threads
+            );
         }
         s
     }
@@ -264,7 +369,11 @@ impl BenchSuite {
 
 /// Run the benchmark on the configured model, or on each of `opts.formats` made from it.
 pub fn bench_models(config: &Config, opts: &BenchOptions) -> Result<BenchSuite> {
-    let path = config.model_path()?;
+    let path = match &opts.shape {
+        Some(shape) => shaped_file(shape, opts)?,
+        None => config.model_path()?,
+    };
+    let read_gb_s = read_bandwidth_gb_s(config.threads_or_default());
     let mut reports = Vec::new();
     if opts.formats.is_empty() {
         reports.push(bench_model(config, &path, None, opts)?);
@@ -275,6 +384,7 @@ pub fn bench_models(config: &Config, opts: &BenchOptions) -> Result<BenchSuite> 
     }
     Ok(BenchSuite {
         threads: config.threads_or_default(),
+        read_gb_s,
         reports,
     })
 }
@@ -341,6 +451,68 @@ pub fn format_file(model: &Path, fmt: &str, opts: &BenchOptions) -> Result<PathB
     Ok(out)
 }
 
+/// The f16 file of `shape`, made once in `opts.formats_dir` with its tool (run by the
+/// llama.cpp venv's Python, which has numpy, or by `python3`).
+fn shaped_file(shape: &ShapeFile, opts: &BenchOptions) -> Result<PathBuf> {
+    let name = match shape.layers {
+        Some(n) => format!("random-{}-{n}l", shape.name),
+        None => format!("random-{}", shape.name),
+    };
+    let out = opts.formats_dir.join(format!("{name}.F16.gguf"));
+    if out.exists() {
+        return Ok(out);
+    }
+    if !shape.tool.exists() {
+        return Err(Error::InvalidOption(format!(
+            "--shape needs {} (set RAG_SHARED to the folder holding tools/make_llama_shaped.py)",
+            shape.tool.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.formats_dir).map_err(|source| Error::Io {
+        path: opts.formats_dir.clone(),
+        source,
+    })?;
+    let python = opts
+        .llamacpp_python
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let tmp = out.with_extension("part");
+    eprintln!(
+        "making {} with {} (a few minutes; kept for later runs)",
+        out.display(),
+        shape.tool.display()
+    );
+    let mut cmd = Command::new(&python);
+    cmd.arg(&shape.tool)
+        .arg(&tmp)
+        .arg("--shape")
+        .arg(shape.name);
+    if let Some(n) = shape.layers {
+        cmd.arg("--layers").arg(n.to_string());
+    }
+    let res = cmd.output().map_err(|source| Error::Io {
+        path: python.clone(),
+        source,
+    })?;
+    if !res.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let err = String::from_utf8_lossy(&res.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        return Err(Error::InvalidOption(format!(
+            "{} could not make the {} shape (it needs `pip install gguf numpy` in {}): {}",
+            shape.tool.display(),
+            shape.name,
+            python.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    std::fs::rename(&tmp, &out).map_err(|source| Error::Io {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
+}
+
 /// Run the benchmark on one file.
 pub fn bench_model(
     config: &Config,
@@ -365,6 +537,12 @@ pub fn bench_model(
     let need = opts
         .prompt_tokens
         .max(opts.embed_chunk_tokens * opts.embed_chunks);
+    // A prompt longer than the text: the text again (the work per token is the same).
+    let mut all = all;
+    while !all.is_empty() && all.len() < need {
+        let again = all.clone();
+        all.extend(again);
+    }
     if all.len() < need {
         return Err(Error::InvalidOption(format!(
             "{} has {} tokens; the benchmark needs {need}",
@@ -401,6 +579,57 @@ pub fn bench_model(
     let gen_rss = peak_rss_mib();
 
     // Embedding: the same weights, batched chunks.
+    let (embed_tokens, embed_tok_s, embed_rss, chunks) = if opts.embed_chunks == 0 {
+        (None, None, None, Vec::new())
+    } else {
+        let (n, rate, rss, chunks) = bench_embedding(&model, &all, opts)?;
+        (Some(n), Some(rate), rss, chunks)
+    };
+
+    let rag = EngineNumbers {
+        prompt_tokens: Some(prompt.len()),
+        prompt_tok_s: Some(prompt_tok_s),
+        gen_tokens: Some(opts.gen_tokens),
+        gen_tok_s: Some(gen_tok_s),
+        embed_tokens,
+        embed_tok_s,
+        peak_rss_mib: match (gen_rss, embed_rss) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        },
+    };
+    let (llamacpp, llamacpp_skipped) = match &opts.llamacpp_python {
+        None => (
+            None,
+            Some("no llama-cpp-python venv (run scripts/llamacpp-venv.sh)".into()),
+        ),
+        Some(py) => match run_llamacpp(py, &path, &prompt_text, &chunks, config, opts) {
+            Ok(n) => (Some(n), None),
+            Err(e) => (None, Some(e)),
+        },
+    };
+    let file_bytes = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64);
+    Ok(BenchReport {
+        format,
+        weights: opts.weights.to_string(),
+        model_size_mib: file_bytes / 1048576.0,
+        model: path,
+        threads: config.threads_or_default(),
+        rag,
+        rag_generation_peak_rss_mib: gen_rss,
+        rag_weights_gb_s: Some(file_bytes * gen_tok_s / 1e9),
+        rag_embedding_peak_rss_mib: embed_rss,
+        llamacpp,
+        llamacpp_skipped,
+    })
+}
+
+/// The embedding phase: (tokens, tokens/s, peak RSS, the chunks embedded).
+fn bench_embedding(
+    model: &Arc<Model>,
+    all: &[u32],
+    opts: &BenchOptions,
+) -> Result<(usize, f64, Option<f64>, Vec<String>)> {
     reset_peak_rss();
     let embedder = Embedder::new(model.clone(), EmbedOptions::default());
     let chunks: Vec<String> = all
@@ -419,41 +648,7 @@ pub fn bench_model(
     }
     let embed_tok_s = embed_tokens as f64 / median(&mut times);
     let embed_rss = peak_rss_mib();
-
-    let rag = EngineNumbers {
-        prompt_tokens: Some(prompt.len()),
-        prompt_tok_s: Some(prompt_tok_s),
-        gen_tokens: Some(opts.gen_tokens),
-        gen_tok_s: Some(gen_tok_s),
-        embed_tokens: Some(embed_tokens),
-        embed_tok_s: Some(embed_tok_s),
-        peak_rss_mib: match (gen_rss, embed_rss) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        },
-    };
-    let (llamacpp, llamacpp_skipped) = match &opts.llamacpp_python {
-        None => (
-            None,
-            Some("no llama-cpp-python venv (run scripts/llamacpp-venv.sh)".into()),
-        ),
-        Some(py) => match run_llamacpp(py, &path, &prompt_text, &chunks, config, opts) {
-            Ok(n) => (Some(n), None),
-            Err(e) => (None, Some(e)),
-        },
-    };
-    Ok(BenchReport {
-        format,
-        weights: opts.weights.to_string(),
-        model_size_mib: std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0),
-        model: path,
-        threads: config.threads_or_default(),
-        rag,
-        rag_generation_peak_rss_mib: gen_rss,
-        rag_embedding_peak_rss_mib: embed_rss,
-        llamacpp,
-        llamacpp_skipped,
-    })
+    Ok((embed_tokens, embed_tok_s, embed_rss, chunks))
 }
 
 fn run_llamacpp(
@@ -472,8 +667,13 @@ fn run_llamacpp(
     let embed_file = dir.join("embed.txt");
     std::fs::write(&prompt_file, prompt_text).map_err(|e| e.to_string())?;
     std::fs::write(&embed_file, chunks.join("")).map_err(|e| e.to_string())?;
-    let out = Command::new(python)
-        .arg(&script)
+    let mut cmd = Command::new(python);
+    cmd.arg(&script);
+    if !chunks.is_empty() {
+        cmd.arg("--embed-file").arg(&embed_file);
+    }
+    let n_ctx = (opts.prompt_tokens + opts.gen_tokens + 64).max(2048);
+    let out = cmd
         .arg("--model")
         .arg(model)
         .arg("--prompt-file")
@@ -482,8 +682,10 @@ fn run_llamacpp(
         .arg(config.threads_or_default().to_string())
         .arg("--gen-tokens")
         .arg(opts.gen_tokens.to_string())
-        .arg("--embed-file")
-        .arg(&embed_file)
+        .arg("--runs")
+        .arg(opts.runs.max(1).to_string())
+        .arg("--n-ctx")
+        .arg(n_ctx.to_string())
         .arg("--embed-chunk-tokens")
         .arg(opts.embed_chunk_tokens.to_string())
         .arg("--json")

@@ -549,7 +549,7 @@ pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Groups of eight rows that share each broadcast activation in the x8 kernels.
-const SHARE: usize = 4;
+pub(super) const SHARE: usize = 4;
 /// Tokens whose accumulators the x8 kernels keep while they walk the blocks: each block
 /// of weights is unpacked once for all of them. Runs of 128 measured 1.04-1.07x runs of 32
 /// on Q4_1 and Q8_0 products of prefill shapes (in one process, alternating); their
@@ -565,6 +565,19 @@ struct Unpacked<const G: usize> {
     aw: [[__m256i; 8]; G],
     d: [__m256; G],
     m: [__m256; G],
+}
+
+impl<const G: usize> Unpacked<G> {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn new() -> Self {
+        Self {
+            w: [[_mm256_setzero_si256(); 8]; G],
+            aw: [[_mm256_setzero_si256(); 8]; G],
+            d: [_mm256_setzero_ps(); G],
+            m: [_mm256_setzero_ps(); G],
+        }
+    }
 }
 
 /// The loop of the x8 kernels. For each set of up to [`SHARE`] groups of eight rows
@@ -584,45 +597,42 @@ struct Unpacked<const G: usize> {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn x8_loop<const G: usize, const P: usize>(
+pub(super) unsafe fn x8_loop<const G: usize, const P: usize, U>(
     packed: &[u8],
     acts: &[BlockQ8],
-    nb: usize,
-    bs: usize,
+    (nb, unit, bs): (usize, usize, usize),
     g0: usize,
     po: *mut f32,
     ldo: usize,
-    unpack: impl Fn(*const u8, usize, &mut Unpacked<G>),
-    token: impl Fn(&Unpacked<G>, [&BlockQ8; P], &mut [[__m256; G]; P]),
+    u: &mut U,
+    unpack: impl Fn(*const u8, usize, &mut U),
+    token: impl Fn(&U, [&BlockQ8; P], &mut [[__m256; G]; P]),
 ) {
     let t = acts.len() / nb;
+    let units = nb / unit;
+    // Prefetch distance: four 32-column blocks, or one K-quant unit (256 columns).
+    let ahead = if unit == 1 { 4 * bs } else { bs };
     let zero = [_mm256_setzero_ps(); G];
     // RUN tokens and room for a run's last group of P to overhang it, left uninitialised:
     // each run zeroes the part it uses, instead of all of it (~17 KiB) on every call too.
     let mut acc = [std::mem::MaybeUninit::<[__m256; G]>::uninit(); RUN + 4];
-    let mut u = Unpacked::<G> {
-        w: [[_mm256_setzero_si256(); 8]; G],
-        aw: [[_mm256_setzero_si256(); 8]; G],
-        d: zero,
-        m: zero,
-    };
     let mut i0 = 0;
     while i0 < t {
         let n = (t - i0).min(RUN);
         for a in &mut acc[..n.next_multiple_of(P)] {
             a.write(zero);
         }
-        for b in 0..nb {
+        for b in 0..units {
             for g in 0..G {
-                let blk = packed.as_ptr().add(((g0 + g) * nb + b) * bs);
+                let blk = packed.as_ptr().add(((g0 + g) * units + b) * bs);
                 let mut o = 0;
                 while o < bs {
-                    _mm_prefetch::<_MM_HINT_T0>(blk.add(4 * bs + o) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(blk.add(ahead + o) as *const i8);
                     o += 64;
                 }
-                unpack(blk, g, &mut u);
+                unpack(blk, g, u);
             }
-            if b + 1 == nb {
+            if b + 1 == units {
                 // Ask for the output lines a block ahead of the stores: they are usually
                 // outside the caches (the output of a prefill product is megabytes). A
                 // read prefetch: a write-intent one (`prefetchw`) needs the prfchw
@@ -639,13 +649,14 @@ unsafe fn x8_loop<const G: usize, const P: usize>(
             }
             let mut j = 0;
             while j < n {
-                let a =
-                    std::array::from_fn(|k| acts.get_unchecked((i0 + (j + k).min(n - 1)) * nb + b));
+                let a = std::array::from_fn(|k| {
+                    acts.get_unchecked((i0 + (j + k).min(n - 1)) * nb + b * unit)
+                });
                 // SAFETY: j + P <= n.next_multiple_of(P) <= RUN + P - 1 < acc.len() (P is
                 // at most 2), so the P accumulators lie inside `acc`, in its part this run
                 // initialised; MaybeUninit<T> has T's layout.
                 token(
-                    &u,
+                    u,
                     a,
                     &mut *(acc.as_mut_ptr().add(j) as *mut [[__m256; G]; P]),
                 );
@@ -666,117 +677,142 @@ unsafe fn x8_loop<const G: usize, const P: usize>(
 /// The sets of groups of eight rows the x8 kernels run together: (first group, count),
 /// [`SHARE`] at a time (fewer at the end); one at a time below [`SHARE`] tokens, where
 /// there is little broadcast to share and one group's weights stay in registers.
-fn group_sets(groups: usize, tokens: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn group_sets(groups: usize, tokens: usize) -> impl Iterator<Item = (usize, usize)> {
     let step = if tokens < SHARE { 1 } else { SHARE };
     (0..groups)
         .step_by(step)
         .map(move |g0| (g0, step.min(groups - g0)))
 }
 
-/// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
-    packed: &[u8],
-    acts: &[BlockQ8],
-    nb: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    let nf = if MIN { 2 } else { 1 };
-    let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
-    for (g0, n) in group_sets(packed.len() / (nb * bs), acts.len() / nb) {
-        // Two tokens a step where their 16-bit sums fit in registers (5-bit weights need
-        // twice as many).
-        let f = match (n, FIVE) {
-            (1, _) => q45_groups::<1, 1, FIVE, MIN>,
-            (2, false) => q45_groups::<2, 2, FIVE, MIN>,
-            (2, true) => q45_groups::<2, 1, FIVE, MIN>,
-            (3, false) => q45_groups::<3, 2, FIVE, MIN>,
-            (3, true) => q45_groups::<3, 1, FIVE, MIN>,
-            (_, false) => q45_groups::<SHARE, 2, FIVE, MIN>,
-            (_, true) => q45_groups::<SHARE, 1, FIVE, MIN>,
-        };
-        f(g0, packed, acts, nb, out, ldo);
-    }
-}
-
-/// Groups `g0..g0 + G` of [`gemm_x8_q45`]: per step of `P` tokens, the eight unpacked
-/// weight registers of each group against each token's eight broadcast activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q45_groups<const G: usize, const P: usize, const FIVE: bool, const MIN: bool>(
-    g0: usize,
-    packed: &[u8],
-    acts: &[BlockQ8],
-    nb: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    let nf = if MIN { 2 } else { 1 };
-    let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
-    let bs = chunks_at + 128;
-    let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
-        let mask = _mm256_set1_epi8(0x0F);
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-        u.d[g] = d;
-        u.m[g] = if MIN {
-            _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
-        } else {
-            _mm256_mul_ps(d, _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 }))
-        };
-        let w = &mut u.w[g];
-        for c in 0..4 {
-            let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
-            w[c] = _mm256_and_si256(x, mask);
-            w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
-        }
-        if FIVE {
-            let words = blk.add(16 * nf) as *const u32;
-            for k in 0..8 {
-                w[k] = _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
+/// The Q4_0 / Q4_1 / Q5_0 / Q5_1 kernels for one instruction set: `$vnni` says whether
+/// `vpdpbusd` sums the products (exactly, as the 16-bit sums do: the same bits).
+macro_rules! q45_kernels {
+    ($gemm:ident, $groups:ident, $features:tt, $vnni:literal) => {
+        /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $gemm<const FIVE: bool, const MIN: bool>(
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let nf = if MIN { 2 } else { 1 };
+            let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
+            for (g0, n) in group_sets(packed.len() / (nb * bs), acts.len() / nb) {
+                // Two tokens a step where their 16-bit sums fit in registers (5-bit weights need
+                // twice as many).
+                let f = match (n, FIVE) {
+                    (1, _) => $groups::<1, 1, FIVE, MIN>,
+                    (2, false) => $groups::<2, 2, FIVE, MIN>,
+                    (2, true) => $groups::<2, 1, FIVE, MIN>,
+                    (3, false) => $groups::<3, 2, FIVE, MIN>,
+                    (3, true) => $groups::<3, 1, FIVE, MIN>,
+                    (_, false) => $groups::<SHARE, 2, FIVE, MIN>,
+                    (_, true) => $groups::<SHARE, 1, FIVE, MIN>,
+                };
+                f(g0, packed, acts, nb, out, ldo);
             }
         }
-    };
-    let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
-        let ones = _mm256_set1_epi16(1);
-        // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit weights
-        // four do, so those are widened in two halves.
-        let mut lo = [[_mm256_setzero_si256(); G]; P];
-        let mut hi = [[_mm256_setzero_si256(); G]; P];
-        for c in 0..8 {
-            let x: [__m256i; P] = std::array::from_fn(|p| {
-                _mm256_set1_epi32((a[p].qs.as_ptr().add(4 * c) as *const i32).read_unaligned())
-            });
-            for g in 0..G {
-                let w = u.w[g][c];
-                for p in 0..P {
-                    let m = _mm256_maddubs_epi16(w, x[p]);
-                    if FIVE && c >= 4 {
-                        hi[p][g] = _mm256_add_epi16(hi[p][g], m);
-                    } else {
-                        lo[p][g] = _mm256_add_epi16(lo[p][g], m);
+
+        /// Groups `g0..g0 + G` of the kernel above: per step of `P` tokens, the eight unpacked
+        /// weight registers of each group against each token's eight broadcast activations.
+        #[target_feature(enable = $features)]
+        unsafe fn $groups<const G: usize, const P: usize, const FIVE: bool, const MIN: bool>(
+            g0: usize,
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let nf = if MIN { 2 } else { 1 };
+            let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
+            let bs = chunks_at + 128;
+            let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
+                let mask = _mm256_set1_epi8(0x0F);
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                u.d[g] = d;
+                u.m[g] = if MIN {
+                    _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
+                } else {
+                    _mm256_mul_ps(d, _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 }))
+                };
+                let w = &mut u.w[g];
+                for c in 0..4 {
+                    let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
+                    w[c] = _mm256_and_si256(x, mask);
+                    w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+                }
+                if FIVE {
+                    let words = blk.add(16 * nf) as *const u32;
+                    for k in 0..8 {
+                        w[k] = _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
                     }
                 }
-            }
-        }
-        for p in 0..P {
-            let (ad, as_) = (_mm256_set1_ps(a[p].d), _mm256_set1_ps(a[p].s));
-            for g in 0..G {
-                let isum = if FIVE {
-                    _mm256_add_epi32(
-                        _mm256_madd_epi16(lo[p][g], ones),
-                        _mm256_madd_epi16(hi[p][g], ones),
-                    )
-                } else {
-                    _mm256_madd_epi16(lo[p][g], ones)
-                };
-                let f = _mm256_cvtepi32_ps(isum);
-                let x = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[p][g]);
-                acc[p][g] = _mm256_fmadd_ps(u.m[g], as_, x);
-            }
+            };
+            let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
+                let ones = _mm256_set1_epi16(1);
+                // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit weights
+                // four do, so those are widened in two halves. With VNNI, `lo` holds 32-bit sums
+                // of all eight pieces (the same exact integers).
+                let mut lo = [[_mm256_setzero_si256(); G]; P];
+                let mut hi = [[_mm256_setzero_si256(); G]; P];
+                for c in 0..8 {
+                    let x: [__m256i; P] = std::array::from_fn(|p| {
+                        _mm256_set1_epi32(
+                            (a[p].qs.as_ptr().add(4 * c) as *const i32).read_unaligned(),
+                        )
+                    });
+                    for g in 0..G {
+                        let w = u.w[g][c];
+                        for p in 0..P {
+                            if $vnni {
+                                lo[p][g] = _mm256_dpbusd_avx_epi32(lo[p][g], w, x[p]);
+                                continue;
+                            }
+                            let m = _mm256_maddubs_epi16(w, x[p]);
+                            if FIVE && c >= 4 {
+                                hi[p][g] = _mm256_add_epi16(hi[p][g], m);
+                            } else {
+                                lo[p][g] = _mm256_add_epi16(lo[p][g], m);
+                            }
+                        }
+                    }
+                }
+                for p in 0..P {
+                    let (ad, as_) = (_mm256_set1_ps(a[p].d), _mm256_set1_ps(a[p].s));
+                    for g in 0..G {
+                        let isum = if $vnni {
+                            lo[p][g]
+                        } else if FIVE {
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(lo[p][g], ones),
+                                _mm256_madd_epi16(hi[p][g], ones),
+                            )
+                        } else {
+                            _mm256_madd_epi16(lo[p][g], ones)
+                        };
+                        let f = _mm256_cvtepi32_ps(isum);
+                        let x = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[p][g]);
+                        acc[p][g] = _mm256_fmadd_ps(u.m[g], as_, x);
+                    }
+                }
+            };
+            let mut u = Unpacked::<G>::new();
+            let shape = (nb, 1, bs);
+            x8_loop::<G, P, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
         }
     };
-    x8_loop::<G, P>(packed, acts, nb, bs, g0, out, ldo, unpack, token);
 }
+
+q45_kernels!(gemm_x8_q45, q45_groups, "avx2,fma,f16c", false);
+q45_kernels!(
+    gemm_x8_q45_vnni,
+    q45_groups_vnni,
+    "avx2,fma,f16c,avxvnni",
+    true
+);
 
 /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes): |w| into `maddubs`, w's
 /// sign moved onto the activation, each chunk widened to 32 bits (two products of up to
@@ -843,7 +879,9 @@ unsafe fn q8_groups<const G: usize, const P: usize>(
             }
         }
     };
-    x8_loop::<G, P>(packed, acts, nb, 16 + 256, g0, out, ldo, unpack, token);
+    let mut u = Unpacked::<G>::new();
+    let shape = (nb, 1, 16 + 256);
+    x8_loop::<G, P, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
 }
 
 /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead

@@ -115,18 +115,27 @@ pub struct BlockQ8 {
     pub qs: [i8; 32],
 }
 
-/// Whether [`repack_x8`] handles `ty`: the 32-element formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+/// Whether [`repack_x8`] handles `ty`: the 32-element formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
+/// the K-quants Q4_K, Q5_K, Q6_K.
 pub fn has_x8(ty: QType) -> bool {
-    matches!(
-        ty,
-        QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 | QType::Q8_0
-    )
+    !matches!(ty, QType::F32 | QType::F16)
 }
 
-/// Bytes of one block (32 columns) of eight interleaved rows of `ty` ([`repack_x8`]): the
-/// same as eight blocks of `ty`.
+/// Bytes of one unit of eight interleaved rows of `ty` ([`repack_x8`]): a 32-column block for
+/// the 32-element formats (the same as eight blocks of `ty`), a 256-column superblock for the
+/// K-quants (Q4_K and Q5_K a little more than eight blocks: their 6-bit scales are unpacked
+/// to bytes).
 pub fn x8_block_bytes(ty: QType) -> usize {
-    8 * ty.block_bytes()
+    match ty {
+        QType::Q4K => 16 + 16 + 64 + 64 + 1024,
+        QType::Q5K => 16 + 16 + 64 + 64 + 256 + 1024,
+        _ => 8 * ty.block_bytes(),
+    }
+}
+
+/// Bytes of one group of eight interleaved rows of `cols` columns.
+pub fn x8_group_bytes(ty: QType, cols: usize) -> usize {
+    cols / ty.block_elems().max(32) * x8_block_bytes(ty)
 }
 
 /// (f16 fields, has the 5th-bit word, bytes of quants) of a block of `ty`.
@@ -141,15 +150,19 @@ pub(super) fn x8_parts(ty: QType) -> (usize, bool, usize) {
     }
 }
 
-/// Rows of a 32-element block format regrouped eight at a time for [`super::gemm_x8`]. For each
+/// Rows of a block format regrouped eight at a time for [`super::gemm_x8`]. The K-quants are
+/// regrouped per 256-column unit ([`KLayout`]). For the 32-element formats, for each
 /// group of eight rows and each 32-column block: each f16 field (the scale, then for Q4_1 /
 /// Q5_1 the minimum) of the eight rows; for Q5_0 / Q5_1, eight 32-bit words, word `k` holding
 /// the fifth bits of columns `4k..4k + 4` of all eight rows (row `r`'s at bits `4r..4r + 4`);
 /// then the quant bytes in 32-byte chunks, chunk `m` holding bytes `4m..4m + 4` of each row
 /// (row `r` at bytes `4r..4r + 4`). The same size as the input, and done in place (a group of
 /// eight rows occupies the same bytes before and after), so loading needs no second copy of
-/// a matrix; `rows` must be a multiple of 8.
+/// a matrix; `rows` must be a multiple of 8 (and for the K-quants `cols` of 256).
 pub fn repack_x8(ty: QType, mut data: Vec<u8>, rows: usize, cols: usize) -> Vec<u8> {
+    if ty.block_elems() == 256 {
+        return repack_x8k(ty, data, rows, cols);
+    }
     let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
     assert!(
         has_x8(ty)
@@ -196,6 +209,9 @@ pub fn repack_x8(ty: QType, mut data: Vec<u8>, rows: usize, cols: usize) -> Vec<
 
 /// Row `r` of [`repack_x8`] data back in `ty`'s own block format.
 pub fn x8_row(ty: QType, packed: &[u8], cols: usize, r: usize) -> Vec<u8> {
+    if ty.block_elems() == 256 {
+        return x8k_row(ty, packed, cols, r);
+    }
     let (nb, bb, xb) = (cols / 32, ty.block_bytes(), x8_block_bytes(ty));
     let (nf, five, nq) = x8_parts(ty);
     let (qh_at, qs_at) = (2 * nf, bb - nq);
@@ -259,4 +275,165 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
             (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
         )
     }
+}
+
+/// Where the parts of a K-quant unit of eight rows lie ([`repack_x8`]): the f16 fields, the
+/// unpacked scales (and for Q4_K / Q5_K the minimums), the high bits and the low nibbles.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct KLayout {
+    /// The eight rows' `d` (f16), then for Q4_K / Q5_K their `dmin`.
+    pub dmin: usize,
+    /// Q4_K / Q5_K: byte `8j + r` is sub-block `j`'s 6-bit scale of row `r`; Q6_K: byte
+    /// `8k + r` is row `r`'s signed scale of 16-column group `k`.
+    pub sc: usize,
+    /// Q4_K / Q5_K: byte `8j + r` is sub-block `j`'s 6-bit minimum of row `r`.
+    pub m: usize,
+    /// The high bits (Q5_K: bit `j` of byte `l` is the fifth bit of column `l` of sub-block
+    /// `j`; Q6_K: per 128-column half, bits `2k..2k + 2` of byte `l` are the top two bits
+    /// of column `32k + l`), in 32-byte chunks: chunk `p` holds bytes `4p..4p + 4` of
+    /// each row (row `r` at `4r`), the halves of Q6_K one after the other.
+    pub qh: usize,
+    /// The low nibbles, in the same 32-byte chunks (Q4_K / Q5_K: byte `l` of 64-column
+    /// part `c` holds column `64c + l` low and `64c + 32 + l` high; Q6_K: byte `l` of
+    /// half `h` holds column `128h + l` low and `128h + 64 + l` high for `l < 32`, and
+    /// column `128h + l` (then `+ 64`) for `32 <= l < 64`).
+    pub qs: usize,
+}
+
+/// The unit layout of a K-quant.
+pub(super) fn k_layout(ty: QType) -> KLayout {
+    match ty {
+        QType::Q4K => KLayout {
+            dmin: 16,
+            sc: 32,
+            m: 96,
+            qh: 160,
+            qs: 160,
+        },
+        QType::Q5K => KLayout {
+            dmin: 16,
+            sc: 32,
+            m: 96,
+            qh: 160,
+            qs: 416,
+        },
+        QType::Q6K => KLayout {
+            dmin: 16,
+            sc: 16,
+            m: 16,
+            qh: 1168,
+            qs: 144,
+        },
+        _ => unreachable!("K layout for {ty:?}"),
+    }
+}
+
+/// (offset of d, of dmin, of the 12 scale bytes, of qh, of qs) in a source block of a K-quant
+/// (Q6_K: its 16 scales at the scale offset, no dmin).
+fn k_source(ty: QType) -> (usize, usize, usize, usize, usize) {
+    match ty {
+        QType::Q4K => (0, 2, 4, 16, 16),
+        QType::Q5K => (0, 2, 4, 16, 48),
+        _ => (208, 208, 192, 128, 0),
+    }
+}
+
+/// The K-quant part of [`repack_x8`]: units of 256 columns (see [`KLayout`]). Q6_K keeps its
+/// size and is regrouped in place; Q4_K and Q5_K grow by 32 bytes a unit (their packed 6-bit
+/// scales are unpacked to bytes), so the rows are copied, one group of eight at a time, into
+/// a new vector as the old one is read.
+fn repack_x8k(ty: QType, data: Vec<u8>, rows: usize, cols: usize) -> Vec<u8> {
+    let (nb, bb, xb) = (cols / 256, ty.block_bytes(), x8_block_bytes(ty));
+    assert!(
+        rows.is_multiple_of(8) && cols.is_multiple_of(256) && data.len() == rows * nb * bb,
+        "repack_x8: {} bytes of {ty:?} for {rows}x{cols}",
+        data.len()
+    );
+    let mut out = vec![0u8; rows / 8 * nb * xb];
+    for g in 0..rows / 8 {
+        for b in 0..nb {
+            let o = &mut out[(g * nb + b) * xb..][..xb];
+            for r in 0..8 {
+                let src = &data[((8 * g + r) * nb + b) * bb..][..bb];
+                pack_k_row(ty, src, o, r);
+            }
+        }
+    }
+    out
+}
+
+/// Row `r`'s source block `src` into its places in the unit `o`.
+fn pack_k_row(ty: QType, src: &[u8], o: &mut [u8], r: usize) {
+    let l = k_layout(ty);
+    let (d_at, dmin_at, sc_at, qh_at, qs_at) = k_source(ty);
+    o[2 * r..2 * r + 2].copy_from_slice(&src[d_at..d_at + 2]);
+    let chunks = |o: &mut [u8], at: usize, from: &[u8]| {
+        for p in 0..from.len() / 4 {
+            o[at + 32 * p + 4 * r..][..4].copy_from_slice(&from[4 * p..4 * p + 4]);
+        }
+    };
+    if ty == QType::Q6K {
+        for k in 0..16 {
+            o[l.sc + 8 * k + r] = src[sc_at + k];
+        }
+        for h in 0..2 {
+            chunks(o, l.qs + 512 * h, &src[qs_at + 64 * h..][..64]);
+            chunks(o, l.qh + 256 * h, &src[qh_at + 32 * h..][..32]);
+        }
+        return;
+    }
+    o[l.dmin + 2 * r..l.dmin + 2 * r + 2].copy_from_slice(&src[dmin_at..dmin_at + 2]);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &src[sc_at..sc_at + 12]);
+        o[l.sc + 8 * j + r] = sc;
+        o[l.m + 8 * j + r] = m;
+    }
+    if ty == QType::Q5K {
+        chunks(o, l.qh, &src[qh_at..qh_at + 32]);
+    }
+    chunks(o, l.qs, &src[qs_at..qs_at + 128]);
+}
+
+/// The K-quant part of [`x8_row`].
+fn x8k_row(ty: QType, packed: &[u8], cols: usize, r: usize) -> Vec<u8> {
+    let (nb, bb, xb) = (cols / 256, ty.block_bytes(), x8_block_bytes(ty));
+    let l = k_layout(ty);
+    let (d_at, dmin_at, sc_at, qh_at, qs_at) = k_source(ty);
+    let (g, k) = (r / 8, r % 8);
+    let mut row = vec![0u8; nb * bb];
+    let chunks = |to: &mut [u8], o: &[u8], at: usize| {
+        for p in 0..to.len() / 4 {
+            to[4 * p..4 * p + 4].copy_from_slice(&o[at + 32 * p + 4 * k..][..4]);
+        }
+    };
+    for b in 0..nb {
+        let o = &packed[(g * nb + b) * xb..][..xb];
+        let dst = &mut row[b * bb..(b + 1) * bb];
+        dst[d_at..d_at + 2].copy_from_slice(&o[2 * k..2 * k + 2]);
+        if ty == QType::Q6K {
+            for j in 0..16 {
+                dst[sc_at + j] = o[l.sc + 8 * j + k];
+            }
+            for h in 0..2 {
+                chunks(&mut dst[qs_at + 64 * h..][..64], o, l.qs + 512 * h);
+                chunks(&mut dst[qh_at + 32 * h..][..32], o, l.qh + 256 * h);
+            }
+            continue;
+        }
+        dst[dmin_at..dmin_at + 2].copy_from_slice(&o[l.dmin + 2 * k..][..2]);
+        let (sc, m): (Vec<u8>, Vec<u8>) = (0..8)
+            .map(|j| (o[l.sc + 8 * j + k], o[l.m + 8 * j + k]))
+            .unzip();
+        let q = &mut dst[sc_at..sc_at + 12];
+        for j in 0..4 {
+            q[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
+            q[j + 4] = (m[j] & 63) | ((m[j + 4] >> 4) << 6);
+            q[j + 8] = (sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4);
+        }
+        if ty == QType::Q5K {
+            chunks(&mut dst[qh_at..qh_at + 32], o, l.qh);
+        }
+        chunks(&mut dst[qs_at..qs_at + 128], o, l.qs);
+    }
+    row
 }

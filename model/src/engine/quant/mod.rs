@@ -34,6 +34,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
 mod blocks;
 mod scalar;
 #[cfg(test)]
@@ -41,7 +43,9 @@ mod tests;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-pub use blocks::{f16_to_f32, has_x8, repack_x8, x8_block_bytes, x8_row, BlockQ8, QType};
+pub use blocks::{
+    f16_to_f32, has_x8, repack_x8, x8_block_bytes, x8_group_bytes, x8_row, BlockQ8, QType,
+};
 /// Which kernel implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
@@ -108,6 +112,51 @@ pub fn set_kernels(k: Kernels) -> Kernels {
     let k = effective(k);
     CHOSEN.store(code(k), Ordering::Relaxed);
     k
+}
+
+/// 0 = not chosen yet, 1 = on, 2 = off.
+static VNNI: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the x8 kernels of Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants use AVX-VNNI's
+/// `vpdpbusd` (four byte products summed straight into 32 bits; Q8_0's kernel does not: its
+/// 16-bit pair sums can saturate, which `vpdpbusd` would not reproduce): where the CPU has it (detected once), unless [`set_vnni`]
+/// turned it off. The results are the same bits either way (both compute each integer sum
+/// exactly); only the speed differs.
+pub fn vnni() -> bool {
+    match VNNI.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = vnni_available();
+            let _ = VNNI.compare_exchange(
+                0,
+                if on { 1 } else { 2 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            VNNI.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Whether this CPU has AVX-VNNI besides AVX2, FMA and F16C.
+pub fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2_available() && is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Use AVX-VNNI where available (`true`) or the AVX2 instructions alone (`false`, for
+/// comparisons); returns what is in use afterwards.
+pub fn set_vnni(on: bool) -> bool {
+    let on = on && vnni_available();
+    VNNI.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    on
 }
 
 // ---------------------------------------------------------------------------------------
@@ -248,7 +297,11 @@ pub fn vec_dot_tile_with(
 
 /// `out[i * R + r] = dot(row r, activation row i)` for the R = 8 × groups rows of
 /// [`repack_x8`] data in `packed` and the T activation rows in `acts` (`cols / 32` blocks
-/// each): the matrix kernel of the 32-element formats, for one token as for many. Per block,
+/// each): the matrix kernel of every block format, for one token as for many. The K-quants
+/// work the same way per 32-column sub-block, with each row's sub-block scale `d·sc` (and
+/// minimum `-dmin·m`; Q6_K: a scale per 16 columns and an offset of 32), their integer sums
+/// exact (AVX2 or AVX-VNNI, [`vnni`]); a single token reads their packed bytes straight into
+/// the products. For the 32-element formats, per block,
 /// eight rows' integer sums come out of one register (`maddubs` over four columns of all
 /// eight rows at a time, summed in 16 bits as far as the format's range allows), and each
 /// row's accumulator takes `fma(sum, d·d_a)`, then `fma(m, s_a)` where the format has an
@@ -300,18 +353,17 @@ pub unsafe fn gemm_x8_strided(
 /// (rows, tokens) of a [`gemm_x8`] call, after checking the sizes.
 fn x8_shape(ty: QType, packed: &[u8], acts: &[BlockQ8], cols: usize) -> (usize, usize) {
     let nb = cols / 32;
-    let xb = x8_block_bytes(ty);
     assert!(
         has_x8(ty)
-            && cols.is_multiple_of(32)
+            && cols.is_multiple_of(ty.block_elems().max(32))
             && nb > 0
-            && packed.len().is_multiple_of(nb * xb)
+            && packed.len().is_multiple_of(x8_group_bytes(ty, cols))
             && acts.len().is_multiple_of(nb),
         "gemm_x8: {} bytes of {ty:?} and {} blocks for {cols} columns",
         packed.len(),
         acts.len()
     );
-    (packed.len() / (nb * xb) * 8, acts.len() / nb)
+    (packed.len() / x8_group_bytes(ty, cols) * 8, acts.len() / nb)
 }
 
 /// # Safety
@@ -329,10 +381,28 @@ unsafe fn gemm_x8_raw(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected; sizes checked by the caller.
         Kernels::Avx2 => match ty {
+            QType::Q4_0 if vnni() => {
+                avx2::gemm_x8_q45_vnni::<false, false>(packed, acts, nb, out, ldo)
+            }
+            QType::Q4_1 if vnni() => {
+                avx2::gemm_x8_q45_vnni::<false, true>(packed, acts, nb, out, ldo)
+            }
+            QType::Q5_0 if vnni() => {
+                avx2::gemm_x8_q45_vnni::<true, false>(packed, acts, nb, out, ldo)
+            }
+            QType::Q5_1 if vnni() => {
+                avx2::gemm_x8_q45_vnni::<true, true>(packed, acts, nb, out, ldo)
+            }
             QType::Q4_0 => avx2::gemm_x8_q45::<false, false>(packed, acts, nb, out, ldo),
             QType::Q4_1 => avx2::gemm_x8_q45::<false, true>(packed, acts, nb, out, ldo),
             QType::Q5_0 => avx2::gemm_x8_q45::<true, false>(packed, acts, nb, out, ldo),
             QType::Q5_1 => avx2::gemm_x8_q45::<true, true>(packed, acts, nb, out, ldo),
+            QType::Q4K if vnni() => avx2_k::gemm_x8_k45_vnni::<false>(packed, acts, nb, out, ldo),
+            QType::Q5K if vnni() => avx2_k::gemm_x8_k45_vnni::<true>(packed, acts, nb, out, ldo),
+            QType::Q6K if vnni() => avx2_k::gemm_x8_q6k_vnni(packed, acts, nb, out, ldo),
+            QType::Q4K => avx2_k::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
+            QType::Q5K => avx2_k::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
+            QType::Q6K => avx2_k::gemm_x8_q6k(packed, acts, nb, out, ldo),
             _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo),
         },
         _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo),

@@ -3,7 +3,7 @@
 //! the same horizontal-sum tree), so the two give the same bits; see the dispatch module's
 //! docs. Index loops spell out the AVX2 lanes.
 #![allow(clippy::needless_range_loop)]
-use super::blocks::{rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType};
+use super::blocks::{k_layout, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType};
 
 /// [`super::gemm_x8`], lane by lane as the AVX2 code.
 ///
@@ -44,6 +44,9 @@ pub(super) unsafe fn gemm_x8_body(
     out: *mut f32,
     ldo: usize,
 ) {
+    if ty.block_elems() == 256 {
+        return gemm_x8k_body(ty, packed, acts, nb, out, ldo);
+    }
     let (nf, five, nq) = x8_parts(ty);
     let min = nf == 2;
     let chunks_at = 16 * nf + if five { 32 } else { 0 };
@@ -112,6 +115,71 @@ pub(super) unsafe fn gemm_x8_body(
             }
         }
         for (i, acc) in acc.iter().enumerate() {
+            std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(i * ldo + 8 * g), 8);
+        }
+    }
+}
+
+/// The K-quant part of [`gemm_x8_body`]: for each row, unit (256 columns) and 32-column
+/// sub-block, the exact integer sum against that sub-block's activation block, then, as the
+/// AVX2 kernels, `fma(sum, (d·scale)·d_a)` and for Q4_K / Q5_K `fma(-(dmin·min), s_a)`
+/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale).
+#[inline(always)]
+unsafe fn gemm_x8k_body(
+    ty: QType,
+    packed: &[u8],
+    acts: &[BlockQ8],
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let l = k_layout(ty);
+    let bs = x8_block_bytes(ty);
+    let units = nb / 8;
+    let rows = packed.len() / (units * bs) * 8;
+    let t = acts.len() / nb;
+    let chunk = |at: usize, r: usize, i: usize| at + 32 * (i / 4) + 4 * r + i % 4;
+    for g in 0..rows / 8 {
+        for i in 0..t {
+            let mut acc = [0f32; 8];
+            for b in 0..units {
+                let o = &packed[(g * units + b) * bs..][..bs];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let d = rd_f16(o, 2 * r);
+                    for j in 0..8 {
+                        let a = &acts[i * nb + 8 * b + j];
+                        if ty == QType::Q6K {
+                            let (h, gg) = (j / 4, j % 4);
+                            for e in 0..2 {
+                                let mut isum = 0i32;
+                                for c in 16 * e..16 * e + 16 {
+                                    let x = o[chunk(l.qs + 512 * h, r, 32 * (gg & 1) + c)];
+                                    let nib = if gg < 2 { x & 0xF } else { x >> 4 };
+                                    let hb = (o[chunk(l.qh + 256 * h, r, c)] >> (2 * gg)) & 3;
+                                    let q = (nib | (hb << 4)) as i32 - 32;
+                                    isum += q * a.qs[c] as i32;
+                                }
+                                let sc = o[l.sc + 8 * (8 * h + 2 * gg + e) + r] as i8 as f32;
+                                *acc = (isum as f32).mul_add((d * sc) * a.d, *acc);
+                            }
+                            continue;
+                        }
+                        let mut isum = 0i32;
+                        for c in 0..32 {
+                            let x = o[chunk(l.qs + 256 * (j / 2), r, c)];
+                            let mut q = if j % 2 == 0 { x & 0xF } else { x >> 4 };
+                            if ty == QType::Q5K {
+                                q |= ((o[chunk(l.qh, r, c)] >> j) & 1) << 4;
+                            }
+                            isum += q as i32 * a.qs[c] as i32;
+                        }
+                        let scale = d * o[l.sc + 8 * j + r] as f32;
+                        let nm = rd_f16(o, l.dmin + 2 * r) * o[l.m + 8 * j + r] as f32;
+                        *acc = (isum as f32).mul_add(scale * a.d, *acc);
+                        *acc = (-nm).mul_add(a.s, *acc);
+                    }
+                }
+            }
             std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(i * ldo + 8 * g), 8);
         }
     }

@@ -567,10 +567,14 @@ fn x8_gemm() {
 }
 
 fn x8_gemm_for(ty: QType, rows: usize) {
-    let cols = 576;
+    // The K-quants' rows are whole superblocks of 256.
+    let cols = if ty.block_elems() == 256 { 768 } else { 576 };
     let (bytes, _) = candle_row(ty, &weights(rows * cols, 77));
     let packed = repack_x8(ty, bytes.clone(), rows, cols);
-    assert_eq!(packed.len(), bytes.len());
+    assert_eq!(packed.len(), rows / 8 * x8_group_bytes(ty, cols));
+    if ty.block_elems() == 32 || ty == QType::Q6K {
+        assert_eq!(packed.len(), bytes.len());
+    }
     let rb = ty.row_bytes(cols);
     for r in 0..rows {
         assert_eq!(
@@ -598,12 +602,18 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     for q in acts[1].qs.iter_mut() {
         *q = 127;
     }
-    let mut kernels = vec![Kernels::Scalar];
+    // (kernels, AVX-VNNI on) of each run: all but Q8_0's AVX2 kernels have a VNNI form.
+    let mut kernels = vec![(Kernels::Scalar, false)];
     if avx2_available() {
-        kernels.push(Kernels::Avx2);
+        kernels.push((Kernels::Avx2, false));
+    }
+    if vnni_available() && ty != QType::Q8_0 {
+        kernels.push((Kernels::Avx2, true));
     }
     let mut all = Vec::new();
-    for &k in &kernels {
+    let vnni_was = vnni();
+    for &(k, v) in &kernels {
+        set_vnni(v);
         let mut out = vec![f32::NAN; rows * t];
         gemm_x8_with(k, ty, &packed, &acts, cols, &mut out);
         for i in 0..t {
@@ -631,9 +641,10 @@ fn x8_gemm_for(ty: QType, rows: usize) {
         }
         all.push(out);
     }
-    for o in &all[1..] {
+    set_vnni(vnni_was);
+    for (o, k) in all[1..].iter().zip(&kernels[1..]) {
         for (a, b) in o.iter().zip(&all[0]) {
-            assert_eq!(a.to_bits(), b.to_bits(), "avx2 vs scalar");
+            assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {k:?} vs scalar");
         }
     }
 }

@@ -1,0 +1,515 @@
+//! The x8 kernels of the K-quants (Q4_K, Q5_K, Q6_K; layout in [`super::blocks::k_layout`]),
+//! on the x8 loop of [`super::avx2`]. Each is compiled twice: for AVX2 (`maddubs` into 16-bit
+//! sums, widened before they can overflow) and for AVX-VNNI (`vpdpbusd`, four products
+//! straight into 32-bit sums), chosen at run time ([`super::vnni`]). Both compute every
+//! integer sum exactly, for any activation block, and then the same float operations in the
+//! same order, so they give the same bits as each other and as the scalar reference.
+#![allow(clippy::needless_range_loop)]
+use std::arch::x86_64::*;
+
+use super::avx2::{group_sets, x8_loop, SHARE};
+use super::blocks::{k_layout, x8_block_bytes, BlockQ8, QType};
+
+/// One unit (256 columns) of up to [`SHARE`] groups of eight rows of a K-quant, unpacked for
+/// the token loop: the 64 weight registers (8 rows × 4 columns of 0..63 each; register
+/// `8j + k` holds columns `4k..4k + 4` of sub-block `j`), `S` scales (d × the 6- or 8-bit
+/// scale, per sub-block or per 16 columns) and for Q4_K / Q5_K the eight minimums (dmin ×
+/// the 6-bit minimum), all eight rows at a time.
+struct UnpackedK<const G: usize, const S: usize> {
+    w: [[__m256i; 64]; G],
+    sc: [[__m256; S]; G],
+    nm: [[__m256; 8]; G],
+}
+
+/// Eight bytes at `p` as eight f32 lanes (unsigned or signed).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
+    let x = _mm_loadl_epi64(p as *const __m128i);
+    _mm256_cvtepi32_ps(if SIGNED {
+        _mm256_cvtepi8_epi32(x)
+    } else {
+        _mm256_cvtepu8_epi32(x)
+    })
+}
+
+/// Bytes `4k..4k + 4` of `a`'s quants, broadcast to eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn piece(a: &BlockQ8, k: usize) -> __m256i {
+    _mm256_set1_epi32((a.qs.as_ptr().add(4 * k) as *const i32).read_unaligned())
+}
+
+/// Q4_K / Q5_K: fill group `g` of `u` from the unit at `blk`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_k45<const G: usize, const FIVE: bool>(
+    blk: *const u8,
+    g: usize,
+    u: &mut UnpackedK<G, 8>,
+) {
+    let l = k_layout(if FIVE { QType::Q5K } else { QType::Q4K });
+    let mask = _mm256_set1_epi8(0x0F);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(l.dmin) as *const __m128i));
+    for j in 0..8 {
+        u.sc[g][j] = _mm256_mul_ps(d, bytes8_ps::<false>(blk.add(l.sc + 8 * j)));
+        u.nm[g][j] = _mm256_mul_ps(dmin, bytes8_ps::<false>(blk.add(l.m + 8 * j)));
+    }
+    let w = &mut u.w[g];
+    for c in 0..4 {
+        for k in 0..8 {
+            let x = _mm256_loadu_si256(blk.add(l.qs + 256 * c + 32 * k) as *const __m256i);
+            let mut lo = _mm256_and_si256(x, mask);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+            if FIVE {
+                // Bits 2c and 2c + 1 of each high-bit byte to 0x10.
+                let h = _mm256_loadu_si256(blk.add(l.qh + 32 * k) as *const __m256i);
+                let bit = |b: usize| {
+                    let b = _mm256_set1_epi8(1 << b);
+                    let on = _mm256_cmpeq_epi8(_mm256_and_si256(h, b), b);
+                    _mm256_and_si256(on, _mm256_set1_epi8(0x10))
+                };
+                lo = _mm256_or_si256(lo, bit(2 * c));
+                hi = _mm256_or_si256(hi, bit(2 * c + 1));
+            }
+            w[16 * c + k] = lo;
+            w[16 * c + 8 + k] = hi;
+        }
+    }
+}
+
+/// Q6_K: fill group `g` of `u` from the unit at `blk`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q6k<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedK<G, 16>) {
+    let l = k_layout(QType::Q6K);
+    let mask = _mm256_set1_epi8(0x0F);
+    let top = _mm256_set1_epi8(0x30);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+    for k in 0..16 {
+        u.sc[g][k] = _mm256_mul_ps(d, bytes8_ps::<true>(blk.add(l.sc + 8 * k)));
+    }
+    let w = &mut u.w[g];
+    for h in 0..2 {
+        for k in 0..8 {
+            let qh = _mm256_loadu_si256(blk.add(l.qh + 256 * h + 32 * k) as *const __m256i);
+            let ql0 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * k) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * (k + 8)) as *const __m256i);
+            let nib = [
+                _mm256_and_si256(ql0, mask),
+                _mm256_and_si256(ql1, mask),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
+            ];
+            // Bits 2i, 2i + 1 of each high-bit byte to bits 4, 5 (no bit crosses into a
+            // kept place of the other byte of a 16-bit lane).
+            let hb = [
+                _mm256_slli_epi16::<4>(qh),
+                _mm256_slli_epi16::<2>(qh),
+                qh,
+                _mm256_srli_epi16::<2>(qh),
+            ];
+            for i in 0..4 {
+                w[8 * (4 * h + i) + k] = _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top));
+            }
+        }
+    }
+}
+
+/// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used.
+macro_rules! k_kernels {
+    (
+        $k45:ident,
+        $k45_groups:ident,
+        $k45_gemv:ident,
+        $q6k:ident,
+        $q6k_groups:ident,
+        $q6k_gemv:ident,
+        $features:tt,
+        $vnni:literal
+    ) => {
+        /// [`super::gemm_x8`] for Q4_K / Q5_K (the caller checked the sizes): per 32-column
+        /// sub-block as the Q4_1 / Q5_1 kernel, with the scale `d·sc` and the minimum
+        /// `-(dmin·m)` of each row and sub-block. One token a step: two measured 0.91x for
+        /// Q4_K on TinyLlama's shapes (examples/matmul_speed).
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $k45<const FIVE: bool>(
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let bs = x8_block_bytes(if FIVE { QType::Q5K } else { QType::Q4K });
+            if acts.len() == nb {
+                return $k45_gemv::<FIVE>(packed, acts, out);
+            }
+            for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
+                let f = match n {
+                    1 => $k45_groups::<1, FIVE>,
+                    2 => $k45_groups::<2, FIVE>,
+                    3 => $k45_groups::<3, FIVE>,
+                    _ => $k45_groups::<SHARE, FIVE>,
+                };
+                f(g0, packed, acts, nb, out, ldo);
+            }
+        }
+
+        /// Groups `g0..g0 + G`.
+        #[target_feature(enable = $features)]
+        unsafe fn $k45_groups<const G: usize, const FIVE: bool>(
+            g0: usize,
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let token = |u: &UnpackedK<G, 8>, a: [&BlockQ8; 1], acc: &mut [[__m256; G]; 1]| {
+                let ones = _mm256_set1_epi16(1);
+                let a0 = a[0] as *const BlockQ8;
+                for j in 0..8 {
+                    let a = &*a0.add(j);
+                    let mut isum = [_mm256_setzero_si256(); G];
+                    if $vnni {
+                        for k in 0..8 {
+                            let x = piece(a, k);
+                            for g in 0..G {
+                                isum[g] = _mm256_dpbusd_avx_epi32(isum[g], u.w[g][8 * j + k], x);
+                            }
+                        }
+                    } else {
+                        // 16-bit sums: eight products of up to 15 · 128 fit in a lane,
+                        // four of 31 · 128, so 5-bit weights are widened in two halves.
+                        for half in 0..2 {
+                            let mut s = [_mm256_setzero_si256(); G];
+                            for k in 4 * half..4 * half + 4 {
+                                let x = piece(a, k);
+                                for g in 0..G {
+                                    let m = _mm256_maddubs_epi16(u.w[g][8 * j + k], x);
+                                    s[g] = _mm256_add_epi16(s[g], m);
+                                }
+                            }
+                            for g in 0..G {
+                                isum[g] = if FIVE {
+                                    _mm256_add_epi32(isum[g], _mm256_madd_epi16(s[g], ones))
+                                } else if half == 0 {
+                                    s[g]
+                                } else {
+                                    _mm256_madd_epi16(_mm256_add_epi16(isum[g], s[g]), ones)
+                                };
+                            }
+                        }
+                    }
+                    let (ad, as_) = (_mm256_set1_ps(a.d), _mm256_set1_ps(a.s));
+                    for g in 0..G {
+                        let f = _mm256_cvtepi32_ps(isum[g]);
+                        let x = _mm256_fmadd_ps(f, _mm256_mul_ps(u.sc[g][j], ad), acc[0][g]);
+                        acc[0][g] = _mm256_fnmadd_ps(u.nm[g][j], as_, x);
+                    }
+                }
+            };
+            let mut u = UnpackedK::<G, 8> {
+                w: [[_mm256_setzero_si256(); 64]; G],
+                sc: [[_mm256_setzero_ps(); 8]; G],
+                nm: [[_mm256_setzero_ps(); 8]; G],
+            };
+            let ty = if FIVE { QType::Q5K } else { QType::Q4K };
+            let shape = (nb, 8, x8_block_bytes(ty));
+            let unpack = |blk, g, u: &mut _| unpack_k45::<G, FIVE>(blk, g, u);
+            x8_loop::<G, 1, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
+        }
+
+        /// One token of [`$k45`]: each unit's weights read once, straight from the packed
+        /// bytes into the products (no unpacked copy), a 64-column part at a time; the same
+        /// float operations in the same order as the token loop, so the same bits.
+        #[target_feature(enable = $features)]
+        unsafe fn $k45_gemv<const FIVE: bool>(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
+            let ty = if FIVE { QType::Q5K } else { QType::Q4K };
+            let (l, bs) = (k_layout(ty), x8_block_bytes(ty));
+            let units = act.len() / 8;
+            let mask = _mm256_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            for g in 0..packed.len() / (units * bs) {
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..units {
+                    let blk = packed.as_ptr().add((g * units + b) * bs);
+                    let mut o = 0;
+                    while o < bs {
+                        _mm_prefetch::<_MM_HINT_T0>(blk.add(bs + o) as *const i8);
+                        o += 64;
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(l.dmin) as *const __m128i));
+                    for c in 0..4 {
+                        let a = [&act[8 * b + 2 * c], &act[8 * b + 2 * c + 1]];
+                        let mut isum = [_mm256_setzero_si256(); 2];
+                        let mut s16 = [_mm256_setzero_si256(); 2];
+                        for k in 0..8 {
+                            let x = _mm256_loadu_si256(
+                                blk.add(l.qs + 256 * c + 32 * k) as *const __m256i
+                            );
+                            let mut w = [
+                                _mm256_and_si256(x, mask),
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
+                            ];
+                            if FIVE {
+                                let h =
+                                    _mm256_loadu_si256(blk.add(l.qh + 32 * k) as *const __m256i);
+                                for i in 0..2 {
+                                    let bit = _mm256_set1_epi8(1 << (2 * c + i));
+                                    let on = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+                                    let on = _mm256_and_si256(on, _mm256_set1_epi8(0x10));
+                                    w[i] = _mm256_or_si256(w[i], on);
+                                }
+                            }
+                            for i in 0..2 {
+                                let x = piece(a[i], k);
+                                if $vnni {
+                                    isum[i] = _mm256_dpbusd_avx_epi32(isum[i], w[i], x);
+                                } else {
+                                    s16[i] =
+                                        _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w[i], x));
+                                }
+                            }
+                            // 16-bit sums as in the token loop: 5-bit weights widened every
+                            // four pieces, 4-bit ones after all eight.
+                            if !$vnni && (k == 7 || (FIVE && k == 3)) {
+                                for i in 0..2 {
+                                    let v = _mm256_madd_epi16(s16[i], ones);
+                                    isum[i] = _mm256_add_epi32(isum[i], v);
+                                    s16[i] = _mm256_setzero_si256();
+                                }
+                            }
+                        }
+                        for i in 0..2 {
+                            let j = 2 * c + i;
+                            let sc = _mm256_mul_ps(d, bytes8_ps::<false>(blk.add(l.sc + 8 * j)));
+                            let nm = _mm256_mul_ps(dmin, bytes8_ps::<false>(blk.add(l.m + 8 * j)));
+                            let f = _mm256_cvtepi32_ps(isum[i]);
+                            let x =
+                                _mm256_fmadd_ps(f, _mm256_mul_ps(sc, _mm256_set1_ps(a[i].d)), acc);
+                            acc = _mm256_fnmadd_ps(nm, _mm256_set1_ps(a[i].s), x);
+                        }
+                    }
+                }
+                _mm256_storeu_ps(out.add(8 * g), acc);
+            }
+        }
+
+        /// [`super::gemm_x8`] for Q6_K (the caller checked the sizes): weights 0..63 against
+        /// the activations, less 32 times their sum (`maddubs(32, a)`, per token for all
+        /// groups), each 16-column half widened and scaled on its own. One token a step: two
+        /// measured 0.94-0.96x on TinyLlama's shapes (examples/matmul_speed).
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q6k(
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let bs = x8_block_bytes(QType::Q6K);
+            if acts.len() == nb {
+                return $q6k_gemv(packed, acts, out);
+            }
+            for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
+                let f = match n {
+                    1 => $q6k_groups::<1>,
+                    2 => $q6k_groups::<2>,
+                    3 => $q6k_groups::<3>,
+                    _ => $q6k_groups::<SHARE>,
+                };
+                f(g0, packed, acts, nb, out, ldo);
+            }
+        }
+
+        /// Groups `g0..g0 + G`.
+        #[target_feature(enable = $features)]
+        unsafe fn $q6k_groups<const G: usize>(
+            g0: usize,
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let token = |u: &UnpackedK<G, 16>, a: [&BlockQ8; 1], acc: &mut [[__m256; G]; 1]| {
+                let ones = _mm256_set1_epi16(1);
+                let off = _mm256_set1_epi8(32);
+                let a0 = a[0] as *const BlockQ8;
+                for j in 0..8 {
+                    let a = &*a0.add(j);
+                    let ad = _mm256_set1_ps(a.d);
+                    for e in 0..2 {
+                        let mut isum = [_mm256_setzero_si256(); G];
+                        if $vnni {
+                            let mut corr = _mm256_setzero_si256();
+                            for k in 4 * e..4 * e + 4 {
+                                let x = piece(a, k);
+                                corr = _mm256_dpbusd_avx_epi32(corr, off, x);
+                                for g in 0..G {
+                                    isum[g] =
+                                        _mm256_dpbusd_avx_epi32(isum[g], u.w[g][8 * j + k], x);
+                                }
+                            }
+                            for g in 0..G {
+                                isum[g] = _mm256_sub_epi32(isum[g], corr);
+                            }
+                        } else {
+                            // Two pieces at a time in 16 bits: four products of (q - 32)
+                            // · a, at most 4 · 32 · 128 in size, always fit.
+                            for k2 in [4 * e, 4 * e + 2] {
+                                let x = [piece(a, k2), piece(a, k2 + 1)];
+                                let corr = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(off, x[0]),
+                                    _mm256_maddubs_epi16(off, x[1]),
+                                );
+                                for g in 0..G {
+                                    let w = &u.w[g][8 * j + k2..8 * j + k2 + 2];
+                                    let s = _mm256_add_epi16(
+                                        _mm256_maddubs_epi16(w[0], x[0]),
+                                        _mm256_maddubs_epi16(w[1], x[1]),
+                                    );
+                                    let v = _mm256_madd_epi16(_mm256_sub_epi16(s, corr), ones);
+                                    isum[g] = _mm256_add_epi32(isum[g], v);
+                                }
+                            }
+                        }
+                        for g in 0..G {
+                            let scale = _mm256_mul_ps(u.sc[g][2 * j + e], ad);
+                            let f = _mm256_cvtepi32_ps(isum[g]);
+                            acc[0][g] = _mm256_fmadd_ps(f, scale, acc[0][g]);
+                        }
+                    }
+                }
+            };
+            let mut u = UnpackedK::<G, 16> {
+                w: [[_mm256_setzero_si256(); 64]; G],
+                sc: [[_mm256_setzero_ps(); 16]; G],
+                nm: [[_mm256_setzero_ps(); 8]; G],
+            };
+            let shape = (nb, 8, x8_block_bytes(QType::Q6K));
+            let unpack = |blk, g, u: &mut _| unpack_q6k::<G>(blk, g, u);
+            x8_loop::<G, 1, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
+        }
+
+        /// One token of [`$q6k`], read straight from the packed bytes as [`$k45_gemv`]; the
+        /// offset term, 32 times each 16 activations' sum, computed once per call.
+        #[target_feature(enable = $features)]
+        unsafe fn $q6k_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
+            let (l, bs) = (k_layout(QType::Q6K), x8_block_bytes(QType::Q6K));
+            let units = act.len() / 8;
+            let mask = _mm256_set1_epi8(0x0F);
+            let top = _mm256_set1_epi8(0x30);
+            let ones = _mm256_set1_epi16(1);
+            let corr: Vec<[i32; 2]> = act
+                .iter()
+                .map(|a| {
+                    let half = |e: usize| {
+                        a.qs[16 * e..16 * e + 16]
+                            .iter()
+                            .map(|&q| q as i32)
+                            .sum::<i32>()
+                    };
+                    [32 * half(0), 32 * half(1)]
+                })
+                .collect();
+            for g in 0..packed.len() / (units * bs) {
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..units {
+                    let blk = packed.as_ptr().add((g * units + b) * bs);
+                    let mut o = 0;
+                    while o < bs {
+                        _mm_prefetch::<_MM_HINT_T0>(blk.add(bs + o) as *const i8);
+                        o += 64;
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                    for h in 0..2 {
+                        // isum[i][e]: sub-block 4h + i, half e.
+                        let mut isum = [[_mm256_setzero_si256(); 2]; 4];
+                        for k2 in (0..8).step_by(2) {
+                            let mut s16 = [_mm256_setzero_si256(); 4];
+                            for k in k2..k2 + 2 {
+                                let qh = _mm256_loadu_si256(
+                                    blk.add(l.qh + 256 * h + 32 * k) as *const __m256i
+                                );
+                                let ql0 = _mm256_loadu_si256(
+                                    blk.add(l.qs + 512 * h + 32 * k) as *const __m256i
+                                );
+                                let ql1 = _mm256_loadu_si256(
+                                    blk.add(l.qs + 512 * h + 32 * (k + 8)) as *const __m256i,
+                                );
+                                let nib = [
+                                    _mm256_and_si256(ql0, mask),
+                                    _mm256_and_si256(ql1, mask),
+                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
+                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
+                                ];
+                                let hb = [
+                                    _mm256_slli_epi16::<4>(qh),
+                                    _mm256_slli_epi16::<2>(qh),
+                                    qh,
+                                    _mm256_srli_epi16::<2>(qh),
+                                ];
+                                for i in 0..4 {
+                                    let w = _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top));
+                                    let x = piece(&act[8 * b + 4 * h + i], k);
+                                    if $vnni {
+                                        let e = k / 4;
+                                        isum[i][e] = _mm256_dpbusd_avx_epi32(isum[i][e], w, x);
+                                    } else {
+                                        s16[i] =
+                                            _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, x));
+                                    }
+                                }
+                            }
+                            if !$vnni {
+                                // Two pieces of 0..63 weights: four products, which fit.
+                                for i in 0..4 {
+                                    let v = _mm256_madd_epi16(s16[i], ones);
+                                    isum[i][k2 / 4] = _mm256_add_epi32(isum[i][k2 / 4], v);
+                                }
+                            }
+                        }
+                        for i in 0..4 {
+                            let j = 4 * h + i;
+                            let a = &act[8 * b + j];
+                            let ad = _mm256_set1_ps(a.d);
+                            for e in 0..2 {
+                                let c = _mm256_set1_epi32(corr[8 * b + j][e]);
+                                let f = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[i][e], c));
+                                let k = 2 * j + e;
+                                let sc = _mm256_mul_ps(d, bytes8_ps::<true>(blk.add(l.sc + 8 * k)));
+                                acc = _mm256_fmadd_ps(f, _mm256_mul_ps(sc, ad), acc);
+                            }
+                        }
+                    }
+                }
+                _mm256_storeu_ps(out.add(8 * g), acc);
+            }
+        }
+    };
+}
+
+k_kernels!(
+    gemm_x8_k45,
+    k45_groups,
+    k45_gemv,
+    gemm_x8_q6k,
+    q6k_groups,
+    q6k_gemv,
+    "avx2,fma,f16c",
+    false
+);
+k_kernels!(
+    gemm_x8_k45_vnni,
+    k45_groups_vnni,
+    k45_gemv_vnni,
+    gemm_x8_q6k_vnni,
+    q6k_groups_vnni,
+    q6k_gemv_vnni,
+    "avx2,fma,f16c,avxvnni",
+    true
+);
