@@ -6,7 +6,7 @@ CARGO ?= cargo
 RAG_SHARED ?= $(abspath ../shared)
 export RAG_SHARED
 
-.PHONY: demo test model test-deps check lint bench bench-index eval llamacpp clean-cache serve
+.PHONY: demo test model test-deps check lint bench bench-shapes bench-index eval llamacpp clean-cache serve
 
 model:
 	@scripts/fetch-models.sh --all >/dev/null
@@ -50,6 +50,15 @@ BENCH_FORMATS ?= q4_0,q4_1,q8_0,q4_k_m
 bench: model llamacpp
 	$(CARGO) build --release
 	./target/release/rag bench model --threads 2 --formats $(BENCH_FORMATS)
+
+# Speed on the shapes users run (README, "Benchmark"): random-weight TinyLlama and Llama 2 7B
+# (8 of 32 layers) files made by $(RAG_SHARED)/tools/make_llama_shaped.py (it needs gguf in the
+# llama.cpp venv), each quantized to Q4_0, Q4_K_M, Q5_K_M, Q6_K and Q8_0, a 1,500-token prompt.
+bench-shapes: llamacpp
+	$(CARGO) build --release
+	"$$(scripts/llamacpp-venv.sh)" -m pip install -q gguf
+	./target/release/rag bench model --threads 2 --shape tinyllama --prompt-tokens 1500
+	./target/release/rag bench model --threads 2 --shape llama2-7b --layers 8 --prompt-tokens 1500
 
 # Ingest and search benchmark (README, "Ingest and search"): the 48 SQuAD articles, then search
 # latency and HNSW recall on that index; SciFact's ingest is part of `make eval`.
