@@ -45,6 +45,13 @@ fn make_formats() -> Option<Vec<(&'static str, PathBuf)>> {
         dst
     };
     let is_matrix = |n: &str, d: &[usize]| d.len() == 2 && n.ends_with(".weight");
+    // The layer of `blk.N.…` (0 for the others).
+    let layer_of = |n: &str| -> usize {
+        n.split('.')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
     let q4_0 = make("Q4_0", &|n, d| {
         (is_matrix(n, d) && n != "token_embd.weight").then_some(GgmlDType::Q4_0)
     });
@@ -53,11 +60,7 @@ fn make_formats() -> Option<Vec<(&'static str, PathBuf)>> {
         if !is_matrix(n, d) || n == "token_embd.weight" {
             return None;
         }
-        let layer: usize = n
-            .split('.')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let layer = layer_of(n);
         Some(
             match (d[1].is_multiple_of(256), n.contains("ffn_down"), layer % 2) {
                 (true, true, 0) => GgmlDType::Q6K,
@@ -73,11 +76,7 @@ fn make_formats() -> Option<Vec<(&'static str, PathBuf)>> {
         if !is_matrix(n, d) || n == "token_embd.weight" {
             return None;
         }
-        let layer: usize = n
-            .split('.')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let layer = layer_of(n);
         Some(match (d[1].is_multiple_of(256), layer % 2) {
             (true, 0) => GgmlDType::Q6K,
             (true, _) => GgmlDType::Q5K,

@@ -422,33 +422,46 @@ pub fn format_file(model: &Path, fmt: &str, opts: &BenchOptions) -> Result<PathB
     let tmp = out.with_extension("part");
     // The default model ships quantized only, so the other types are requantized from it:
     // the same shapes and the same work per token, a little more rounding error.
-    let status = Command::new(tool)
-        .arg("--allow-requantize")
+    let mut cmd = Command::new(tool);
+    cmd.arg("--allow-requantize")
         .arg(model)
         .arg(&tmp)
         .arg(&fmt)
-        .arg("2")
-        .output()
-        .map_err(|source| Error::Io {
-            path: tool.clone(),
-            source,
-        })?;
-    if !status.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        let err = String::from_utf8_lossy(&status.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(3).collect();
-        return Err(Error::InvalidOption(format!(
-            "{} could not make {fmt} from {}: {}",
+        .arg("2");
+    make_file(&mut cmd, tool, &tmp, &out, |tail| {
+        format!(
+            "{} could not make {fmt} from {}: {tail}",
             tool.display(),
-            model.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )));
-    }
-    std::fs::rename(&tmp, &out).map_err(|source| Error::Io {
-        path: out.clone(),
-        source,
+            model.display()
+        )
     })?;
     Ok(out)
+}
+
+/// Run `cmd` (the program `tool`), which writes `tmp`, then move `tmp` to `out`; on failure
+/// remove `tmp` and fail with `message(the last lines of its stderr)`.
+fn make_file(
+    cmd: &mut Command,
+    tool: &Path,
+    tmp: &Path,
+    out: &Path,
+    message: impl FnOnce(String) -> String,
+) -> Result<()> {
+    let res = cmd.output().map_err(|source| Error::Io {
+        path: tool.to_path_buf(),
+        source,
+    })?;
+    if !res.status.success() {
+        let _ = std::fs::remove_file(tmp);
+        let err = String::from_utf8_lossy(&res.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+        return Err(Error::InvalidOption(message(tail)));
+    }
+    std::fs::rename(tmp, out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })
 }
 
 /// The f16 file of `shape`, made once in `opts.formats_dir` with its tool (run by the
@@ -490,25 +503,13 @@ fn shaped_file(shape: &ShapeFile, opts: &BenchOptions) -> Result<PathBuf> {
     if let Some(n) = shape.layers {
         cmd.arg("--layers").arg(n.to_string());
     }
-    let res = cmd.output().map_err(|source| Error::Io {
-        path: python.clone(),
-        source,
-    })?;
-    if !res.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        let err = String::from_utf8_lossy(&res.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(3).collect();
-        return Err(Error::InvalidOption(format!(
-            "{} could not make the {} shape (it needs `pip install gguf numpy` in {}): {}",
+    make_file(&mut cmd, &python, &tmp, &out, |tail| {
+        format!(
+            "{} could not make the {} shape (it needs `pip install gguf numpy` in {}): {tail}",
             shape.tool.display(),
             shape.name,
-            python.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )));
-    }
-    std::fs::rename(&tmp, &out).map_err(|source| Error::Io {
-        path: out.clone(),
-        source,
+            python.display()
+        )
     })?;
     Ok(out)
 }

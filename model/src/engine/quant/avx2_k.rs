@@ -84,8 +84,6 @@ unsafe fn unpack_k45<const G: usize, const FIVE: bool>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_q6k<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedK<G, 16>) {
     let l = k_layout(QType::Q6K);
-    let mask = _mm256_set1_epi8(0x0F);
-    let top = _mm256_set1_epi8(0x30);
     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
     for k in 0..16 {
         u.sc[g][k] = _mm256_mul_ps(d, bytes8_ps::<true>(blk.add(l.sc + 8 * k)));
@@ -93,28 +91,39 @@ unsafe fn unpack_q6k<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedK
     let w = &mut u.w[g];
     for h in 0..2 {
         for k in 0..8 {
-            let qh = _mm256_loadu_si256(blk.add(l.qh + 256 * h + 32 * k) as *const __m256i);
-            let ql0 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * k) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * (k + 8)) as *const __m256i);
-            let nib = [
-                _mm256_and_si256(ql0, mask),
-                _mm256_and_si256(ql1, mask),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
-            ];
-            // Bits 2i, 2i + 1 of each high-bit byte to bits 4, 5 (no bit crosses into a
-            // kept place of the other byte of a 16-bit lane).
-            let hb = [
-                _mm256_slli_epi16::<4>(qh),
-                _mm256_slli_epi16::<2>(qh),
-                qh,
-                _mm256_srli_epi16::<2>(qh),
-            ];
+            let q = q6k_piece(blk, h, k);
             for i in 0..4 {
-                w[8 * (4 * h + i) + k] = _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top));
+                w[8 * (4 * h + i) + k] = q[i];
             }
         }
     }
+}
+
+/// Q6_K: columns `4k..4k + 4` of sub-blocks `4h..4h + 4` of the unit at `blk`, as 0..63.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
+    let l = k_layout(QType::Q6K);
+    let mask = _mm256_set1_epi8(0x0F);
+    let top = _mm256_set1_epi8(0x30);
+    let qh = _mm256_loadu_si256(blk.add(l.qh + 256 * h + 32 * k) as *const __m256i);
+    let ql0 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * k) as *const __m256i);
+    let ql1 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * (k + 8)) as *const __m256i);
+    let nib = [
+        _mm256_and_si256(ql0, mask),
+        _mm256_and_si256(ql1, mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
+    ];
+    // Bits 2i, 2i + 1 of each high-bit byte to bits 4, 5 (no bit crosses into a kept place
+    // of the other byte of a 16-bit lane).
+    let hb = [
+        _mm256_slli_epi16::<4>(qh),
+        _mm256_slli_epi16::<2>(qh),
+        qh,
+        _mm256_srli_epi16::<2>(qh),
+    ];
+    std::array::from_fn(|i| _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top)))
 }
 
 /// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used.
@@ -401,8 +410,6 @@ macro_rules! k_kernels {
         unsafe fn $q6k_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
             let (l, bs) = (k_layout(QType::Q6K), x8_block_bytes(QType::Q6K));
             let units = act.len() / 8;
-            let mask = _mm256_set1_epi8(0x0F);
-            let top = _mm256_set1_epi8(0x30);
             let ones = _mm256_set1_epi16(1);
             let corr: Vec<[i32; 2]> = act
                 .iter()
@@ -432,29 +439,9 @@ macro_rules! k_kernels {
                         for k2 in (0..8).step_by(2) {
                             let mut s16 = [_mm256_setzero_si256(); 4];
                             for k in k2..k2 + 2 {
-                                let qh = _mm256_loadu_si256(
-                                    blk.add(l.qh + 256 * h + 32 * k) as *const __m256i
-                                );
-                                let ql0 = _mm256_loadu_si256(
-                                    blk.add(l.qs + 512 * h + 32 * k) as *const __m256i
-                                );
-                                let ql1 = _mm256_loadu_si256(
-                                    blk.add(l.qs + 512 * h + 32 * (k + 8)) as *const __m256i,
-                                );
-                                let nib = [
-                                    _mm256_and_si256(ql0, mask),
-                                    _mm256_and_si256(ql1, mask),
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
-                                ];
-                                let hb = [
-                                    _mm256_slli_epi16::<4>(qh),
-                                    _mm256_slli_epi16::<2>(qh),
-                                    qh,
-                                    _mm256_srli_epi16::<2>(qh),
-                                ];
+                                let q = q6k_piece(blk, h, k);
                                 for i in 0..4 {
-                                    let w = _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top));
+                                    let w = q[i];
                                     let x = piece(&act[8 * b + 4 * h + i], k);
                                     if $vnni {
                                         let e = k / 4;
