@@ -151,7 +151,7 @@ pub(super) fn x8_parts(ty: QType) -> (usize, bool, usize) {
 }
 
 /// Rows of a block format regrouped eight at a time for [`super::gemm_x8`]. The K-quants are
-/// regrouped per 256-column unit ([`KLayout`]). For the 32-element formats, for each
+/// regrouped per 256-column unit (see `KLayout` in this module's source). For the 32-element formats, for each
 /// group of eight rows and each 32-column block: each f16 field (the scale, then for Q4_1 /
 /// Q5_1 the minimum) of the eight rows; for Q5_0 / Q5_1, eight 32-bit words, word `k` holding
 /// the fifth bits of columns `4k..4k + 4` of all eight rows (row `r`'s at bits `4r..4r + 4`);
