@@ -571,9 +571,10 @@ mod avx2 {
         while j < p.len() {
             let mut e = exp8(_mm256_sub_ps(_mm256_loadu_ps(pp.add(j)), mx));
             if j + 8 > nk {
-                // Lanes of keys past nk are 0.
+                // Lanes of keys past nk are 0 (whole chunks of them too: a row shorter than
+                // the others of its call).
                 let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                let live = _mm256_cmpgt_epi32(_mm256_set1_epi32((nk - j) as i32), idx);
+                let live = _mm256_cmpgt_epi32(_mm256_set1_epi32(nk.saturating_sub(j) as i32), idx);
                 e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
             }
             _mm256_storeu_ps(pp.add(j), e);
