@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
-use rag_index::Index;
+use rag_index::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::cite;
@@ -114,7 +114,7 @@ pub struct Decision {
 /// coverages count the headings' terms as the passage's own.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn features(
-    index: &Index,
+    index: &dyn Store,
     question: &str,
     evidence: f32,
     passage: &str,
@@ -422,7 +422,7 @@ pub fn sigmoid(z: f32) -> f32 {
 mod tests {
     use super::*;
 
-    fn index(dir: &Path, texts: &[&str]) -> Index {
+    fn index(dir: &Path, texts: &[&str]) -> rag_index::Index {
         crate::retrieve::small_index(dir, texts, None)
     }
 

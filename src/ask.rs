@@ -4,7 +4,7 @@
 //! path of a question reads top to bottom.
 use std::collections::HashSet;
 
-use rag_index::{Hit, Index};
+use rag_index::{Hit, Store};
 use rag_model::{GenerateParams, Generation, Model, PromptFormat, StopReason};
 use serde::Serialize;
 
@@ -423,7 +423,7 @@ fn quote_of(p: &Passage, text: &str) -> Quote {
 /// (streaming the marker). An answer left without a supported citation is not presented as
 /// an answer ([`AbstainReason::Unsupported`]).
 pub(crate) fn cite(
-    index: Option<&Index>,
+    index: Option<&dyn Store>,
     generated: Generated,
     answer: &mut Answer,
     on_text: &mut dyn FnMut(&str),
@@ -494,7 +494,7 @@ pub(crate) fn cite(
 /// documents".
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cite_quote(
-    index: &Index,
+    index: &dyn Store,
     fitted: Option<&Fitted>,
     question: &str,
     evidence: f32,

@@ -347,7 +347,7 @@ pub(crate) fn remove_marker(text: &str, n: usize) -> String {
 /// holding the largest share of the claim's topic terms, if that share is at least
 /// [`MIN_SUPPORT`]. A claim without topic terms is supported by the first sentence.
 pub(crate) fn supporting_sentence(
-    index: &rag_index::Index,
+    index: &dyn rag_index::Store,
     claim: &str,
     passage: &str,
 ) -> Option<Range<usize>> {

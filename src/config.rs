@@ -57,6 +57,12 @@ pub struct Config {
     pub template: Option<TemplateFamily>,
     /// Cap on the context window in tokens. Default `None`: the model's, at most 8,192.
     pub context: Option<usize>,
+    /// A remote store instead of the index directory: `milvus://host:port[/collection]`, or
+    /// `https://endpoint[/collection]` for Zilliz Cloud (see [`crate::Location::parse`]).
+    /// Default `None`: the embedded store in the directory [`crate::Rag::open`] is given.
+    pub store: Option<String>,
+    /// The remote store's token (a Zilliz Cloud API key, or `user:password`). Default `None`.
+    pub store_token: Option<String>,
 }
 
 impl Config {
@@ -78,6 +84,8 @@ impl Config {
             threads: None,
             template: None,
             context: None,
+            store: None,
+            store_token: None,
         }
     }
 

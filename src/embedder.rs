@@ -1,12 +1,11 @@
 //! Which embedder serves an index: the one it was built with for queries, the configured one for
 //! a new index. Whether an existing index accepts it is decided in one place, the index's
 //! manifest ([`rag_index::Manifest::check_embedder`]).
-use std::path::Path;
-
 use rag_model::{variant_of_id, EmbedOptions, EmbedderKind, TextEmbedder, DEFAULT_EMBEDDER};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::store::Location;
 
 /// What an embedder is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,12 +17,12 @@ pub(crate) enum EmbedderUse {
     Query,
 }
 
-/// The embedder for the index at `dir`. For [`EmbedderUse::Ingest`]: the kind `config.embedder`
+/// The embedder for the index at `at`. For [`EmbedderUse::Ingest`]: the kind `config.embedder`
 /// names, else the index's own, else [`DEFAULT_EMBEDDER`]; for [`EmbedderUse::Query`] the
 /// index's own comes first. A Llama embedder holds the model with dense f32 weights (the fast
 /// path for batches).
-pub(crate) fn load(config: &Config, dir: &Path, usage: EmbedderUse) -> Result<TextEmbedder> {
-    let index_id = index_embedder_id(dir);
+pub(crate) fn load(config: &Config, at: &Location, usage: EmbedderUse) -> Result<TextEmbedder> {
+    let index_id = at.embedder_id();
     let of_index = index_id.as_deref().map(EmbedderKind::of_id);
     let kind = match usage {
         EmbedderUse::Ingest => config.embedder.or(of_index),
@@ -55,11 +54,4 @@ pub(crate) fn load(config: &Config, dir: &Path, usage: EmbedderUse) -> Result<Te
         }
         EmbedderKind::MiniLm => TextEmbedder::minilm(&config.minilm_path()?)?,
     })
-}
-
-/// The embedder id recorded in `dir/manifest.json`, if there is an index there.
-fn index_embedder_id(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["embedder"]["id"].as_str().map(str::to_string)
 }

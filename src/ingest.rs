@@ -9,13 +9,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rag_index::{IndexWriter, NewChunk};
+use rag_index::{NewChunk, StoreWriter};
 use rag_ingest::{ChunkOptions, TokenCounter, WalkEntry, WalkOptions};
 use rag_model::TextEmbedder;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::store::Location;
 
 /// Settings of one ingest run.
 ///
@@ -177,9 +178,9 @@ impl TokenCounter for Counter<'_> {
     }
 }
 
-/// Ingest `roots` into the index at `dir` with `embedder`.
+/// Ingest `roots` into the index at `at` with `embedder`.
 pub(crate) fn ingest(
-    dir: &Path,
+    at: &Location,
     embedder: &TextEmbedder,
     roots: &[PathBuf],
     opts: &IngestOptions,
@@ -195,7 +196,7 @@ pub(crate) fn ingest(
         })?;
         roots_abs.push(abs);
     }
-    let mut writer = IndexWriter::open(dir, &embedder.id(), embedder.dim(), opts.reindex)?;
+    let mut writer = at.writer(&embedder.id(), embedder.dim(), opts.reindex)?;
     let before = writer.documents();
 
     let tw = Instant::now();
@@ -276,11 +277,14 @@ pub(crate) fn ingest(
                 vector,
             })
             .collect();
-        writer.replace_document(&key, &hash, new)?;
+        writer
+            .replace_document(&key, &hash, new)
+            .map_err(|e| in_file(&path, e))?;
         report.stages.index += ti.elapsed().as_secs_f64();
         report.indexed += 1;
         report.chunks += n;
         pending += 1;
+        let written = path.clone();
         on_event(&file_event(
             path,
             FileStatus::Indexed,
@@ -289,7 +293,10 @@ pub(crate) fn ingest(
             doc.warnings,
         ));
         if pending >= opts.commit_every_files || last_commit.elapsed() >= opts.commit_every {
-            commit(&mut writer, &mut report, on_event)?;
+            commit(writer.as_mut(), &mut report, on_event).map_err(|e| match e {
+                Error::Index(e) => in_file(&written, e),
+                e => e,
+            })?;
             pending = 0;
             last_commit = Instant::now();
         }
@@ -303,7 +310,9 @@ pub(crate) fn ingest(
         .filter(|k| !Path::new(k).exists())
         .collect();
     for k in gone {
-        writer.remove_document(k)?;
+        writer
+            .remove_document(k)
+            .map_err(|e| in_file(Path::new(k), e))?;
         report.removed += 1;
         on_event(&file_event(
             PathBuf::from(k),
@@ -313,13 +322,37 @@ pub(crate) fn ingest(
             vec![],
         ));
     }
-    commit(&mut writer, &mut report, on_event)?;
+    commit(writer.as_mut(), &mut report, on_event)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// A store error while writing `path`: the message names the file (a remote store can fail on
+/// any one of them: the server went away, a timeout, a refused write).
+fn in_file(path: &Path, e: rag_index::IndexError) -> Error {
+    match e {
+        rag_index::IndexError::Remote {
+            store,
+            doing,
+            detail,
+        } => Error::Index(rag_index::IndexError::Remote {
+            store,
+            doing: if doing.contains(&*path.to_string_lossy()) {
+                format!("{doing} (run the ingest again to finish it)")
+            } else {
+                format!(
+                    "{doing} for {} (run the ingest again to finish it)",
+                    path.display()
+                )
+            },
+            detail,
+        }),
+        e => Error::Index(e),
+    }
+}
+
 fn commit(
-    writer: &mut IndexWriter,
+    writer: &mut dyn StoreWriter,
     report: &mut IngestReport,
     on_event: &mut dyn FnMut(&IngestEvent),
 ) -> Result<()> {

@@ -33,6 +33,7 @@ mod quote;
 mod rag;
 mod retrieve;
 mod server;
+mod store;
 
 pub use answerability::Decision;
 pub use ask::{AbstainReason, Answer, AnswerMode, AskOptions, AskTimings, Citation, OnText, Quote};
@@ -43,10 +44,11 @@ pub use ingest::{FileStatus, IngestEvent, IngestOptions, IngestReport, StageTime
 pub use prompt::{source_label, Passage, NOT_FOUND};
 pub use quote::QuoteOptions;
 pub use rag::{Document, IndexInfo, Rag, Retrieval, Search};
-pub use rag_index::{ChunkRecord, Hit, Retriever};
+pub use rag_index::{ChunkRecord, CopyReport, Filter, Hit, Retriever};
 pub use rag_ingest::{ChunkOptions, WalkOptions};
 pub use rag_model::{
     EmbedderKind, GenerateParams, HiddenLayer, Pooling, StopReason, TemplateFamily, MINILM_DIR,
 };
 pub use retrieve::{Mode, RetrieveOptions};
 pub use server::{Server, ServerOptions};
+pub use store::{copy_index, Location};

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use std::collections::HashSet;
 
-use rag_index::Index;
+use rag_index::Store;
 use rag_model::{Cancel, Generation, Model, SpanQuery, Tokenizer};
 
 use crate::answerability::Signals;
@@ -69,7 +69,7 @@ pub(crate) struct Quoted {
 /// quote cannot be located in its passage's text.
 pub(crate) fn generate(
     model: &Model,
-    index: &Index,
+    index: &dyn Store,
     question: &str,
     prompt: &Prompt,
     opts: &QuoteOptions,
@@ -186,7 +186,7 @@ fn ends_word(text: &str, at: usize) -> bool {
 /// IDF-weighted terms, except stopwords and the question's own terms (an answer tells what
 /// the question does not), each running at most to its sentence's end.
 fn span_starts(
-    index: &Index,
+    index: &dyn Store,
     question: &str,
     prompt: &Prompt,
     offsets: &[Vec<usize>],
@@ -258,7 +258,7 @@ fn span_starts(
 type Starts = Vec<(usize, usize, usize)>;
 
 fn sentence_starts(
-    index: &Index,
+    index: &dyn Store,
     question_terms: &HashSet<&str>,
     want: AnswerType,
     prompt: &Prompt,

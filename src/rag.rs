@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use rag_index::{ChunkRecord, Hit, Index, IndexWriter};
+use rag_index::{ChunkRecord, Hit, Store};
 use rag_model::{Model, PromptFormat, TextEmbedder, WeightFormat};
 use serde::Serialize;
 
@@ -18,6 +18,7 @@ use crate::ingest::{IngestEvent, IngestOptions, IngestReport};
 use crate::prompt::Passage;
 use crate::quote;
 use crate::retrieve::{self, Mode, RetrieveOptions};
+use crate::store::Location;
 
 /// What [`Rag::retrieve`] found: the ranked, distinct hits, and where the time went.
 ///
@@ -120,6 +121,8 @@ pub struct IndexInfo {
 /// # Ok::<(), rag::Error>(())
 /// ```
 pub struct Rag {
+    /// Where the index is; `dir` is its path (or, for a remote store, its address as a path).
+    location: Location,
     dir: PathBuf,
     config: Config,
     options: AskOptions,
@@ -129,7 +132,7 @@ pub struct Rag {
     fitted: OnceLock<Option<Fitted>>,
     /// The last commit opened (a snapshot: readers keep theirs while [`Rag::refresh`] swaps
     /// in a newer one).
-    index: RwLock<Option<Arc<Index>>>,
+    index: RwLock<Option<Arc<dyn Store>>>,
     /// The last query embedded and its vector: a search followed by an ask of the same
     /// question, or one query through several retrievers, embeds it once.
     last_query: Mutex<Option<(String, Vec<f32>)>>,
@@ -139,14 +142,35 @@ pub struct Rag {
 
 impl Rag {
     /// Use the index at `dir` (it need not exist yet: [`Rag::ingest`] creates it) with the
-    /// models named by `config`. Sizes the compute thread pool when [`Config::threads`] says
-    /// so (otherwise it is left as the host has it: all cores by default); loads nothing yet.
+    /// models named by `config`, or the remote store [`Config::store`] names if it names one.
+    /// Sizes the compute thread pool when [`Config::threads`] says so (otherwise it is left as
+    /// the host has it: all cores by default); loads nothing yet.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        let location = match &config.store {
+            Some(s) => Location::parse(s, config.store_token.clone())?,
+            None => Location::Dir(dir.as_ref().to_path_buf()),
+        };
+        Self::open_at(location, config)
+    }
+
+    /// Use the index at `location`: a directory, or a Milvus / Zilliz Cloud collection.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "milvus")] {
+    /// use rag::{Config, Location, Rag};
+    /// let at = Location::parse("milvus://127.0.0.1:19530/notes", None)?;
+    /// let rag = Rag::open_at(at, Config::new("/home/me/.cache/rag"))?;
+    /// rag.ingest(&["docs".into()])?;
+    /// # }
+    /// # Ok::<(), rag::Error>(())
+    /// ```
+    pub fn open_at(location: Location, config: Config) -> Result<Self> {
         if let Some(n) = config.threads {
             rag_model::set_threads(n)?;
         }
         Ok(Self {
-            dir: dir.as_ref().to_path_buf(),
+            dir: location.as_path(),
+            location,
             config,
             options: AskOptions::default(),
             embedder: OnceLock::new(),
@@ -193,6 +217,11 @@ impl Rag {
     /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the index is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// The configuration.
@@ -245,14 +274,14 @@ impl Rag {
         let other = match self.embedder.get() {
             Some(e) if wanted.is_some_and(|k| k != e.kind()) => Some(embedder::load(
                 &self.config,
-                &self.dir,
+                &self.location,
                 EmbedderUse::Ingest,
             )?),
             Some(_) => None,
             None => {
                 let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
                 if self.embedder.get().is_none() {
-                    let e = embedder::load(&self.config, &self.dir, EmbedderUse::Ingest)?;
+                    let e = embedder::load(&self.config, &self.location, EmbedderUse::Ingest)?;
                     let _ = self.embedder.set(e);
                 }
                 None
@@ -262,7 +291,7 @@ impl Rag {
             Some(e) => e,
             None => self.embedder()?,
         };
-        let report = crate::ingest::ingest(&self.dir, embedder, paths, opts, on_event)?;
+        let report = crate::ingest::ingest(&self.location, embedder, paths, opts, on_event)?;
         if let Some(e) = other {
             // Queries now go to an index of the new embedder: use it, and forget the last
             // query's vector of the old one.
@@ -294,7 +323,7 @@ impl Rag {
             return Ok(false);
         }
         let m = index.manifest();
-        let mut writer = IndexWriter::open(&self.dir, &m.embedder_id, m.dim, false)?;
+        let mut writer = self.location.writer(&m.embedder_id, m.dim, false)?;
         writer.remove_document(path)?;
         writer.commit()?;
         drop(writer);
@@ -311,8 +340,8 @@ impl Rag {
     /// # Ok::<(), rag::Error>(())
     /// ```
     pub fn refresh(&self) -> Result<()> {
-        let fresh = match Index::open(&self.dir) {
-            Ok(i) => Some(Arc::new(i)),
+        let fresh = match self.location.open() {
+            Ok(i) => Some(Arc::from(i)),
             Err(rag_index::IndexError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
@@ -365,7 +394,7 @@ impl Rag {
         };
         let embed_secs = te.elapsed().as_secs_f64();
         let ts = Instant::now();
-        let hits = retrieve::retrieve(&index, query, vector.as_deref(), opts)?;
+        let hits = retrieve::retrieve(index.as_ref(), query, vector.as_deref(), opts)?;
         Ok(Retrieval {
             hits,
             load_secs,
@@ -507,7 +536,7 @@ impl Rag {
             let index = self.index()?;
             let quoted = quote::generate(
                 model,
-                &index,
+                index.as_ref(),
                 question,
                 &prompt,
                 &opts.quote,
@@ -516,7 +545,7 @@ impl Rag {
             let fitted = self.fitted()?;
             let evidence = answer.evidence.unwrap_or(0.0);
             ask::cite_quote(
-                &index,
+                index.as_ref(),
                 fitted,
                 question,
                 evidence,
@@ -587,7 +616,7 @@ impl Rag {
         let index = self.index()?;
         let m = index.manifest();
         Ok(IndexInfo {
-            dir: index.dir().to_path_buf(),
+            dir: self.dir.clone(),
             embedder: m.embedder_id.clone(),
             dim: m.dim,
             documents: m.documents,
@@ -604,7 +633,7 @@ impl Rag {
         if let Some(e) = self.embedder.get() {
             return Ok(e);
         }
-        let e = embedder::load(&self.config, &self.dir, EmbedderUse::Query)?;
+        let e = embedder::load(&self.config, &self.location, EmbedderUse::Query)?;
         Ok(self.embedder.get_or_init(|| e))
     }
 
@@ -666,7 +695,7 @@ impl Rag {
     }
 
     /// The last commit of the index opened (the first call opens it).
-    fn index(&self) -> Result<Arc<Index>> {
+    fn index(&self) -> Result<Arc<dyn Store>> {
         if let Some(i) = self
             .index
             .read()
@@ -680,7 +709,7 @@ impl Rag {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.is_none() {
-            *slot = Some(Arc::new(Index::open(&self.dir)?));
+            *slot = Some(Arc::from(self.location.open()?));
         }
         Ok(Arc::clone(slot.as_ref().expect("just set")))
     }

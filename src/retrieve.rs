@@ -5,7 +5,7 @@
 //! searching.
 use std::collections::HashSet;
 
-use rag_index::{Hit, Index, SearchOptions};
+use rag_index::{Filter, Hit, SearchOptions, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -106,6 +106,9 @@ pub struct RetrieveOptions {
     /// instruction-tuned embedders expect. Default `None`: both embedders rag ships retrieve
     /// worse with one (docs/EVAL.md).
     pub query_prefix: Option<String>,
+    /// Which chunks may be retrieved. Default: all of them.
+    #[serde(default)]
+    pub filter: Filter,
 }
 
 impl Default for RetrieveOptions {
@@ -119,6 +122,7 @@ impl Default for RetrieveOptions {
             duplicate_jaccard: Some(0.8),
             min_evidence: 0.4,
             query_prefix: None,
+            filter: Filter::default(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl Default for RetrieveOptions {
 /// Run the retrievers and return the top `opts.k` distinct hits, best first. `vector` is the
 /// query embedding, which every mode but BM25 needs.
 pub(crate) fn retrieve(
-    index: &Index,
+    index: &dyn Store,
     query: &str,
     vector: Option<&[f32]>,
     opts: &RetrieveOptions,
@@ -146,11 +150,12 @@ pub(crate) fn retrieve(
             )))
         }
     };
+    let filter = &opts.filter;
     let hits = match opts.mode {
-        Mode::Bm25 => index.search_bm25(query, want)?,
-        Mode::Dense => index.search_dense(vector, want)?,
-        Mode::Exact => index.search_exact(vector, want)?,
-        Mode::Hybrid => index.search_hybrid(
+        Mode::Bm25 => index.bm25(query, want, filter)?,
+        Mode::Dense => index.dense(vector, want, filter)?,
+        Mode::Exact => index.exact(vector, want, filter)?,
+        Mode::Hybrid => index.hybrid(
             query,
             vector,
             &SearchOptions {
@@ -159,6 +164,7 @@ pub(crate) fn retrieve(
                 dense_depth: opts.dense_depth.max(want),
                 rrf_k: opts.rrf_k,
             },
+            filter,
         )?,
     };
     let mut kept = match opts.duplicate_jaccard {
@@ -294,13 +300,13 @@ const STOPWORDS: &[&str] = &[
 
 /// The topic terms of `text` as the index analyses them: stopwords dropped, then tokenized,
 /// folded and stemmed like the BM25 field.
-pub(crate) fn topic_terms(index: &Index, text: &str) -> Vec<String> {
+pub(crate) fn topic_terms(index: &dyn Store, text: &str) -> Vec<String> {
     index.analyze(&without_stopwords(text))
 }
 
 /// The question's topic terms (stopwords dropped, analysed as BM25 does) with their IDF
 /// weights in the index.
-pub(crate) fn question_weights(index: &Index, question: &str) -> Result<Vec<(String, f32)>> {
+pub(crate) fn question_weights(index: &dyn Store, question: &str) -> Result<Vec<(String, f32)>> {
     Ok(index.term_weights(&without_stopwords(question))?)
 }
 
@@ -342,7 +348,7 @@ fn without_stopwords(text: &str) -> String {
 /// maximum over hits. Rare terms dominate, so a question whose distinctive words the corpus
 /// never mentions scores low even when common words match. 1.0 when the question has no topic
 /// term at all (nothing to check).
-pub(crate) fn evidence(index: &Index, question: &str, hits: &[Hit]) -> Result<f32> {
+pub(crate) fn evidence(index: &dyn Store, question: &str, hits: &[Hit]) -> Result<f32> {
     let weights = question_weights(index, question)?;
     let total: f32 = weights.iter().map(|(_, w)| w).sum();
     if weights.is_empty() || total <= 0.0 {
@@ -372,7 +378,7 @@ pub(crate) fn small_index(
     dir: &std::path::Path,
     texts: &[&str],
     first_heading: Option<&str>,
-) -> Index {
+) -> rag_index::Index {
     let mut w = rag_index::IndexWriter::open(dir, "test", 2, false).unwrap();
     for (i, t) in texts.iter().enumerate() {
         let c = rag_index::NewChunk {
@@ -387,7 +393,7 @@ pub(crate) fn small_index(
             .unwrap();
     }
     w.commit().unwrap();
-    Index::open(dir).unwrap()
+    rag_index::Index::open(dir).unwrap()
 }
 
 #[cfg(test)]

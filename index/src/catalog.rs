@@ -25,6 +25,10 @@ pub(crate) struct Catalog {
     pub docs: HashMap<String, DocEntry>,
     /// live chunk id -> its tantivy document.
     pub addr: HashMap<u64, DocAddress>,
+    /// live chunk id -> index of its document's path in `paths` (for filters).
+    pub chunk_path: HashMap<u64, u32>,
+    /// Paths of the documents, in the order first seen.
+    pub paths: Vec<String>,
 }
 
 impl Catalog {
@@ -33,6 +37,8 @@ impl Catalog {
         let mut cat = Catalog::default();
         let mut path_buf = String::new();
         let mut hash_buf = String::new();
+        let mut slots: HashMap<String, u32> = HashMap::new();
+        let mut path_slot = 0u32;
         for (seg_ord, seg) in searcher.segment_readers().iter().enumerate() {
             if seg.num_docs() == 0 {
                 continue;
@@ -53,7 +59,8 @@ impl Catalog {
                     .ords()
                     .first(doc)
                     .ok_or_else(|| corrupt(dir, "document without a path"))?;
-                if last_path_ord != Some(path_ord) {
+                let new_path = last_path_ord != Some(path_ord);
+                if new_path {
                     paths
                         .ord_to_str(path_ord, &mut path_buf)
                         .map_err(|e| corrupt(dir, format!("path dictionary: {e}")))?;
@@ -70,6 +77,18 @@ impl Catalog {
                     last_hash_ord = Some(hash_ord);
                 }
                 let chunk_id = ids.as_ref().and_then(|c| c.first(doc));
+                if new_path {
+                    // (Re)entering a path: find or add its slot.
+                    path_slot = match slots.get(&path_buf) {
+                        Some(&s) => s,
+                        None => {
+                            let s = cat.paths.len() as u32;
+                            cat.paths.push(path_buf.clone());
+                            slots.insert(path_buf.clone(), s);
+                            s
+                        }
+                    };
+                }
                 match cat.docs.entry(path_buf.clone()) {
                     Entry::Occupied(mut e) => {
                         if e.get().hash != hash_buf {
@@ -88,6 +107,7 @@ impl Catalog {
                     }
                 }
                 if let Some(id) = chunk_id {
+                    cat.chunk_path.insert(id, path_slot);
                     let addr = DocAddress::new(seg_ord as u32, doc);
                     if cat.addr.insert(id, addr).is_some() {
                         return Err(corrupt(dir, format!("chunk id {id} is live twice")));
@@ -96,6 +116,12 @@ impl Catalog {
             }
         }
         Ok(cat)
+    }
+
+    /// The path of a live chunk's document.
+    pub(crate) fn path_of(&self, chunk_id: u64) -> Option<&str> {
+        let slot = *self.chunk_path.get(&chunk_id)?;
+        self.paths.get(slot as usize).map(String::as_str)
     }
 
     pub(crate) fn chunks(&self) -> usize {

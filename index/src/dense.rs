@@ -225,13 +225,23 @@ impl DenseIndex {
 
     /// Exact nearest live chunks by brute force: `(chunk_id, cosine)`, best first.
     pub(crate) fn search_exact(&self, q: &[f32], k: usize) -> Vec<(u64, f32)> {
+        self.search_exact_where(q, k, |_| true)
+    }
+
+    /// [`DenseIndex::search_exact`] over the live chunks for which `keep(chunk_id)` holds.
+    pub(crate) fn search_exact_where(
+        &self,
+        q: &[f32],
+        k: usize,
+        keep: impl Fn(u64) -> bool,
+    ) -> Vec<(u64, f32)> {
         if k == 0 || self.n_live == 0 {
             return Vec::new();
         }
         let mut all: Vec<(u64, f32)> = Vec::with_capacity(self.n_live);
         for p in self.hnsw.get_point_indexation() {
             let slot = p.get_origin_id();
-            if self.live[slot] {
+            if self.live[slot] && keep(self.ids[slot]) {
                 all.push((self.ids[slot], dot(q, p.get_v())));
             }
         }

@@ -67,6 +67,18 @@ pub enum IndexError {
     #[error(transparent)]
     Tantivy(#[from] tantivy::TantivyError),
 
+    /// A store address (`--store`) that cannot be used.
+    #[error("store address {address} cannot be used: {reason}")]
+    BadAddress { address: String, reason: String },
+
+    /// A remote store (Milvus) failed or could not be reached.
+    #[error("{store}: {doing} failed: {detail}")]
+    Remote {
+        store: String,
+        doing: String,
+        detail: String,
+    },
+
     /// An earlier `commit` or staging step failed half-way; the writer refuses further work.
     /// Nothing committed is lost: drop the writer and open a new one.
     #[error("the index writer on {} failed earlier ({reason}); drop it and open a new one", dir.display())]

@@ -45,11 +45,14 @@
 //! before the commit. Deleted chunks' rows become unreachable (the "live set" is the set of
 //! chunk ids in the pinned commit); a search never returns them.
 
+mod backend;
 mod catalog;
 mod dense;
 mod error;
 mod fusion;
 mod manifest;
+#[cfg(feature = "milvus")]
+pub mod milvus;
 mod reader;
 mod record;
 mod schema;
@@ -62,6 +65,7 @@ mod crash_tests;
 #[cfg(test)]
 mod testing;
 
+pub use backend::{copy, CopyReport, Filter, Store, StoreWriter};
 pub use dense::{HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH_MIN, HNSW_M};
 pub use error::IndexError;
 pub use fusion::{rrf, SearchOptions};

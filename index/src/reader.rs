@@ -3,21 +3,26 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::ops::Bound;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+};
 use tantivy::schema::{IndexRecordOption, TantivyDocument};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocAddress, IndexReader, Term};
 
+use crate::backend::{Filter, Store};
 use crate::catalog::Catalog;
 use crate::dense::DenseIndex;
 use crate::error::{corrupt, IndexError};
 use crate::fusion::{rrf, SearchOptions};
 use crate::manifest::Manifest;
-use crate::record::{ChunkRecord, Hit, Retriever};
+use crate::record::{ChunkRecord, Hit, NewChunk, Retriever};
 use crate::schema::{analyzer, Fields};
 use crate::store::{manual_reader, open_tantivy, snapshot, tantivy_exists};
-use crate::vectors::{check_rows, normalised};
+use crate::vectors::{check_rows, normalised, read_rows};
 
 /// BM25 weight of a match in a chunk's heading path, relative to its text (1.0). Headings are
 /// short and shared by the chunks of a section, so they help rank but must not dominate.
@@ -148,7 +153,7 @@ impl Index {
     /// The query as BM25 sees it: the analyzed terms of `text`, each searched in the text,
     /// heading and title fields. No query syntax: quotes, `+`, `-`, `:` and parentheses are
     /// ordinary characters, so any user text is a valid query.
-    fn bm25_query(&self, text: &str) -> Option<Box<dyn Query>> {
+    fn bm25_query(&self, text: &str, filter: &Filter) -> Option<Box<dyn Query>> {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
         let mut terms: Vec<String> = Vec::new();
@@ -179,14 +184,34 @@ impl Index {
                 clauses.push((Occur::Should, q));
             }
         }
-        Some(Box::new(BooleanQuery::new(clauses)))
+        let terms: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+        let Some(prefix) = filter.path_prefix.as_deref() else {
+            return Some(terms);
+        };
+        // Paths are raw (untokenized) terms: a prefix is the range [prefix, prefix + U+10FFFF].
+        let range = RangeQuery::new(
+            Bound::Included(Term::from_field_text(self.fields.path, prefix)),
+            Bound::Included(Term::from_field_text(
+                self.fields.path,
+                &format!("{prefix}\u{10FFFF}"),
+            )),
+        );
+        let only = Box::new(ConstScoreQuery::new(Box::new(range), 0.0));
+        Some(Box::new(BooleanQuery::new(vec![
+            (Occur::Must, terms),
+            (Occur::Must, only),
+        ])))
     }
 
     /// BM25 over the chunk texts (and, with lower weights, headings and titles). `score` is the
     /// BM25 score. Ties are broken by chunk id.
     pub fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<Hit>, IndexError> {
+        self.bm25(query, k, &Filter::default())
+    }
+
+    fn bm25_hits(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
         let mut hits = Vec::new();
-        for (rank, (score, _, addr)) in self.bm25_addrs(query, k)?.into_iter().enumerate() {
+        for (rank, (score, _, addr)) in self.bm25_addrs(query, k, filter)?.into_iter().enumerate() {
             let chunk = self.record(addr)?;
             hits.push(Hit {
                 chunk,
@@ -202,8 +227,13 @@ impl Index {
     }
 
     /// BM25 top `k` as (score, chunk id, address), best first, ties by chunk id.
-    fn bm25_addrs(&self, query: &str, k: usize) -> Result<Vec<(f32, u64, DocAddress)>, IndexError> {
-        let Some(q) = self.bm25_query(query) else {
+    fn bm25_addrs(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(f32, u64, DocAddress)>, IndexError> {
+        let Some(q) = self.bm25_query(query, filter) else {
             return Ok(Vec::new());
         };
         // TopDocs allocates for k: never more than there are documents.
@@ -237,14 +267,28 @@ impl Index {
 
     /// Approximate nearest neighbours (HNSW, cosine). `score` is the cosine similarity.
     pub fn search_dense(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
-        let q = normalised(vector, self.manifest.dim, "of the query")?;
-        self.dense_hits(self.dense.search_hnsw(&q, k))
+        self.dense(vector, k, &Filter::default())
     }
 
     /// Exact nearest neighbours by brute force over the live vectors. `score` is the cosine.
     pub fn search_exact(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
-        let q = normalised(vector, self.manifest.dim, "of the query")?;
-        self.dense_hits(self.dense.search_exact(&q, k))
+        self.exact(vector, k, &Filter::default())
+    }
+
+    /// The nearest live chunks passing `filter`: HNSW without a filter; with one, exact
+    /// (a filtered graph search loses recall when few chunks pass, and brute force over
+    /// 100,000 vectors takes milliseconds).
+    fn nearest(&self, q: &[f32], k: usize, filter: &Filter, exact: bool) -> Vec<(u64, f32)> {
+        if filter.is_empty() {
+            return if exact {
+                self.dense.search_exact(q, k)
+            } else {
+                self.dense.search_hnsw(q, k)
+            };
+        }
+        self.dense.search_exact_where(q, k, |id| {
+            self.catalog.path_of(id).is_some_and(|p| filter.matches(p))
+        })
     }
 
     fn dense_hits(&self, found: Vec<(u64, f32)>) -> Result<Vec<Hit>, IndexError> {
@@ -274,9 +318,19 @@ impl Index {
         vector: &[f32],
         opts: &SearchOptions,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.hybrid(query, vector, opts, &Filter::default())
+    }
+
+    fn hybrid_hits(
+        &self,
+        query: &str,
+        vector: &[f32],
+        opts: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>, IndexError> {
         let q = normalised(vector, self.manifest.dim, "of the query")?;
-        let bm25 = self.bm25_addrs(query, opts.bm25_depth)?;
-        let dense = self.dense.search_hnsw(&q, opts.dense_depth);
+        let bm25 = self.bm25_addrs(query, opts.bm25_depth, filter)?;
+        let dense = self.nearest(&q, opts.dense_depth, filter, false);
         let mut bm25_ids = Vec::with_capacity(bm25.len());
         // chunk id -> (BM25 rank and score, dense rank and score)
         let mut by_id: HashMap<u64, (RankScore, RankScore)> = HashMap::new();
@@ -348,5 +402,121 @@ impl Index {
     /// Live vectors in the HNSW graph (for diagnostics).
     pub fn vector_count(&self) -> usize {
         self.dense.live_count()
+    }
+
+    /// The chunks of `path` with their vectors, in chunk-id order (= the order they were added).
+    fn document_chunks(&self, path: &str) -> Result<Vec<NewChunk>, IndexError> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.path, path),
+            IndexRecordOption::Basic,
+        );
+        let n = self.catalog.docs.get(path).map_or(0, |d| d.chunks);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let found = self
+            .searcher
+            .search(&q, &TopDocs::with_limit(n + 1).order_by_score())?;
+        let mut records = Vec::with_capacity(n);
+        for (_, addr) in found {
+            let doc: TantivyDocument = self.searcher.doc(addr)?;
+            if let Some(r) = self.fields.record(&doc) {
+                records.push(r);
+            }
+        }
+        records.sort_by_key(|r| r.chunk_id);
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut vectors: HashMap<u64, Vec<f32>> = HashMap::with_capacity(records.len());
+        let want: std::collections::HashSet<u64> = records.iter().map(|r| r.chunk_id).collect();
+        read_rows(
+            &self.dir,
+            self.manifest.dim,
+            first.chunk_id,
+            last.chunk_id + 1,
+            |id| want.contains(&id),
+            |id, row| {
+                vectors.insert(id, row.to_vec());
+            },
+        )?;
+        records
+            .into_iter()
+            .map(|r| {
+                let vector = vectors.remove(&r.chunk_id).ok_or_else(|| {
+                    corrupt(&self.dir, format!("chunk {} has no vector", r.chunk_id))
+                })?;
+                Ok(NewChunk {
+                    text: r.text,
+                    title: r.title,
+                    heading: r.heading,
+                    pages: r.pages,
+                    byte_range: r.byte_range,
+                    vector,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Store for Index {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn check_embedder(&self, id: &str, dim: usize) -> Result<(), IndexError> {
+        Index::check_embedder(self, id, dim)
+    }
+
+    fn documents(&self) -> HashMap<String, String> {
+        Index::documents(self)
+    }
+
+    fn len(&self) -> usize {
+        Index::len(self)
+    }
+
+    fn chunk(&self, chunk_id: u64) -> Result<Option<ChunkRecord>, IndexError> {
+        Index::chunk(self, chunk_id)
+    }
+
+    fn bm25(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        self.bm25_hits(query, k, filter)
+    }
+
+    fn dense(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        self.dense_hits(self.nearest(&q, k, filter, false))
+    }
+
+    fn exact(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        self.dense_hits(self.nearest(&q, k, filter, true))
+    }
+
+    fn hybrid(
+        &self,
+        query: &str,
+        vector: &[f32],
+        opts: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.hybrid_hits(query, vector, opts, filter)
+    }
+
+    fn analyze(&self, text: &str) -> Vec<String> {
+        Index::analyze(self, text)
+    }
+
+    fn term_weights(&self, query: &str) -> Result<Vec<(String, f32)>, IndexError> {
+        Index::term_weights(self, query)
+    }
+
+    fn export_document(&self, path: &str) -> Result<Vec<NewChunk>, IndexError> {
+        self.document_chunks(path)
     }
 }

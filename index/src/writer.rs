@@ -502,3 +502,34 @@ fn create_store(
     write_atomic(dir, MANIFEST_FILE, payload.as_bytes())?;
     Ok((index, manifest, writer))
 }
+
+impl crate::backend::StoreWriter for IndexWriter {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        IndexWriter::manifest(self)
+    }
+
+    fn documents(&self) -> HashMap<String, String> {
+        IndexWriter::documents(self)
+    }
+
+    fn replace_document(
+        &mut self,
+        path: &str,
+        content_hash: &str,
+        chunks: Vec<NewChunk>,
+    ) -> Result<(), IndexError> {
+        IndexWriter::replace_document(self, path, content_hash, chunks)
+    }
+
+    fn remove_document(&mut self, path: &str) -> Result<(), IndexError> {
+        IndexWriter::remove_document(self, path)
+    }
+
+    fn commit(&mut self) -> Result<(), IndexError> {
+        IndexWriter::commit(self)
+    }
+}

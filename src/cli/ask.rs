@@ -74,6 +74,10 @@ pub struct RetrievalArgs {
     /// answerability check) or free (free text with checked citations).
     #[arg(long, default_value = "quote", value_name = "quote|free")]
     answer: AnswerMode,
+    /// Only passages of documents under this path: `path:DIR` (a relative DIR is taken from
+    /// the current folder, as `rag ingest` stores absolute paths).
+    #[arg(long, value_name = "path:PREFIX")]
+    filter: Option<String>,
 }
 
 impl RetrievalArgs {
@@ -99,8 +103,33 @@ impl RetrievalArgs {
         }
         opts.generate.max_tokens = self.max_tokens;
         opts.answer = self.answer;
+        if let Some(f) = &self.filter {
+            opts.retrieve.filter = parse_filter(f)?;
+        }
         Ok(opts)
     }
+}
+
+/// `path:PREFIX` as a [`rag::Filter`]. A relative prefix is made absolute (stored paths are),
+/// keeping a trailing `/` so that `path:docs/` does not also match `docs-old/`.
+pub fn parse_filter(s: &str) -> Result<rag::Filter> {
+    let Some(prefix) = s.strip_prefix("path:") else {
+        anyhow::bail!("--filter {s}: the form is path:PREFIX (documents under PREFIX)");
+    };
+    anyhow::ensure!(
+        !prefix.is_empty(),
+        "--filter path: needs a path after the colon"
+    );
+    let looks_remote = prefix.contains("://");
+    let mut p = if looks_remote || std::path::Path::new(prefix).is_absolute() {
+        prefix.to_string()
+    } else {
+        std::path::absolute(prefix)?.to_string_lossy().into_owned()
+    };
+    if prefix.ends_with('/') && !p.ends_with('/') {
+        p.push('/');
+    }
+    Ok(rag::Filter::path_prefix(p))
 }
 
 pub fn run(config: Config, args: AskArgs) -> Result<()> {

@@ -14,7 +14,10 @@
 //! threads = 4
 //! template = "llama2"   # or "chatml"; default: from the GGUF
 //! context = 4096        # cap on the context window
+//! store = "milvus://127.0.0.1:19530/notes"   # a Milvus collection instead of --index
 //! ```
+//!
+//! `RAG_STORE` and `RAG_STORE_TOKEN` (or `MILVUS_TOKEN`) name a remote store and its token.
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -43,10 +46,19 @@ pub struct GlobalArgs {
     /// Cap on the context window in tokens (default: the model's, at most 8192).
     #[arg(long, global = true, value_name = "TOKENS")]
     pub context: Option<usize>,
-    /// Config file (TOML: model, embed_model, embedder, threads, template, context). Default:
-    /// ./rag.toml or $RAG_HOME/config.toml.
+    /// Config file (TOML: model, embed_model, embedder, threads, template, context, store).
+    /// Default: ./rag.toml or $RAG_HOME/config.toml.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Keep the index in Milvus instead of --index: milvus://HOST:PORT[/COLLECTION], or
+    /// https://ENDPOINT[/COLLECTION] for Zilliz Cloud (default collection `rag`). Default:
+    /// $RAG_STORE, the config file, or the embedded store in --index.
+    #[arg(long, global = true, value_name = "URI")]
+    pub store: Option<String>,
+    /// Token of the --store server (a Zilliz Cloud API key, or USER:PASSWORD). Default:
+    /// $RAG_STORE_TOKEN, then $MILVUS_TOKEN, then the config file's store_token.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub store_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -84,6 +96,8 @@ struct FileConfig {
     threads: Option<usize>,
     template: Option<String>,
     context: Option<usize>,
+    store: Option<String>,
+    store_token: Option<String>,
 }
 
 /// The config of this run, from the flags and the process environment; sizes the thread pool
@@ -167,6 +181,29 @@ fn resolve_with(args: &GlobalArgs, env: &dyn Fn(&str) -> Option<OsString>) -> Re
     config.threads = threads;
     config.template = args.template.or(file_template);
     config.context = args.context.or(file.context);
+    config.store = args
+        .store
+        .clone()
+        .or_else(|| env_str("RAG_STORE"))
+        .or(file.store);
+    config.store_token = args
+        .store_token
+        .clone()
+        .or_else(|| env_str("RAG_STORE_TOKEN"))
+        .or_else(|| env_str("MILVUS_TOKEN"))
+        .or(file.store_token);
+    if let Some(s) = &config.store {
+        // A bad address is reported now, naming where it came from.
+        rag::Location::parse(s, None).with_context(|| {
+            if args.store.is_some() {
+                "--store".to_string()
+            } else if env_str("RAG_STORE").is_some() {
+                "RAG_STORE".to_string()
+            } else {
+                in_file("store")
+            }
+        })?;
+    }
     Ok(config)
 }
 

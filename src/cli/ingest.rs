@@ -175,7 +175,7 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
             s.chunk,
             s.embed,
             s.index,
-            args.index.index.display(),
+            rag.location(),
             report.total_documents,
             report.total_chunks,
         );

@@ -7,6 +7,7 @@ mod chat;
 mod config;
 mod embed;
 mod eval;
+mod index;
 mod ingest;
 mod model;
 mod output;
@@ -75,6 +76,12 @@ enum Command {
     },
     /// Print embeddings of texts (unit vectors from pooled hidden states).
     Embed(embed::EmbedArgs),
+    /// Look at an index, or copy it into another store (an embedded index into Milvus, say)
+    /// without embedding again.
+    Index {
+        #[command(subcommand)]
+        command: index::IndexCommand,
+    },
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -95,6 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => ok(serve::run(config, args)),
         Command::Embed(args) => ok(embed::run(&config, args)),
         Command::Eval { command } => ok(eval::run(config, command)),
+        Command::Index { command } => ok(index::run(config, command)),
         Command::Bench { command } => ok(bench::run(config, command)),
     }
 }

@@ -86,6 +86,7 @@ fn write_passage(out: &mut impl Write, p: &Passage) -> Result<()> {
         Retriever::Bm25 => "bm25",
         Retriever::Dense => "dense",
         Retriever::Both => "both",
+        Retriever::Fused => "the store's fusion of both",
     };
     let ranks = [
         p.bm25_rank.map(|r| format!("bm25 #{r}")),
@@ -97,9 +98,14 @@ fn write_passage(out: &mut impl Write, p: &Passage) -> Result<()> {
     .join(", ");
     writeln!(
         out,
-        "[{}] {place}\n    score {:.4}, found by {by} ({ranks}){}",
+        "[{}] {place}\n    score {:.4}, found by {by}{}{}",
         p.n,
         p.score,
+        if ranks.is_empty() {
+            String::new()
+        } else {
+            format!(" ({ranks})")
+        },
         if p.truncated {
             ", cut to fit the context"
         } else {

@@ -55,6 +55,7 @@ pub struct ServeArgs {
 pub fn run(config: Config, args: ServeArgs) -> Result<()> {
     let opts = args.retrieval.options()?;
     let rag = Rag::open(&args.index.index, config)?.with_options(opts);
+    let location = rag.location().to_string();
     let server_opts = ServerOptions {
         addr: args.addr,
         api_key: args
@@ -78,7 +79,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<()> {
         let bound = server.bind().await?;
         eprintln!(
             "rag serve: http://{bound} (index {}{}); Ctrl-C stops it",
-            args.index.index.display(),
+            location,
             if auth { ", API key required" } else { "" }
         );
         server.serve().await

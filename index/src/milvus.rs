@@ -1,0 +1,1241 @@
+//! Milvus and Zilliz Cloud as the store (cargo feature `milvus`), through the official Rust
+//! SDK (gRPC).
+//!
+//! # Layout
+//!
+//! An index is two collections:
+//!
+//! | collection | one row per | fields |
+//! |---|---|---|
+//! | `NAME` | chunk | `chunk_id` (primary key), `path`, `content_hash`, `embedder`, `ord` (position in the document), `title`, `heading`, `page_start`/`page_end` (0 = none), `byte_start`/`byte_end`, `text`, `search_text` (title, heading and text: analyzed, BM25 function), `sparse` (BM25 output), `dense` (HNSW, cosine) |
+//! | `NAME_files` | document | `path` (primary key), `content_hash`, `chunks`, `embedder`, and a constant 2-d vector (Milvus wants one per collection) |
+//!
+//! # Writes, and two machines on one collection
+//!
+//! A document is written in this order: its chunks are upserted under ids derived from
+//! (path, content hash, position), so writing the same version twice overwrites instead of
+//! duplicating; then chunks of the path with another content hash are deleted; then its
+//! `NAME_files` row is upserted. That last row is the document's commit: a second machine
+//! ingesting the same folder reads `NAME_files`, skips what is there with the same hash, and
+//! redoes anything a crash or a lost connection left half-written (the upsert makes the redo
+//! idempotent). Removing a document deletes its chunks, then its row.
+//!
+//! Readers see what the server has applied (`Strong` consistency): a search during an ingest can
+//! see a document's new chunks a moment before its old ones go. The embedded store, which
+//! commits a whole batch atomically, does not have this window.
+//!
+//! # Searches
+//!
+//! BM25 and hybrid search run on the server: hybrid sends both sub-searches in one request and
+//! the server fuses them with RRF (`k` as asked), so a hybrid hit carries its fused score only
+//! ([`Retriever::Fused`]). Milvus returns BM25 scores negated; they are turned back. "Exact"
+//! search is the HNSW search with its candidate list at Milvus's maximum (32,768), exact for
+//! collections up to that size. IDF weights for [`Store::term_weights`] come from the server too:
+//! a `TEXT_MATCH` count per term.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use milvus::v2 as sdk;
+use milvus::v2::prelude::*;
+use serde_json::{json, Value};
+use std::result::Result;
+use tantivy::tokenizer::TextAnalyzer;
+
+use crate::backend::{Filter, Store, StoreWriter};
+use crate::error::IndexError;
+use crate::fusion::SearchOptions;
+use crate::manifest::{now_rfc3339, Manifest, ANALYZER_EN_STEM, FORMAT_VERSION};
+use crate::record::{ChunkRecord, Hit, NewChunk, Retriever};
+use crate::schema::analyzer;
+use crate::vectors::normalised;
+
+/// The collection used when the address names none.
+pub const DEFAULT_COLLECTION: &str = "rag";
+/// Rows per upsert request (a chunk row is ~2-4 KB with a 384-d vector).
+const UPSERT_BATCH: usize = 256;
+/// Rows per page when listing documents or a document's chunks.
+const PAGE: usize = 4096;
+/// Milvus's largest HNSW candidate list.
+const MAX_EF: usize = 32_768;
+const MAX_VARCHAR: usize = 65_535;
+const MAX_PATH: usize = 4_096;
+const MAX_TITLE: usize = 2_048;
+const FILES_SUFFIX: &str = "_files";
+
+/// Where a Milvus store is: the server, credentials, collection and timeouts.
+///
+/// ```
+/// # #[cfg(feature = "milvus")] {
+/// let a = rag_index::milvus::Address::parse("milvus://127.0.0.1:19530/notes", None).unwrap();
+/// assert_eq!((a.endpoint.as_str(), a.collection.as_str()), ("http://127.0.0.1:19530", "notes"));
+/// let z = rag_index::milvus::Address::parse("https://in03-x.zillizcloud.com", Some("tok".into())).unwrap();
+/// assert_eq!(z.collection, "rag");
+/// # }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Address {
+    /// `http://host:port` or `https://host[:port]`, as the SDK takes it.
+    pub endpoint: String,
+    /// The chunk collection's name (documents go to `NAME_files`).
+    pub collection: String,
+    /// API key or `user:password` (Zilliz Cloud, or a Milvus with authentication).
+    pub token: Option<String>,
+    /// How long to wait for the server to answer at all. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long one request may take. Default 60 s.
+    pub rpc_timeout: Duration,
+}
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Address")
+            .field("endpoint", &self.endpoint)
+            .field("collection", &self.collection)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self
+            .endpoint
+            .strip_prefix("http://")
+            .map(|hp| format!("milvus://{hp}"))
+            .unwrap_or_else(|| self.endpoint.clone());
+        write!(f, "{shown}/{}", self.collection)
+    }
+}
+
+impl Address {
+    /// Whether `s` names a Milvus store rather than a directory.
+    pub fn is_address(s: &str) -> bool {
+        ["milvus://", "milvus+https://", "http://", "https://"]
+            .iter()
+            .any(|p| s.starts_with(p))
+    }
+
+    /// `milvus://host:port[/collection]` (plain gRPC), `https://host[:port][/collection]` or
+    /// `milvus+https://...` (TLS: Zilliz Cloud), `http://host:port[/collection]`.
+    pub fn parse(s: &str, token: Option<String>) -> Result<Self, IndexError> {
+        let bad = |why: &str| IndexError::BadAddress {
+            address: s.to_string(),
+            reason: why.to_string(),
+        };
+        let (scheme, rest) = if let Some(r) = s.strip_prefix("milvus://") {
+            ("http", r)
+        } else if let Some(r) = s.strip_prefix("milvus+https://") {
+            ("https", r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            ("http", r)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            ("https", r)
+        } else {
+            return Err(bad("it should start with milvus://, https:// or http://"));
+        };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let host = if host.contains(':') || scheme == "https" {
+            host.to_string()
+        } else {
+            format!("{host}:19530")
+        };
+        let collection = path.trim_matches('/');
+        let collection = if collection.is_empty() {
+            DEFAULT_COLLECTION
+        } else {
+            collection
+        };
+        let valid = collection
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && collection
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && collection.len() + FILES_SUFFIX.len() <= 255;
+        if !valid {
+            return Err(bad(
+                "a collection name is a letter or _ followed by letters, digits and _",
+            ));
+        }
+        Ok(Address {
+            endpoint: format!("{scheme}://{host}"),
+            collection: collection.to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            connect_timeout: Duration::from_secs(5),
+            rpc_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn files(&self) -> String {
+        format!("{}{FILES_SUFFIX}", self.collection)
+    }
+}
+
+/// One runtime for every Milvus client of the process: the SDK is async, rag's store API is
+/// not. It is never dropped, so dropping a store inside async code is safe.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rag-milvus")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the Milvus client")
+    })
+}
+
+/// Run `f` to completion on the Milvus runtime, from any thread (also from inside another
+/// tokio runtime: the future runs on the Milvus runtime's own thread).
+fn block<F: std::future::Future + Send + 'static>(f: F) -> F::Output
+where
+    F::Output: Send + 'static,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // block_on inside a runtime panics; hand the future over and wait for it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime().spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().expect("the Milvus runtime dropped a request")
+    } else {
+        runtime().block_on(f)
+    }
+}
+
+/// A connected client and the names it works on. Cheap to clone.
+#[derive(Clone)]
+struct Conn {
+    address: Address,
+    client: std::sync::Arc<ClientV2>,
+}
+
+impl Conn {
+    fn connect(address: &Address) -> Result<Self, IndexError> {
+        let mut config = ConnectConfig::new()
+            .uri(address.endpoint.clone())
+            .connect_timeout(address.connect_timeout)
+            .rpc_timeout(address.rpc_timeout)
+            // A wrong address or token fails at once, not after the SDK's 75 attempts.
+            .retry(
+                RetryConfig::new()
+                    .max_attempts(3)
+                    .max_retry_timeout(Duration::from_secs(10)),
+            );
+        if let Some(t) = &address.token {
+            config = config.token(t.clone());
+        }
+        let client = block(async move { ClientV2::new(&config).await })
+            .map_err(|e| remote(address, "connecting", e))?;
+        let conn = Conn {
+            address: address.clone(),
+            client: std::sync::Arc::new(client),
+        };
+        // ClientV2::new may connect lazily: ask the server something now.
+        conn.has(&address.collection)?;
+        Ok(conn)
+    }
+
+    fn err(&self, doing: impl Into<String>, e: impl std::fmt::Display) -> IndexError {
+        remote(&self.address, doing, e)
+    }
+
+    fn has(&self, collection: &str) -> Result<bool, IndexError> {
+        let client = self.client.clone();
+        let req = HasCollectionRequest::builder()
+            .collection_name(collection)
+            .build()
+            .map_err(|e| self.err("checking the collection", e))?;
+        block(async move { client.has_collection(req).await.map(|r| r.exists()) })
+            .map_err(|e| self.err(format!("checking for collection {collection}"), e))
+    }
+
+    fn drop_collection(&self, collection: &str) -> Result<(), IndexError> {
+        if !self.has(collection)? {
+            return Ok(());
+        }
+        let client = self.client.clone();
+        let req = DropCollectionRequest::builder()
+            .collection_name(collection)
+            .build()
+            .map_err(|e| self.err("dropping the collection", e))?;
+        block(async move { client.drop_collection(req).await.map(|_| ()) })
+            .map_err(|e| self.err(format!("dropping collection {collection}"), e))
+    }
+
+    fn create(&self, dim: usize) -> Result<(), IndexError> {
+        let a = &self.address;
+        let varchar = |name: &str, max: usize| {
+            sdk::FieldSchema::new()
+                .name(name)
+                .data_type(sdk::DataType::VarChar)
+                .max_length(max as u32)
+        };
+        let int = |name: &str| {
+            sdk::FieldSchema::new()
+                .name(name)
+                .data_type(sdk::DataType::Int64)
+        };
+        let chunks = sdk::CollectionSchema::new()
+            .add_field(int("chunk_id").primary_key(true))
+            .add_field(varchar("path", MAX_PATH))
+            .add_field(varchar("content_hash", 128))
+            .add_field(varchar("embedder", 512))
+            .add_field(int("ord"))
+            .add_field(varchar("title", MAX_TITLE))
+            .add_field(varchar("heading", MAX_PATH))
+            .add_field(int("page_start"))
+            .add_field(int("page_end"))
+            .add_field(int("byte_start"))
+            .add_field(int("byte_end"))
+            .add_field(varchar("text", MAX_VARCHAR))
+            .add_field(
+                varchar("search_text", MAX_VARCHAR)
+                    .enable_analyzer(true)
+                    .enable_match(true)
+                    .analyzer_params(json!({
+                        "tokenizer": "standard",
+                        "filter": ["lowercase", "asciifolding",
+                                   {"type": "stemmer", "language": "english"}]
+                    })),
+            )
+            .add_field(
+                sdk::FieldSchema::new()
+                    .name("sparse")
+                    .data_type(sdk::DataType::SparseFloatVector),
+            )
+            .add_field(
+                sdk::FieldSchema::new()
+                    .name("dense")
+                    .data_type(sdk::DataType::FloatVector)
+                    .dimension(dim as u32),
+            )
+            .add_function(
+                Function::new()
+                    .name("search_text_bm25")
+                    .function_type(FunctionType::Bm25)
+                    .input_fields(["search_text"])
+                    .output_fields(["sparse"]),
+            );
+        let hnsw: HashMap<String, String> = [("M", "16"), ("efConstruction", "200")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let req = CreateCollectionRequest::builder()
+            .collection_name(a.collection.clone())
+            .schema(chunks)
+            .index_params(vec![
+                IndexParam::new()
+                    .field_name("dense")
+                    .index_type(IndexType::Hnsw)
+                    .metric_type(MetricType::Cosine)
+                    .extra_params(hnsw),
+                IndexParam::new()
+                    .field_name("sparse")
+                    .index_type(IndexType::SparseInvertedIndex)
+                    .metric_type(MetricType::Bm25),
+            ])
+            .build()
+            .map_err(|e| self.err("creating the collection", e))?;
+        let client = self.client.clone();
+        block(async move { client.create_collection(req).await.map(|_| ()) })
+            .map_err(|e| self.err(format!("creating collection {}", a.collection), e))?;
+
+        let files = sdk::CollectionSchema::new()
+            .add_field(varchar("path", MAX_PATH).primary_key(true))
+            .add_field(varchar("content_hash", 128))
+            .add_field(varchar("embedder", 512))
+            .add_field(int("chunks"))
+            .add_field(
+                sdk::FieldSchema::new()
+                    .name("v")
+                    .data_type(sdk::DataType::FloatVector)
+                    .dimension(2),
+            );
+        let req = CreateCollectionRequest::builder()
+            .collection_name(a.files())
+            .schema(files)
+            .index_params(vec![IndexParam::new()
+                .field_name("v")
+                .index_type(IndexType::Flat)
+                .metric_type(MetricType::L2)])
+            .build()
+            .map_err(|e| self.err("creating the files collection", e))?;
+        let client = self.client.clone();
+        block(async move { client.create_collection(req).await.map(|_| ()) })
+            .map_err(|e| self.err(format!("creating collection {}", a.files()), e))?;
+        Ok(())
+    }
+
+    fn load(&self, collection: &str) -> Result<(), IndexError> {
+        let client = self.client.clone();
+        let req = LoadCollectionRequest::builder()
+            .collection_name(collection)
+            .build()
+            .map_err(|e| self.err("loading the collection", e))?;
+        block(async move { client.load_collection(req).await.map(|_| ()) })
+            .map_err(|e| self.err(format!("loading collection {collection}"), e))
+    }
+
+    /// The dimension of the `dense` field.
+    fn dense_dim(&self) -> Result<usize, IndexError> {
+        let client = self.client.clone();
+        let name = self.address.collection.clone();
+        let req = DescribeCollectionRequest::builder()
+            .collection_name(name.clone())
+            .build()
+            .map_err(|e| self.err("describing the collection", e))?;
+        let desc = block(async move { client.describe_collection(req).await })
+            .map_err(|e| self.err(format!("describing collection {name}"), e))?;
+        desc.description()
+            .get_schema()
+            .get_fields()
+            .iter()
+            .find(|f| f.get_name() == "dense")
+            .map(|f| f.get_dimension() as usize)
+            .ok_or_else(|| {
+                self.err(
+                    "reading the collection",
+                    format!("collection {name} has no `dense` field: it was not made by rag"),
+                )
+            })
+    }
+
+    /// Rows matching `filter` (all of them, page by page).
+    fn query(
+        &self,
+        collection: &str,
+        filter: &str,
+        fields: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, IndexError> {
+        let doing = format!("reading {collection}");
+        let mut out = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let want = limit.map_or(PAGE, |l| l.saturating_sub(out.len()).min(PAGE));
+            if want == 0 {
+                break;
+            }
+            let req = QueryRequest::builder()
+                .collection_name(collection)
+                .filter(filter)
+                .output_fields(fields.iter().copied())
+                .offset(offset as i64)
+                .limit(want as i64)
+                .consistency_level(sdk::ConsistencyLevel::Strong)
+                .build()
+                .map_err(|e| self.err(doing.clone(), e))?;
+            let client = self.client.clone();
+            let rows = block(async move {
+                let r = client.query(req).await?;
+                r.results().get_output_rows()
+            })
+            .map_err(|e| self.err(doing.clone(), e))?;
+            let n = rows.len();
+            out.extend(rows);
+            offset += n;
+            // Milvus caps offset + limit (16,384 by default): beyond it, page by primary key.
+            if n < want || offset + PAGE > 16_384 {
+                if n == want && limit.is_none_or(|l| out.len() < l) {
+                    return self.query_after(collection, filter, fields, out, limit);
+                }
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Continue a listing past Milvus's offset cap by paging on the primary key (`path` or
+    /// `chunk_id`, both ordered).
+    fn query_after(
+        &self,
+        collection: &str,
+        filter: &str,
+        fields: &[&str],
+        mut out: Vec<serde_json::Map<String, Value>>,
+        limit: Option<usize>,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, IndexError> {
+        let key = if collection.ends_with(FILES_SUFFIX) {
+            "path"
+        } else {
+            "chunk_id"
+        };
+        // Start over in key order: rows of a plain query come in no stated order.
+        out.clear();
+        let mut fields: Vec<&str> = fields.to_vec();
+        if !fields.contains(&key) {
+            fields.push(key);
+        }
+        let mut last: Option<Value> = None;
+        loop {
+            let mut f = filter.to_string();
+            if let Some(v) = &last {
+                let cond = match v {
+                    Value::String(s) => format!("{key} > {}", quote(s)),
+                    other => format!("{key} > {other}"),
+                };
+                f = if f.is_empty() {
+                    cond
+                } else {
+                    format!("({f}) and {cond}")
+                };
+            }
+            let want = limit.map_or(PAGE, |l| l.saturating_sub(out.len()).min(PAGE));
+            if want == 0 {
+                break;
+            }
+            let mut page = self.query(collection, &f, &fields, Some(want))?;
+            page.sort_by(|a, b| cmp_json(&a[key], &b[key]));
+            let n = page.len();
+            last = page.last().map(|r| r[key].clone());
+            out.extend(page);
+            if n < want {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn count(&self, collection: &str, filter: &str) -> Result<usize, IndexError> {
+        let req = QueryRequest::builder()
+            .collection_name(collection)
+            .filter(filter)
+            .output_fields(["count(*)"])
+            .consistency_level(sdk::ConsistencyLevel::Strong)
+            .build()
+            .map_err(|e| self.err("counting", e))?;
+        let client = self.client.clone();
+        let rows = block(async move { client.query(req).await?.results().get_output_rows() })
+            .map_err(|e| self.err(format!("counting rows of {collection}"), e))?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("count(*)"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize)
+    }
+
+    fn upsert(&self, collection: &str, rows: Vec<Value>, doing: &str) -> Result<(), IndexError> {
+        let insert = InsertRequest::builder()
+            .collection_name(collection)
+            .rows(rows)
+            .build()
+            .map_err(|e| self.err(doing, e))?;
+        let req = UpsertRequest::builder()
+            .insert(insert)
+            .build()
+            .map_err(|e| self.err(doing, e))?;
+        let client = self.client.clone();
+        block(async move { client.upsert(req).await.map(|_| ()) }).map_err(|e| self.err(doing, e))
+    }
+
+    fn delete(&self, collection: &str, filter: &str, doing: &str) -> Result<(), IndexError> {
+        let req = DeleteRequest::builder()
+            .collection_name(collection)
+            .filter(filter)
+            .build()
+            .map_err(|e| self.err(doing, e))?;
+        let client = self.client.clone();
+        block(async move { client.delete(req).await.map(|_| ()) }).map_err(|e| self.err(doing, e))
+    }
+
+    /// path -> content hash, and the embedder of the collection if any row names one.
+    fn documents(&self) -> Result<(HashMap<String, String>, Option<String>), IndexError> {
+        let rows = self.query(
+            &self.address.files(),
+            "path != \"\"",
+            &["path", "content_hash", "embedder"],
+            None,
+        )?;
+        let mut embedder = None;
+        let mut docs = HashMap::with_capacity(rows.len());
+        for r in rows {
+            if embedder.is_none() {
+                embedder = r.get("embedder").and_then(Value::as_str).map(String::from);
+            }
+            if let (Some(p), Some(h)) = (
+                r.get("path").and_then(Value::as_str),
+                r.get("content_hash").and_then(Value::as_str),
+            ) {
+                docs.insert(p.to_string(), h.to_string());
+            }
+        }
+        Ok((docs, embedder))
+    }
+
+    fn manifest(
+        &self,
+        embedder: Option<String>,
+        dim: usize,
+        documents: usize,
+    ) -> Result<Manifest, IndexError> {
+        let chunks = self.count(&self.address.collection, "")?;
+        let now = now_rfc3339();
+        Ok(Manifest {
+            format_version: FORMAT_VERSION,
+            embedder_id: embedder.unwrap_or_default(),
+            dim,
+            generation: 0,
+            documents,
+            chunks,
+            vectors_rows: chunks as u64,
+            analyzer: ANALYZER_EN_STEM.to_string(),
+            store_id: self.address.to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+        })
+    }
+}
+
+fn remote(address: &Address, doing: impl Into<String>, e: impl std::fmt::Display) -> IndexError {
+    IndexError::Remote {
+        store: address.to_string(),
+        doing: doing.into(),
+        detail: e.to_string(),
+    }
+}
+
+/// A string literal of Milvus's filter language.
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+fn cmp_json(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        _ => a.as_i64().unwrap_or(0).cmp(&b.as_i64().unwrap_or(0)),
+    }
+}
+
+/// The filter expression of `filter` (empty: everything).
+fn expression(filter: &Filter) -> String {
+    match filter.path_prefix.as_deref() {
+        None => String::new(),
+        Some(p) => {
+            // LIKE's wildcards in the prefix itself are matched literally.
+            let escaped: String = p
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("path like {}", quote(&format!("{escaped}%")))
+        }
+    }
+}
+
+/// Stable chunk id of the `ord`th chunk of one version of a document (63 bits: Milvus keys are
+/// signed). FNV-1a, so it is the same on every machine and build.
+fn chunk_id(path: &str, content_hash: &str, ord: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path
+        .bytes()
+        .chain([0])
+        .chain(content_hash.bytes())
+        .chain([0])
+        .chain((ord as u64).to_le_bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h & (u64::MAX >> 1)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+const CHUNK_FIELDS: [&str; 11] = [
+    "chunk_id",
+    "path",
+    "content_hash",
+    "title",
+    "heading",
+    "page_start",
+    "page_end",
+    "byte_start",
+    "byte_end",
+    "text",
+    "ord",
+];
+
+fn record(row: &serde_json::Map<String, Value>) -> Option<ChunkRecord> {
+    let s = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let u = |k: &str| row.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let opt = |k: &str| Some(s(k)).filter(|v| !v.is_empty());
+    let chunk_id = row.get("chunk_id").and_then(Value::as_u64)?;
+    let (ps, pe) = (u("page_start"), u("page_end"));
+    Some(ChunkRecord {
+        chunk_id,
+        path: s("path"),
+        content_hash: s("content_hash"),
+        title: opt("title"),
+        heading: opt("heading"),
+        pages: (ps != 0).then(|| (ps as u32, pe.max(ps) as u32)),
+        byte_range: u("byte_start") as usize..u("byte_end") as usize,
+        text: s("text"),
+    })
+}
+
+/// A read view of a Milvus index. Counts and the document list are those of when it was
+/// opened; searches always see the server's current data.
+pub struct MilvusStore {
+    conn: Conn,
+    manifest: Manifest,
+    documents: HashMap<String, String>,
+    analyzer: TextAnalyzer,
+}
+
+impl MilvusStore {
+    /// Connect and open the index at `address`. [`IndexError::NotFound`] when the collection
+    /// does not exist (nothing was ingested into it).
+    pub fn open(address: &Address) -> Result<Self, IndexError> {
+        let conn = Conn::connect(address)?;
+        if !conn.has(&address.collection)? || !conn.has(&address.files())? {
+            return Err(IndexError::NotFound {
+                dir: address.to_string().into(),
+            });
+        }
+        conn.load(&address.collection)?;
+        conn.load(&address.files())?;
+        let dim = conn.dense_dim()?;
+        let (documents, embedder) = conn.documents()?;
+        let manifest = conn.manifest(embedder, dim, documents.len())?;
+        Ok(MilvusStore {
+            conn,
+            manifest,
+            documents,
+            analyzer: analyzer(ANALYZER_EN_STEM).expect("built-in analyzer"),
+        })
+    }
+
+    fn search(
+        &self,
+        field: &str,
+        vectors: SearchVectors,
+        k: usize,
+        filter: &Filter,
+        ef: Option<usize>,
+    ) -> Result<Vec<Scored>, IndexError> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut b = SearchRequest::builder()
+            .collection_name(self.conn.address.collection.clone())
+            .vector_field(field)
+            .vectors(vectors)
+            .limit(k as i64)
+            .output_fields(CHUNK_FIELDS)
+            .consistency_level(sdk::ConsistencyLevel::Strong);
+        let expr = expression(filter);
+        if !expr.is_empty() {
+            b = b.filter(expr);
+        }
+        if let Some(ef) = ef {
+            b = b.extra_params(HashMap::from([("ef".to_string(), ef.to_string())]));
+        }
+        let req = b.build().map_err(|e| self.conn.err("searching", e))?;
+        let client = self.conn.client.clone();
+        let rows = block(async move { rows_of(client.search(req).await?) })
+            .map_err(|e| self.conn.err(format!("searching {field}"), e))?;
+        Ok(rows)
+    }
+
+    fn hits(&self, rows: Vec<(serde_json::Map<String, Value>, f32)>, by: Retriever) -> Vec<Hit> {
+        rows.into_iter()
+            .enumerate()
+            .filter_map(|(i, (row, score))| {
+                let chunk = record(&row)?;
+                let rank = Some(i + 1);
+                let (bm25_rank, dense_rank, bm25_score, dense_score) = match by {
+                    Retriever::Bm25 => (rank, None, Some(score), None),
+                    Retriever::Dense => (None, rank, None, Some(score)),
+                    _ => (None, None, None, None),
+                };
+                Some(Hit {
+                    chunk,
+                    score,
+                    bm25_rank,
+                    dense_rank,
+                    bm25_score,
+                    dense_score,
+                    found_by: by,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A search result row (its fields) and its score.
+type Scored = (serde_json::Map<String, Value>, f32);
+
+/// The rows of the first result set with their scores (BM25's negated scores turned back).
+fn rows_of(
+    response: sdk::response::dql::SearchResponse,
+) -> Result<Vec<Scored>, Box<sdk::error::Error>> {
+    let mut out = Vec::new();
+    if let Some(first) = response.results().into_iter().next() {
+        let scores = first.get_scores().to_vec();
+        for (i, row) in first.rows()?.enumerate() {
+            let score = scores.get(i).copied().unwrap_or(0.0);
+            out.push((row.to_entity_row()?, score));
+        }
+    }
+    Ok(out)
+}
+
+impl Store for MilvusStore {
+    fn location(&self) -> String {
+        self.conn.address.to_string()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn check_embedder(&self, id: &str, dim: usize) -> Result<(), IndexError> {
+        let m = &self.manifest;
+        let same_id = m.embedder_id.is_empty() || m.embedder_id == id;
+        if same_id && m.dim == dim {
+            return Ok(());
+        }
+        Err(IndexError::EmbedderMismatch {
+            dir: self.location().into(),
+            have_id: m.embedder_id.clone(),
+            have_dim: m.dim,
+            want_id: id.to_string(),
+            want_dim: dim,
+        })
+    }
+
+    fn documents(&self) -> HashMap<String, String> {
+        self.documents.clone()
+    }
+
+    fn len(&self) -> usize {
+        self.manifest.chunks
+    }
+
+    fn chunk(&self, chunk_id: u64) -> Result<Option<ChunkRecord>, IndexError> {
+        let rows = self.conn.query(
+            &self.conn.address.collection,
+            &format!("chunk_id == {chunk_id}"),
+            &CHUNK_FIELDS,
+            Some(1),
+        )?;
+        Ok(rows.first().and_then(record))
+    }
+
+    fn bm25(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        if self.analyze(query).is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = self.search(
+            "sparse",
+            SearchVectors::EmbeddedText(vec![query.to_string()]),
+            k,
+            filter,
+            None,
+        )?;
+        for (_, s) in &mut rows {
+            *s = s.abs();
+        }
+        Ok(self.hits(rows, Retriever::Bm25))
+    }
+
+    fn dense(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        let ef = (4 * k).clamp(crate::HNSW_EF_SEARCH_MIN, MAX_EF);
+        let rows = self.search("dense", SearchVectors::Float(vec![q]), k, filter, Some(ef))?;
+        Ok(self.hits(rows, Retriever::Dense))
+    }
+
+    fn exact(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        let rows = self.search(
+            "dense",
+            SearchVectors::Float(vec![q]),
+            k,
+            filter,
+            Some(MAX_EF.max(k)),
+        )?;
+        Ok(self.hits(rows, Retriever::Dense))
+    }
+
+    fn hybrid(
+        &self,
+        query: &str,
+        vector: &[f32],
+        opts: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>, IndexError> {
+        if self.analyze(query).is_empty() {
+            return self.dense(vector, opts.k, filter);
+        }
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        let expr = expression(filter);
+        let err = |e: sdk::error::Error| self.conn.err("building a hybrid search", e);
+        let mut dense = SubSearchRequest::builder()
+            .vector_field("dense")
+            .vectors(SearchVectors::Float(vec![q]))
+            .limit(opts.dense_depth.max(1) as i64);
+        let mut sparse = SubSearchRequest::builder()
+            .vector_field("sparse")
+            .vectors(SearchVectors::EmbeddedText(vec![query.to_string()]))
+            .limit(opts.bm25_depth.max(1) as i64);
+        if !expr.is_empty() {
+            dense = dense.filter(expr.clone());
+            sparse = sparse.filter(expr);
+        }
+        let req = HybridSearchRequest::builder()
+            .collection_name(self.conn.address.collection.clone())
+            .sub_requests(vec![
+                sparse.build().map_err(err)?,
+                dense.build().map_err(err)?,
+            ])
+            .rerank(RRFRerank::new().k(opts.rrf_k.round().max(1.0) as i64))
+            .output_fields(CHUNK_FIELDS)
+            .limit(opts.k.max(1) as i64)
+            .consistency_level(sdk::ConsistencyLevel::Strong)
+            .build()
+            .map_err(err)?;
+        let client = self.conn.client.clone();
+        let rows = block(async move { rows_of(client.hybrid_search(req).await?) })
+            .map_err(|e| self.conn.err("hybrid search", e))?;
+        Ok(self.hits(rows, Retriever::Fused))
+    }
+
+    fn analyze(&self, text: &str) -> Vec<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut terms = Vec::new();
+        while let Some(tok) = stream.next() {
+            terms.push(tok.text.clone());
+        }
+        terms
+    }
+
+    fn term_weights(&self, query: &str) -> Result<Vec<(String, f32)>, IndexError> {
+        let total = self.manifest.chunks as f64;
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(query);
+        // Each term with the word it came from: the server analyzes what it is sent.
+        let mut terms: Vec<(String, String)> = Vec::new();
+        while let Some(tok) = stream.next() {
+            if terms.iter().any(|(t, _)| *t == tok.text) {
+                continue;
+            }
+            let surface = query
+                .get(tok.offset_from..tok.offset_to)
+                .unwrap_or(&tok.text)
+                .to_string();
+            terms.push((tok.text.clone(), surface));
+        }
+        let mut out = Vec::with_capacity(terms.len());
+        for (term, surface) in terms {
+            let n = self.conn.count(
+                &self.conn.address.collection,
+                &format!("TEXT_MATCH(search_text, {})", quote(&surface)),
+            )? as f64;
+            let idf = (1.0 + (total - n + 0.5) / (n + 0.5)).ln();
+            out.push((term, idf as f32));
+        }
+        Ok(out)
+    }
+
+    fn export_document(&self, path: &str) -> Result<Vec<NewChunk>, IndexError> {
+        let mut fields = CHUNK_FIELDS.to_vec();
+        fields.push("dense");
+        let mut rows = self.conn.query(
+            &self.conn.address.collection,
+            &format!("path == {}", quote(path)),
+            &fields,
+            None,
+        )?;
+        rows.sort_by_key(|r| r.get("ord").and_then(Value::as_u64).unwrap_or(0));
+        rows.iter()
+            .map(|row| {
+                let r = record(row).ok_or_else(|| {
+                    self.conn
+                        .err(format!("reading {path}"), "a chunk row without chunk_id")
+                })?;
+                let vector: Vec<f32> = row
+                    .get("dense")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_f64)
+                            .map(|x| x as f32)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(NewChunk {
+                    text: r.text,
+                    title: r.title,
+                    heading: r.heading,
+                    pages: r.pages,
+                    byte_range: r.byte_range,
+                    vector,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Writes documents into a Milvus index (see the module docs for the order of writes).
+/// Several writers, on several machines, may work on one collection; each writes whole
+/// documents.
+pub struct MilvusWriter {
+    conn: Conn,
+    manifest: Manifest,
+    embedder_id: String,
+    committed: HashMap<String, String>,
+}
+
+impl MilvusWriter {
+    /// Connect, create the collections if needed (`reindex`: drop them first), and check that
+    /// an existing index was made by the same embedder and dimension before any write.
+    pub fn open(
+        address: &Address,
+        embedder_id: &str,
+        dim: usize,
+        reindex: bool,
+    ) -> Result<Self, IndexError> {
+        if dim == 0 {
+            return Err(IndexError::InvalidVector {
+                what: format!("dimension of embedder {embedder_id} (0)"),
+            });
+        }
+        let conn = Conn::connect(address)?;
+        if reindex {
+            conn.drop_collection(&address.collection)?;
+            conn.drop_collection(&address.files())?;
+        }
+        let has_chunks = conn.has(&address.collection)?;
+        let has_files = conn.has(&address.files())?;
+        match (has_chunks, has_files) {
+            (false, false) => conn.create(dim)?,
+            (true, true) => {}
+            _ => {
+                return Err(conn.err(
+                    "opening the index",
+                    format!(
+                        "only one of {} and {} exists: another program uses these names, or a \
+                         creation was cut short; pick another collection, or --reindex",
+                        address.collection,
+                        address.files()
+                    ),
+                ))
+            }
+        }
+        conn.load(&address.collection)?;
+        conn.load(&address.files())?;
+        let have_dim = conn.dense_dim()?;
+        let (committed, have_id) = conn.documents()?;
+        if have_dim != dim || have_id.as_deref().is_some_and(|h| h != embedder_id) {
+            return Err(IndexError::EmbedderMismatch {
+                dir: address.to_string().into(),
+                have_id: have_id.unwrap_or_else(|| "(none yet)".into()),
+                have_dim,
+                want_id: embedder_id.to_string(),
+                want_dim: dim,
+            });
+        }
+        let manifest = conn.manifest(Some(embedder_id.to_string()), dim, committed.len())?;
+        Ok(MilvusWriter {
+            conn,
+            manifest,
+            embedder_id: embedder_id.to_string(),
+            committed,
+        })
+    }
+}
+
+impl StoreWriter for MilvusWriter {
+    fn location(&self) -> String {
+        self.conn.address.to_string()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn documents(&self) -> HashMap<String, String> {
+        self.committed.clone()
+    }
+
+    fn replace_document(
+        &mut self,
+        path: &str,
+        content_hash: &str,
+        chunks: Vec<NewChunk>,
+    ) -> Result<(), IndexError> {
+        if path.is_empty() || path.len() > MAX_PATH {
+            return Err(self.conn.err(
+                format!("writing {path}"),
+                format!("a path must have 1 to {MAX_PATH} bytes"),
+            ));
+        }
+        let dim = self.manifest.dim;
+        let doing = format!("writing {path}");
+        let a = self.conn.address.clone();
+        let mut rows = Vec::with_capacity(chunks.len());
+        for (ord, c) in chunks.iter().enumerate() {
+            let v = normalised(&c.vector, dim, &format!("of chunk {ord} of {path}"))?;
+            let title = clip(c.title.as_deref().unwrap_or(""), MAX_TITLE);
+            let heading = clip(c.heading.as_deref().unwrap_or(""), MAX_PATH);
+            let text = clip(&c.text, MAX_VARCHAR);
+            let search = clip(
+                &[title, heading, text]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                MAX_VARCHAR,
+            )
+            .to_string();
+            let (ps, pe) = c.pages.unwrap_or((0, 0));
+            rows.push(json!({
+                "chunk_id": chunk_id(path, content_hash, ord) as i64,
+                "path": path,
+                "content_hash": content_hash,
+                "embedder": self.embedder_id,
+                "ord": ord as i64,
+                "title": title,
+                "heading": heading,
+                "page_start": ps as i64,
+                "page_end": pe as i64,
+                "byte_start": c.byte_range.start as i64,
+                "byte_end": c.byte_range.end as i64,
+                "text": text,
+                "search_text": search,
+                "dense": v,
+            }));
+        }
+        let n = rows.len();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let batch: Vec<Value> = rows.by_ref().take(UPSERT_BATCH).collect();
+            self.conn.upsert(&a.collection, batch, &doing)?;
+        }
+        self.conn.delete(
+            &a.collection,
+            &format!(
+                "path == {} and content_hash != {}",
+                quote(path),
+                quote(content_hash)
+            ),
+            &doing,
+        )?;
+        self.conn.upsert(
+            &a.files(),
+            vec![json!({
+                "path": path,
+                "content_hash": content_hash,
+                "embedder": self.embedder_id,
+                "chunks": n as i64,
+                "v": [1.0, 0.0],
+            })],
+            &doing,
+        )?;
+        self.committed
+            .insert(path.to_string(), content_hash.to_string());
+        Ok(())
+    }
+
+    fn remove_document(&mut self, path: &str) -> Result<(), IndexError> {
+        let doing = format!("removing {path}");
+        let a = self.conn.address.clone();
+        let f = format!("path == {}", quote(path));
+        self.conn.delete(&a.collection, &f, &doing)?;
+        self.conn.delete(&a.files(), &f, &doing)?;
+        self.committed.remove(path);
+        Ok(())
+    }
+
+    /// Each write is already applied (and in Milvus's log) when it returns, so a commit only
+    /// counts what the collections hold now. It does not `flush`: sealing segments after every
+    /// few files would leave Milvus many small ones.
+    fn commit(&mut self) -> Result<(), IndexError> {
+        let files = self.conn.count(&self.conn.address.files(), "")?;
+        self.manifest =
+            self.conn
+                .manifest(Some(self.embedder_id.clone()), self.manifest.dim, files)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let a = Address::parse("milvus://localhost", None).unwrap();
+        assert_eq!(a.endpoint, "http://localhost:19530");
+        assert_eq!(a.collection, DEFAULT_COLLECTION);
+        assert_eq!(a.to_string(), "milvus://localhost:19530/rag");
+        let z = Address::parse("https://x.cloud.zilliz.com/docs_v2", Some("k".into())).unwrap();
+        assert_eq!(z.endpoint, "https://x.cloud.zilliz.com");
+        assert_eq!(z.collection, "docs_v2");
+        assert_eq!(z.to_string(), "https://x.cloud.zilliz.com/docs_v2");
+        assert!(
+            !format!("{z:?}").contains("\"k\""),
+            "the token is not shown"
+        );
+        for bad in [
+            "milvus://",
+            "ftp://x",
+            "milvus://h:1/9lives",
+            "milvus://h/a-b",
+        ] {
+            let e = Address::parse(bad, None).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = chunk_id("/d/a.txt", "h1", 0);
+        assert_eq!(a, chunk_id("/d/a.txt", "h1", 0));
+        assert_ne!(a, chunk_id("/d/a.txt", "h1", 1));
+        assert_ne!(a, chunk_id("/d/a.txt", "h2", 0));
+        assert_ne!(a, chunk_id("/d/a.tx", "th1", 0));
+        assert!(a <= i64::MAX as u64);
+    }
+
+    #[test]
+    fn filter_expressions() {
+        assert_eq!(expression(&Filter::default()), "");
+        assert_eq!(
+            expression(&Filter::path_prefix("/a \"b\"/50%_x")),
+            r#"path like "/a \"b\"/50\\%\\_x%""#
+        );
+        assert_eq!(clip("héllo", 2), "h");
+    }
+}
