@@ -6,7 +6,7 @@ CARGO ?= cargo
 RAG_SHARED ?= $(abspath ../shared)
 export RAG_SHARED
 
-.PHONY: demo test model test-deps check lint bench bench-shapes bench-index eval llamacpp clean-cache serve
+.PHONY: demo test model test-deps check lint bench bench-shapes bench-index bench-store eval llamacpp clean-cache serve
 
 model:
 	@scripts/fetch-models.sh --all >/dev/null
@@ -67,6 +67,15 @@ bench-index: model
 	$(CARGO) build --release
 	./target/release/rag ingest --quiet --reindex --embedder minilm --index $(BENCH_INDEX) $(RAG_SHARED)/data/squad-v1.1-dev/articles
 	./target/release/rag bench search --index $(BENCH_INDEX)
+
+# The stores at 100,000 chunks (README, "Stores at 100,000 chunks"): the embedded store, then
+# Milvus Lite (scripts/milvus-lite.sh starts it on a free port and stops it after).
+bench-store:
+	$(CARGO) build --release
+	./target/release/rag bench store --to target/bench-store --chunks 100000
+	eval "$$(scripts/milvus-lite.sh start)" && \
+	    ./target/release/rag bench store --to $$MILVUS_URI/bench --chunks 100000; \
+	    status=$$?; scripts/milvus-lite.sh stop; exit $$status
 
 # Retrieval quality (docs/EVAL.md): SciFact with each embedder. The Llama embedder runs on a
 # 1,000-document subset (the full corpus takes over an hour to embed on 2 cores).

@@ -25,7 +25,7 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 ///     .threads(4);
 /// assert_eq!(config.threads_or_default(), 4);
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// The cache folder: the default models live in `home/models` (the `rag` command uses
     /// `$RAG_HOME`, default `~/.cache/rag`).
@@ -63,6 +63,35 @@ pub struct Config {
     pub store: Option<String>,
     /// The remote store's token (a Zilliz Cloud API key, or `user:password`). Default `None`.
     pub store_token: Option<String>,
+}
+
+/// Every field but the store token, which shows as `[redacted]`.
+///
+/// ```
+/// let mut c = rag::Config::new("/cache");
+/// c.store_token = Some("secret".into());
+/// assert!(!format!("{c:?}").contains("secret"));
+/// ```
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("home", &self.home)
+            .field("model", &self.model)
+            .field("embed_model", &self.embed_model)
+            .field("minilm_dir", &self.minilm_dir)
+            .field("embedder", &self.embedder)
+            .field("embed_pooling", &self.embed_pooling)
+            .field("embed_layer", &self.embed_layer)
+            .field("threads", &self.threads)
+            .field("template", &self.template)
+            .field("context", &self.context)
+            .field("store", &self.store)
+            .field(
+                "store_token",
+                &self.store_token.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 impl Config {

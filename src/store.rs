@@ -71,7 +71,7 @@ impl Location {
     }
 
     /// Open the last commit for reading.
-    pub(crate) fn open(&self) -> Result<Box<dyn Store>, IndexError> {
+    pub fn open(&self) -> Result<Box<dyn Store>, IndexError> {
         Ok(match self {
             Location::Dir(d) => Box::new(Index::open(d)?),
             #[cfg(feature = "milvus")]
@@ -79,8 +79,9 @@ impl Location {
         })
     }
 
-    /// Open the writer (one per directory; any number per Milvus collection).
-    pub(crate) fn writer(
+    /// Open the writer (one per directory; any number per Milvus collection), creating the
+    /// index if needed; `reindex` wipes it first.
+    pub fn writer(
         &self,
         embedder_id: &str,
         dim: usize,

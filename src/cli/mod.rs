@@ -142,7 +142,13 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
             "fit it again for this model: rag eval qa --set squad2 --split fit --fit"
         }
         (Some(rag::Error::EmptyIndex { .. }), _, _) | (_, Some(IndexError::NotFound { .. }), _) => {
-            "run `rag ingest PATH` with the same --index first"
+            "run `rag ingest PATH` with the same --index (or --store) first"
+        }
+        (_, Some(IndexError::Remote { doing, .. }), _) if doing.starts_with("connecting") || doing.starts_with("checking") => {
+            "check that the server in --store (RAG_STORE) is running and reachable, and --store-token if it needs one"
+        }
+        (_, Some(IndexError::BadAddress { .. }), _) => {
+            "write --store as milvus://HOST:PORT/COLLECTION, or https://ENDPOINT/COLLECTION for Zilliz Cloud"
         }
         (_, Some(IndexError::EmbedderMismatch { .. }), _) => {
             "re-ingest with --reindex to rebuild the index with the embedder now configured, or pass the --embed-model / --embedder that built it"

@@ -22,6 +22,8 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         Error::EmptyIndex { .. } => StatusCode::CONFLICT,
         Error::Index(rag_index::IndexError::NotFound { .. }) => StatusCode::CONFLICT,
         Error::Index(rag_index::IndexError::Locked { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        // The remote store (Milvus) failed or is away: the server is a gateway to it.
+        Error::Index(rag_index::IndexError::Remote { .. }) => StatusCode::BAD_GATEWAY,
         Error::Model(rag_model::ModelError::PromptTooLong { .. }) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

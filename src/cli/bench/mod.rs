@@ -1,6 +1,7 @@
 //! `rag bench`: throughput and memory, printed (and pasted into the README), never asserted.
 mod model;
 mod search;
+mod store;
 
 use std::io::Write;
 
@@ -29,6 +30,14 @@ pub enum BenchCommand {
   rag bench search --index squad-idx
   rag bench search --index idx --queries questions.jsonl:question --limit 500 --json")]
     Search(search::BenchSearchArgs),
+    /// The store alone at scale: write N synthetic chunks (SQuAD text, clustered vectors) into
+    /// an embedded index or a Milvus collection, then time BM25, HNSW and hybrid searches.
+    #[command(after_help = "Examples:
+  rag bench store --to target/bench-store --chunks 100000
+  rag bench store --to milvus://127.0.0.1:19530/bench --chunks 100000 --json
+
+The target is wiped and rebuilt. Embedding is left out (the same cost for every store).")]
+    Store(store::BenchStoreArgs),
 }
 
 pub fn run(config: Config, command: BenchCommand) -> Result<()> {
@@ -40,6 +49,14 @@ pub fn run(config: Config, command: BenchCommand) -> Result<()> {
                 output::json(&mut out, &report)
             } else {
                 Ok(write!(out, "{}", report.table())?)
+            }
+        }
+        BenchCommand::Store(args) => {
+            let report = store::bench_store(&config, &args)?;
+            if args.json {
+                output::json(&mut out, &report)
+            } else {
+                Ok(write!(out, "{}", store::table(&report))?)
             }
         }
         BenchCommand::Search(args) => {
