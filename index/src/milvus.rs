@@ -1012,13 +1012,7 @@ impl Store for MilvusStore {
     }
 
     fn analyze(&self, text: &str) -> Vec<String> {
-        let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(text);
-        let mut terms = Vec::new();
-        while let Some(tok) = stream.next() {
-            terms.push(tok.text.clone());
-        }
-        terms
+        crate::schema::terms(&self.analyzer, text)
     }
 
     fn term_weights(&self, query: &str) -> Result<Vec<(String, f32)>, IndexError> {
@@ -1103,14 +1097,7 @@ impl Store for MilvusStore {
                             .collect()
                     })
                     .unwrap_or_default();
-                Ok(NewChunk {
-                    text: r.text,
-                    title: r.title,
-                    heading: r.heading,
-                    pages: r.pages,
-                    byte_range: r.byte_range,
-                    vector,
-                })
+                Ok(r.into_new_chunk(vector))
             })
             .collect()
     }

@@ -370,13 +370,7 @@ impl Index {
     /// The terms of `text` as BM25 indexes it (tokenized, lower-cased, folded, stemmed by the
     /// index's analyzer), in order, repeats kept.
     pub fn analyze(&self, text: &str) -> Vec<String> {
-        let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(text);
-        let mut terms = Vec::new();
-        while let Some(tok) = stream.next() {
-            terms.push(tok.text.clone());
-        }
-        terms
+        crate::schema::terms(&self.analyzer, text)
     }
 
     /// The distinct analyzed terms of `query`, each with its BM25 inverse document frequency in
@@ -446,14 +440,7 @@ impl Index {
                 let vector = vectors.remove(&r.chunk_id).ok_or_else(|| {
                     corrupt(&self.dir, format!("chunk {} has no vector", r.chunk_id))
                 })?;
-                Ok(NewChunk {
-                    text: r.text,
-                    title: r.title,
-                    heading: r.heading,
-                    pages: r.pages,
-                    byte_range: r.byte_range,
-                    vector,
-                })
+                Ok(r.into_new_chunk(vector))
             })
             .collect()
     }

@@ -44,6 +44,20 @@ pub struct ChunkRecord {
     pub text: String,
 }
 
+impl ChunkRecord {
+    /// The chunk as one to store again, with its `vector` (copying a store into another).
+    pub fn into_new_chunk(self, vector: Vec<f32>) -> NewChunk {
+        NewChunk {
+            text: self.text,
+            title: self.title,
+            heading: self.heading,
+            pages: self.pages,
+            byte_range: self.byte_range,
+            vector,
+        }
+    }
+}
+
 /// Which retriever found a hit.
 ///
 /// ```

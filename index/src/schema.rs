@@ -167,6 +167,17 @@ pub(crate) fn analyzer(name: &str) -> Option<TextAnalyzer> {
     }
 }
 
+/// The terms of `text` as `analyzer` makes them, in order, repeats kept.
+pub(crate) fn terms(analyzer: &TextAnalyzer, text: &str) -> Vec<String> {
+    let mut analyzer = analyzer.clone();
+    let mut stream = analyzer.token_stream(text);
+    let mut terms = Vec::new();
+    while let Some(tok) = stream.next() {
+        terms.push(tok.text.clone());
+    }
+    terms
+}
+
 /// Register our analyzers on a tantivy index (tantivy stores only their names).
 pub(crate) fn register_analyzers(index: &tantivy::Index) {
     for name in [ANALYZER_EN_STEM, ANALYZER_SIMPLE] {

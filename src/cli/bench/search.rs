@@ -92,7 +92,7 @@ pub fn bench_search(config: Config, args: BenchSearchArgs) -> Result<serde_json:
 
 pub fn table(r: &serde_json::Value) -> String {
     let mut s = format!(
-        "{}: {} documents, {} chunks, {:.1} MiB; embedder {}\n{} queries, depth {}\n\n{:<8} {:>9} {:>9}\n",
+        "{}: {} documents, {} chunks, {:.1} MiB; embedder {}\n{} queries, depth {}\n\n",
         r["index"].as_str().unwrap_or_default(),
         r["documents"],
         r["chunks"],
@@ -100,10 +100,20 @@ pub fn table(r: &serde_json::Value) -> String {
         r["embedder"].as_str().unwrap_or_default(),
         r["queries"],
         r["depth"],
-        "mode",
-        "p50 ms",
-        "p95 ms"
     );
+    s += &latency_table(r);
+    s += &format!(
+        "\nquery embedding p50 {:.1} ms, p95 {:.1} ms; HNSW recall@10 vs exact {:.4}\n",
+        r["embed_query_p50_ms"].as_f64().unwrap_or_default(),
+        r["embed_query_p95_ms"].as_f64().unwrap_or_default(),
+        r["hnsw_recall_at_10"].as_f64().unwrap_or_default()
+    );
+    s
+}
+
+/// The p50 / p95 rows of a report's `modes`, under a header.
+pub fn latency_table(r: &serde_json::Value) -> String {
+    let mut s = format!("{:<8} {:>9} {:>9}\n", "mode", "p50 ms", "p95 ms");
     for m in r["modes"].as_array().into_iter().flatten() {
         s += &format!(
             "{:<8} {:>9.2} {:>9.2}\n",
@@ -112,11 +122,5 @@ pub fn table(r: &serde_json::Value) -> String {
             m["p95_ms"].as_f64().unwrap_or_default()
         );
     }
-    s += &format!(
-        "\nquery embedding p50 {:.1} ms, p95 {:.1} ms; HNSW recall@10 vs exact {:.4}\n",
-        r["embed_query_p50_ms"].as_f64().unwrap_or_default(),
-        r["embed_query_p95_ms"].as_f64().unwrap_or_default(),
-        r["hnsw_recall_at_10"].as_f64().unwrap_or_default()
-    );
     s
 }

@@ -188,7 +188,7 @@ pub fn bench_store(config: &Config, args: &BenchStoreArgs) -> Result<serde_json:
 
 pub fn table(r: &serde_json::Value) -> String {
     let mut s = format!(
-        "{}: {} chunks of dim {} in {} documents\nwritten in {:.1} s ({:.0} chunks/s, vectors given); opened in {:.2} s\n\n{:<8} {:>9} {:>9}\n",
+        "{}: {} chunks of dim {} in {} documents\nwritten in {:.1} s ({:.0} chunks/s, vectors given); opened in {:.2} s\n\n",
         r["store"].as_str().unwrap_or_default(),
         r["chunks"],
         r["dim"],
@@ -196,17 +196,7 @@ pub fn table(r: &serde_json::Value) -> String {
         r["ingest_secs"].as_f64().unwrap_or_default(),
         r["ingest_chunks_per_s"].as_f64().unwrap_or_default(),
         r["open_secs"].as_f64().unwrap_or_default(),
-        "mode",
-        "p50 ms",
-        "p95 ms"
     );
-    for m in r["modes"].as_array().into_iter().flatten() {
-        s += &format!(
-            "{:<8} {:>9.2} {:>9.2}\n",
-            m["mode"].as_str().unwrap_or_default(),
-            m["p50_ms"].as_f64().unwrap_or_default(),
-            m["p95_ms"].as_f64().unwrap_or_default()
-        );
-    }
+    s += &super::search::latency_table(r);
     s
 }
