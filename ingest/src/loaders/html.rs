@@ -53,6 +53,173 @@ const BLOCKS: &[&str] = &[
 
 const LINES: &[&str] = &["li", "tr", "dt", "dd", "option"];
 
+/// Deepest element nesting [`parse`] takes. Real pages stay far below (a few dozen levels);
+/// html5ever's tree builder works in proportion to the depth on each tag, so a file of 80,000
+/// nested `div`s took 15 s to parse and one of 200,000 minutes.
+pub(super) const MAX_DEPTH: usize = 2_000;
+
+/// Elements that never have an end tag.
+const VOID: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
+
+/// How deep elements nest in `source`, by a linear scan of its tags (start tags that are not
+/// void or self-closed go one level down, end tags one up; comments, doctypes and the bodies of
+/// `script` and `style` are skipped). An estimate for malformed markup, exact for well-formed.
+pub(super) fn nesting_depth(source: &str) -> usize {
+    let s = source.as_bytes();
+    let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
+    while let Some(off) = s[i..].iter().position(|&c| c == b'<') {
+        i += off + 1;
+        if s[i..].starts_with(b"!--") {
+            i = find(s, i, b"-->").map_or(s.len(), |e| e + 3);
+            continue;
+        }
+        let closing = s.get(i) == Some(&b'/');
+        let start = i + usize::from(closing);
+        let end = s[start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .map_or(s.len(), |e| start + e);
+        if end == start || !s[start].is_ascii_alphabetic() {
+            continue; // `<!doctype`, `<?xml`, or a `<` in text
+        }
+        let name = source[start..end].to_ascii_lowercase();
+        let close = find(s, end, b">").unwrap_or(s.len());
+        let self_closed = close > end && s[close - 1] == b'/';
+        i = close.min(s.len());
+        if closing {
+            depth = depth.saturating_sub(1);
+        } else if !self_closed && !VOID.contains(&name.as_str()) {
+            depth += 1;
+            max = max.max(depth);
+            if name == "script" || name == "style" {
+                let end_tag = format!("</{name}");
+                i = find_ignore_case(s, i, end_tag.as_bytes()).unwrap_or(s.len());
+            }
+        }
+    }
+    max
+}
+
+fn find(s: &[u8], from: usize, what: &[u8]) -> Option<usize> {
+    s.get(from..)?
+        .windows(what.len())
+        .position(|w| w == what)
+        .map(|p| from + p)
+}
+
+fn find_ignore_case(s: &[u8], from: usize, what: &[u8]) -> Option<usize> {
+    s.get(from..)?
+        .windows(what.len())
+        .position(|w| w.eq_ignore_ascii_case(what))
+        .map(|p| from + p)
+}
+
+/// The text of `source` with every tag removed, in one pass: what a file too deep for [`parse`]
+/// yields. `script` and `style` bodies and comments are dropped, the common entities decoded,
+/// and block-level tags end a paragraph.
+pub(super) fn parse_flat(source: &str) -> Parsed {
+    let s = source.as_bytes();
+    let mut b = TextBuilder::default();
+    let mut block = String::new();
+    let mut i = 0usize;
+    while i < s.len() {
+        let Some(off) = s[i..].iter().position(|&c| c == b'<') else {
+            block.push_str(&decode_entities(&source[i..]));
+            break;
+        };
+        block.push_str(&decode_entities(&source[i..i + off]));
+        i += off + 1;
+        if s[i..].starts_with(b"!--") {
+            i = find(s, i, b"-->").map_or(s.len(), |e| e + 3);
+            continue;
+        }
+        let closing = s.get(i) == Some(&b'/');
+        let start = i + usize::from(closing);
+        let end = s[start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .map_or(s.len(), |e| start + e);
+        if (end == start || !s[start].is_ascii_alphabetic()) && !closing {
+            if s.get(i).is_some_and(|c| *c == b'!' || *c == b'?') {
+                i = find(s, i, b">").map_or(s.len(), |e| e + 1);
+            } else {
+                block.push('<'); // a lone `<` in text
+            }
+            continue;
+        }
+        let name = source[start..end].to_ascii_lowercase();
+        i = find(s, end, b">").map_or(s.len(), |e| e + 1);
+        if !closing && SKIPPED.contains(&name.as_str()) && !VOID.contains(&name.as_str()) {
+            let end_tag = format!("</{name}");
+            i = find_ignore_case(s, i, end_tag.as_bytes())
+                .and_then(|e| find(s, e, b">"))
+                .map_or(s.len(), |e| e + 1);
+            continue;
+        }
+        if BLOCKS.contains(&name.as_str()) || heading_level(&name).is_some() {
+            b.push_block(&std::mem::take(&mut block));
+        } else if LINES.contains(&name.as_str()) || name == "br" {
+            block.push('\n');
+        } else if is_cell(&name) {
+            block.push(' ');
+        }
+    }
+    b.push_block(&block);
+    Parsed {
+        title: None,
+        builder: b,
+    }
+}
+
+/// `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`, `&#39;`, `&nbsp;` and numeric references; others stay as
+/// written.
+fn decode_entities(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest[1..].find(';').map(|e| e + 1).filter(|&e| e <= 10);
+        let decoded = end.and_then(|e| {
+            let name = &rest[1..e];
+            match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "nbsp" => Some('\u{a0}'),
+                _ => {
+                    let n = name.strip_prefix('#')?;
+                    let code = match n.strip_prefix(['x', 'X']) {
+                        Some(h) => u32::from_str_radix(h, 16).ok()?,
+                        None => n.parse().ok()?,
+                    };
+                    char::from_u32(code)
+                }
+            }
+        });
+        match (decoded, end) {
+            (Some(c), Some(e)) => {
+                out.push(c);
+                rest = &rest[e + 1..];
+            }
+            _ => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub(super) fn parse(source: &str) -> Parsed {
     let html = Html::parse_document(source);
     let mut b = TextBuilder::default();
@@ -194,6 +361,27 @@ fn heading_level(name: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_counts_open_elements() {
+        let page = "<!doctype html><html><body><div><p>x</p><br><img src=a /></div></body></html>";
+        assert_eq!(nesting_depth(page), 4);
+        assert_eq!(
+            nesting_depth("<div><script>if (a<b) '<div><div>'</script></div>"),
+            2
+        );
+        assert_eq!(nesting_depth("<!-- <div><div> --><p>x"), 1);
+        assert_eq!(nesting_depth("a < b and <3"), 0);
+    }
+
+    #[test]
+    fn flat_parse_keeps_text_and_drops_scripts() {
+        let p = parse_flat(
+            "<p>Fish &amp; chips</p><script>var x='<p>no</p>'</script><div>tea&#39;s &lt;3</div>",
+        );
+        let (text, _, _) = p.builder.finish();
+        assert_eq!(text, "Fish & chips\n\ntea's <3");
+    }
 
     fn run(src: &str) -> (Option<String>, String, Vec<(u8, String)>) {
         let p = parse(src);

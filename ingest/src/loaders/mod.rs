@@ -52,10 +52,22 @@ pub fn load_bytes(path: &Path, kind: DocKind, bytes: &[u8]) -> Result<Document, 
         DocKind::Markdown => markdown::parse(&decode_text(path, bytes, &mut warnings)?),
         DocKind::Html => {
             let text = decode_text(path, bytes, &mut warnings)?;
-            catch_quietly(|| html::parse(&text)).map_err(|detail| LoadError::Corrupt {
-                path: path.to_path_buf(),
-                detail,
-            })?
+            let depth = html::nesting_depth(&text);
+            if depth > html::MAX_DEPTH {
+                // html5ever's tree builder does work per tag in proportion to the depth: 200,000
+                // nested elements took minutes. Read such a file as text, in linear time.
+                warnings.push(format!(
+                    "elements nested {depth} deep (more than {}): read as plain text, without \
+                     headings",
+                    html::MAX_DEPTH
+                ));
+                html::parse_flat(&text)
+            } else {
+                catch_quietly(|| html::parse(&text)).map_err(|detail| LoadError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail,
+                })?
+            }
         }
         DocKind::Pdf => pdf::parse(path, bytes, &mut warnings)?,
     };
@@ -168,6 +180,29 @@ mod tests {
 
     fn load_text(kind: DocKind, bytes: &[u8]) -> Result<Document, LoadError> {
         load_bytes(Path::new("t.txt"), kind, bytes)
+    }
+
+    #[test]
+    fn html_nested_too_deep_is_read_as_text_with_a_warning() {
+        // 200,000 nested divs: minutes in the tree builder before the guard.
+        let n = 200_000;
+        let src = format!(
+            "<html><body><h1>Deep</h1>{}Fish &amp; chips at the harbour.{}</body></html>",
+            "<div>".repeat(n),
+            "</div>".repeat(n)
+        );
+        let d = load_text(DocKind::Html, src.as_bytes()).unwrap();
+        assert!(
+            d.text.contains("Fish & chips at the harbour."),
+            "{}",
+            d.text
+        );
+        assert!(d.text.contains("Deep"));
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert!(d.warnings[0].contains("200002 deep"), "{:?}", d.warnings);
+        // An ordinary page keeps the full parse (headings, no warning).
+        let d = load_text(DocKind::Html, b"<h1>Deep</h1><div><p>Fish</p></div>").unwrap();
+        assert!(d.warnings.is_empty() && !d.headings.is_empty());
     }
 
     #[test]
