@@ -107,7 +107,9 @@ pub trait StoreWriter: Send {
     fn location(&self) -> String;
     /// Embedder and counts as of the last commit.
     fn manifest(&self) -> &Manifest;
-    /// path -> content hash of every committed document.
+    /// path -> content hash of every committed document. A store may also list a document
+    /// whose first write was cut short, with an empty hash, so that an ingest redoes it (or
+    /// removes it, and what it left, when the file is gone).
     fn documents(&self) -> HashMap<String, String>;
     /// Replace all chunks of `path` with these. A document with no chunks is still recorded.
     fn replace_document(

@@ -1205,10 +1205,12 @@ impl StoreWriter for MilvusWriter {
         &self.manifest
     }
 
+    /// Committed documents with their hash, and documents whose first write was cut short with
+    /// an empty hash: an ingest then redoes them (no file hashes to ""), or removes them with
+    /// their leftover chunks when the file is gone.
     fn documents(&self) -> HashMap<String, String> {
         self.files
             .iter()
-            .filter(|(_, f)| !f.hash.is_empty())
             .map(|(p, f)| (p.clone(), f.hash.clone()))
             .collect()
     }
