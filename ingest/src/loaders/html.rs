@@ -64,40 +64,106 @@ const VOID: &[&str] = &[
     "track", "wbr",
 ];
 
-/// How deep elements nest in `source`, by a linear scan of its tags (start tags that are not
-/// void or self-closed go one level down, end tags one up; comments, doctypes and the bodies of
-/// `script` and `style` are skipped). An estimate for malformed markup, exact for well-formed.
-pub(super) fn nesting_depth(source: &str) -> usize {
-    let s = source.as_bytes();
-    let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
-    while let Some(off) = s[i..].iter().position(|&c| c == b'<') {
-        i += off + 1;
-        if s[i..].starts_with(b"!--") {
-            i = find(s, i, b"-->").map_or(s.len(), |e| e + 3);
-            continue;
+/// One piece of markup, as [`Tags`] reads it.
+#[derive(Debug, PartialEq)]
+enum Piece<'a> {
+    /// Text between tags, entities not decoded.
+    Text(&'a str),
+    /// A start tag: lower-cased name, and whether it ends in `/>` or names a void element.
+    Start(String, bool),
+    /// An end tag's lower-cased name.
+    End(String),
+}
+
+/// A linear scan of HTML into text and tags, without a tree: comments, doctypes and processing
+/// instructions are skipped, and the bodies of `script` and `style` are passed over whole.
+struct Tags<'a> {
+    source: &'a str,
+    at: usize,
+    /// After a `script` or `style` start tag: its end tag comes next.
+    raw_end: Option<String>,
+}
+
+impl<'a> Tags<'a> {
+    fn new(source: &'a str) -> Self {
+        Tags {
+            source,
+            at: 0,
+            raw_end: None,
         }
-        let closing = s.get(i) == Some(&b'/');
-        let start = i + usize::from(closing);
-        let end = s[start..]
-            .iter()
-            .position(|c| !c.is_ascii_alphanumeric())
-            .map_or(s.len(), |e| start + e);
-        if end == start || !s[start].is_ascii_alphabetic() {
-            continue; // `<!doctype`, `<?xml`, or a `<` in text
-        }
-        let name = source[start..end].to_ascii_lowercase();
-        let close = find(s, end, b">").unwrap_or(s.len());
-        let self_closed = close > end && s[close - 1] == b'/';
-        i = close.min(s.len());
-        if closing {
-            depth = depth.saturating_sub(1);
-        } else if !self_closed && !VOID.contains(&name.as_str()) {
-            depth += 1;
-            max = max.max(depth);
-            if name == "script" || name == "style" {
+    }
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        let s = self.source.as_bytes();
+        loop {
+            if let Some(name) = self.raw_end.take() {
                 let end_tag = format!("</{name}");
-                i = find_ignore_case(s, i, end_tag.as_bytes()).unwrap_or(s.len());
+                let e = find_ignore_case(s, self.at, end_tag.as_bytes()).unwrap_or(s.len());
+                self.at = find(s, e, b">").map_or(s.len(), |g| g + 1);
+                return Some(Piece::End(name));
             }
+            if self.at >= s.len() {
+                return None;
+            }
+            let i = self.at;
+            let Some(off) = s[i..].iter().position(|&c| c == b'<') else {
+                self.at = s.len();
+                return Some(Piece::Text(&self.source[i..]));
+            };
+            if off > 0 {
+                self.at = i + off;
+                return Some(Piece::Text(&self.source[i..i + off]));
+            }
+            let i = i + 1;
+            if s[i..].starts_with(b"!--") {
+                self.at = find(s, i, b"-->").map_or(s.len(), |e| e + 3);
+                continue;
+            }
+            if s.get(i).is_some_and(|c| *c == b'!' || *c == b'?') {
+                self.at = find(s, i, b">").map_or(s.len(), |e| e + 1);
+                continue;
+            }
+            let closing = s.get(i) == Some(&b'/');
+            let start = i + usize::from(closing);
+            if !s.get(start).is_some_and(u8::is_ascii_alphabetic) {
+                self.at = i;
+                return Some(Piece::Text("<")); // a `<` in text
+            }
+            let end = s[start..]
+                .iter()
+                .position(|c| !c.is_ascii_alphanumeric())
+                .map_or(s.len(), |e| start + e);
+            let name = self.source[start..end].to_ascii_lowercase();
+            let close = find(s, end, b">").unwrap_or(s.len());
+            self.at = (close + 1).min(s.len());
+            if closing {
+                return Some(Piece::End(name));
+            }
+            let empty = (close > end && s[close - 1] == b'/') || VOID.contains(&name.as_str());
+            if !empty && (name == "script" || name == "style") {
+                self.raw_end = Some(name.clone());
+            }
+            return Some(Piece::Start(name, empty));
+        }
+    }
+}
+
+/// How deep elements nest in `source`, in one linear scan ([`Tags`]): an estimate for
+/// malformed markup, exact for well-formed.
+pub(super) fn nesting_depth(source: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for piece in Tags::new(source) {
+        match piece {
+            Piece::Start(_, false) => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            Piece::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     max
@@ -118,52 +184,38 @@ fn find_ignore_case(s: &[u8], from: usize, what: &[u8]) -> Option<usize> {
 }
 
 /// The text of `source` with every tag removed, in one pass: what a file too deep for [`parse`]
-/// yields. `script` and `style` bodies and comments are dropped, the common entities decoded,
-/// and block-level tags end a paragraph.
+/// yields. What [`parse`] drops (`head`, `script`, `style`, ...) is dropped, the common
+/// entities decoded, and block-level tags end a paragraph.
 pub(super) fn parse_flat(source: &str) -> Parsed {
-    let s = source.as_bytes();
     let mut b = TextBuilder::default();
     let mut block = String::new();
-    let mut i = 0usize;
-    while i < s.len() {
-        let Some(off) = s[i..].iter().position(|&c| c == b'<') else {
-            block.push_str(&decode_entities(&source[i..]));
-            break;
-        };
-        block.push_str(&decode_entities(&source[i..i + off]));
-        i += off + 1;
-        if s[i..].starts_with(b"!--") {
-            i = find(s, i, b"-->").map_or(s.len(), |e| e + 3);
-            continue;
-        }
-        let closing = s.get(i) == Some(&b'/');
-        let start = i + usize::from(closing);
-        let end = s[start..]
-            .iter()
-            .position(|c| !c.is_ascii_alphanumeric())
-            .map_or(s.len(), |e| start + e);
-        if (end == start || !s[start].is_ascii_alphabetic()) && !closing {
-            if s.get(i).is_some_and(|c| *c == b'!' || *c == b'?') {
-                i = find(s, i, b">").map_or(s.len(), |e| e + 1);
-            } else {
-                block.push('<'); // a lone `<` in text
+    let mut skip_depth = 0usize;
+    for piece in Tags::new(source) {
+        let name = match &piece {
+            Piece::Text(t) => {
+                if skip_depth == 0 {
+                    block.push_str(&decode_entities(t));
+                }
+                continue;
             }
-            continue;
-        }
-        let name = source[start..end].to_ascii_lowercase();
-        i = find(s, end, b">").map_or(s.len(), |e| e + 1);
-        if !closing && SKIPPED.contains(&name.as_str()) && !VOID.contains(&name.as_str()) {
-            let end_tag = format!("</{name}");
-            i = find_ignore_case(s, i, end_tag.as_bytes())
-                .and_then(|e| find(s, e, b">"))
-                .map_or(s.len(), |e| e + 1);
-            continue;
-        }
-        if BLOCKS.contains(&name.as_str()) || heading_level(&name).is_some() {
+            Piece::Start(name, empty) => {
+                if SKIPPED.contains(&name.as_str()) && !empty {
+                    skip_depth += 1;
+                }
+                name
+            }
+            Piece::End(name) => {
+                if SKIPPED.contains(&name.as_str()) {
+                    skip_depth = skip_depth.saturating_sub(1);
+                }
+                name
+            }
+        };
+        if BLOCKS.contains(&name.as_str()) || heading_level(name).is_some() {
             b.push_block(&std::mem::take(&mut block));
         } else if LINES.contains(&name.as_str()) || name == "br" {
             block.push('\n');
-        } else if is_cell(&name) {
+        } else if is_cell(name) {
             block.push(' ');
         }
     }
@@ -381,6 +433,8 @@ mod tests {
         );
         let (text, _, _) = p.builder.finish();
         assert_eq!(text, "Fish & chips\n\ntea's <3");
+        let p = parse_flat("<head><title>T</title><style>p{}</style></head><p>a<br/>b</p>");
+        assert_eq!(p.builder.finish().0, "a\nb");
     }
 
     fn run(src: &str) -> (Option<String>, String, Vec<(u8, String)>) {
