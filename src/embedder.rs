@@ -5,7 +5,6 @@ use rag_model::{variant_of_id, EmbedOptions, EmbedderKind, TextEmbedder, DEFAULT
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::store::Location;
 
 /// What an embedder is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +16,15 @@ pub(crate) enum EmbedderUse {
     Query,
 }
 
-/// The embedder for the index at `at`. For [`EmbedderUse::Ingest`]: the kind `config.embedder`
+/// The embedder for an index built by `index_id` (`None`: no index yet). For [`EmbedderUse::Ingest`]: the kind `config.embedder`
 /// names, else the index's own, else [`DEFAULT_EMBEDDER`]; for [`EmbedderUse::Query`] the
 /// index's own comes first. A Llama embedder holds the model with dense f32 weights (the fast
 /// path for batches).
-pub(crate) fn load(config: &Config, at: &Location, usage: EmbedderUse) -> Result<TextEmbedder> {
-    let index_id = at.embedder_id();
+pub(crate) fn load(
+    config: &Config,
+    index_id: Option<String>,
+    usage: EmbedderUse,
+) -> Result<TextEmbedder> {
     let of_index = index_id.as_deref().map(EmbedderKind::of_id);
     let kind = match usage {
         EmbedderUse::Ingest => config.embedder.or(of_index),

@@ -274,14 +274,18 @@ impl Rag {
         let other = match self.embedder.get() {
             Some(e) if wanted.is_some_and(|k| k != e.kind()) => Some(embedder::load(
                 &self.config,
-                &self.location,
+                self.location.embedder_id(),
                 EmbedderUse::Ingest,
             )?),
             Some(_) => None,
             None => {
                 let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
                 if self.embedder.get().is_none() {
-                    let e = embedder::load(&self.config, &self.location, EmbedderUse::Ingest)?;
+                    let e = embedder::load(
+                        &self.config,
+                        self.location.embedder_id(),
+                        EmbedderUse::Ingest,
+                    )?;
                     let _ = self.embedder.set(e);
                 }
                 None
@@ -633,8 +637,24 @@ impl Rag {
         if let Some(e) = self.embedder.get() {
             return Ok(e);
         }
-        let e = embedder::load(&self.config, &self.location, EmbedderUse::Query)?;
+        let e = embedder::load(&self.config, self.index_embedder_id(), EmbedderUse::Query)?;
         Ok(self.embedder.get_or_init(|| e))
+    }
+
+    /// The embedder id of the index queries go to: that of the snapshot already open (a search
+    /// opens it before it embeds the query), else read from the store (for Milvus a connection
+    /// and a listing, not to be done twice). Ingest reads the store: it writes the latest commit.
+    fn index_embedder_id(&self) -> Option<String> {
+        let open = self
+            .index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|i| i.manifest().embedder_id.clone());
+        match open {
+            Some(id) => Some(id).filter(|id| !id.is_empty()),
+            None => self.location.embedder_id(),
+        }
     }
 
     /// The vector of `text`, reusing the last one when the text is the same.

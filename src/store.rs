@@ -41,7 +41,7 @@ impl Location {
     /// `milvus://host:port[/collection]`, `https://...` (Zilliz Cloud; `token` is its API key)
     /// or `http://...` name a Milvus collection; anything else is a directory.
     pub fn parse(s: &str, token: Option<String>) -> Result<Self> {
-        if !looks_remote(s) {
+        if !rag_index::is_remote(s) {
             return Ok(Location::Dir(PathBuf::from(s)));
         }
         #[cfg(feature = "milvus")]
@@ -111,12 +111,6 @@ impl Location {
                 .filter(|id| !id.is_empty()),
         }
     }
-}
-
-fn looks_remote(s: &str) -> bool {
-    ["milvus://", "milvus+https://", "http://", "https://"]
-        .iter()
-        .any(|p| s.starts_with(p))
 }
 
 /// The embedder id recorded in `dir/manifest.json`, if there is an index there.

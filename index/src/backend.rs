@@ -21,6 +21,20 @@ use crate::fusion::SearchOptions;
 use crate::manifest::Manifest;
 use crate::record::{ChunkRecord, Hit, NewChunk};
 
+/// Whether `s` names a remote store (`milvus://`, `milvus+https://`, `http://`, `https://`)
+/// rather than a directory. Known whether or not this build has the `milvus` feature, so a
+/// build without it can say why it cannot open one.
+///
+/// ```
+/// assert!(rag_index::is_remote("milvus://127.0.0.1:19530/notes"));
+/// assert!(!rag_index::is_remote("./notes-index"));
+/// ```
+pub fn is_remote(s: &str) -> bool {
+    ["milvus://", "milvus+https://", "http://", "https://"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
 /// Which chunks a search may return. The default lets every chunk through.
 ///
 /// ```

@@ -114,13 +114,6 @@ impl std::fmt::Display for Address {
 }
 
 impl Address {
-    /// Whether `s` names a Milvus store rather than a directory.
-    pub fn is_address(s: &str) -> bool {
-        ["milvus://", "milvus+https://", "http://", "https://"]
-            .iter()
-            .any(|p| s.starts_with(p))
-    }
-
     /// `milvus://host:port[/collection]` (plain gRPC), `https://host[:port][/collection]` or
     /// `milvus+https://...` (TLS: Zilliz Cloud), `http://host:port[/collection]`.
     pub fn parse(s: &str, token: Option<String>) -> Result<Self, IndexError> {
@@ -840,7 +833,20 @@ impl MilvusStore {
         Ok(rows)
     }
 
-    fn hits(&self, rows: Vec<(serde_json::Map<String, Value>, f32)>, by: Retriever) -> Vec<Hit> {
+    /// The HNSW search of `vector` with a candidate list of `ef`.
+    fn nearest(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: &Filter,
+        ef: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let q = normalised(vector, self.manifest.dim, "of the query")?;
+        let rows = self.search("dense", SearchVectors::Float(vec![q]), k, filter, Some(ef))?;
+        Ok(self.hits(rows, Retriever::Dense))
+    }
+
+    fn hits(&self, rows: Vec<Scored>, by: Retriever) -> Vec<Hit> {
         rows.into_iter()
             .enumerate()
             .filter_map(|(i, (row, score))| {
@@ -943,27 +949,11 @@ impl Store for MilvusStore {
     }
 
     fn dense(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
-        let q = normalised(vector, self.manifest.dim, "of the query")?;
-        let rows = self.search(
-            "dense",
-            SearchVectors::Float(vec![q]),
-            k,
-            filter,
-            Some(dense_ef(k)),
-        )?;
-        Ok(self.hits(rows, Retriever::Dense))
+        self.nearest(vector, k, filter, dense_ef(k))
     }
 
     fn exact(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
-        let q = normalised(vector, self.manifest.dim, "of the query")?;
-        let rows = self.search(
-            "dense",
-            SearchVectors::Float(vec![q]),
-            k,
-            filter,
-            Some(MAX_EF.max(k)),
-        )?;
-        Ok(self.hits(rows, Retriever::Dense))
+        self.nearest(vector, k, filter, MAX_EF.max(k))
     }
 
     fn hybrid(
