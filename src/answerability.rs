@@ -8,7 +8,8 @@
 //!   file's name and size; a user's own fit in `$RAG_HOME/answerability/` comes first, then
 //!   the default model's, compiled in from `src/answerability/`), a logistic regression over
 //!   the features and a linear probe of the prompt's last hidden state, fitted on part of the
-//!   SQuAD 2.0 dev half (`rag eval qa --set squad2 --split fit --fit`);
+//!   SQuAD 2.0 dev half (`rag eval qa --set squad2 --split fit --fit`); the same file holds
+//!   the [`SpanRanker`] that chooses the quote among the spans the model scored;
 //! - for any other model, a rule over the model-independent features alone: the share of the
 //!   question's IDF-weighted terms found around the quote (its sentence and the two beside
 //!   it), less the weight of the most important term the quoted passage lacks, held to
@@ -24,6 +25,7 @@
 //! let fitted = Fitted::parse(&text, "built in").unwrap();
 //! assert_eq!(fitted.features, FEATURES);
 //! assert!(fitted.threshold > 0.0 && fitted.threshold < 1.0);
+//! assert!(fitted.spans.is_some(), "the default model's span ranker");
 //! ```
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -39,16 +41,54 @@ use crate::retrieve;
 /// Version of the fitted-file format.
 ///
 /// ```
-/// assert_eq!(rag::answerability::FITTED_VERSION, 1);
+/// assert_eq!(rag::answerability::FITTED_VERSION, 2);
 /// ```
-pub const FITTED_VERSION: u32 = 1;
+pub const FITTED_VERSION: u32 = 2;
+
+/// A span that was scored: its text and its [`SPAN_FEATURES`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub text: String,
+    pub features: Vec<f32>,
+}
+
+/// The features a span is ranked by, in the order a fitted ranker lists them
+/// ([`SpanRanker`]).
+pub const SPAN_FEATURES: &[&str] = &[
+    "score",
+    "logprob_sum",
+    "logprob_mean",
+    "logprob_first",
+    "stop",
+    "prior",
+    "start_rank",
+    "tokens",
+    "words",
+    "sentence_rank",
+    "sentence_score",
+    "question_terms_in_span",
+    "typed_start",
+    "type_number",
+    "type_person",
+    "has_number",
+    "capitalised",
+    "number_has_number",
+    "person_capitalised",
+    "ends_stopword",
+    "question_term_left",
+    "question_term_right",
+    "punct_before",
+    "punct_after",
+    "has_comma",
+    "passage_rank",
+];
 
 /// The features, in the order a fitted file lists them.
 ///
 /// ```
 /// assert_eq!(rag::answerability::FEATURES[0], "evidence");
 /// ```
-pub const FEATURES: [&str; 17] = [
+pub const FEATURES: [&str; 47] = [
     "evidence",
     "coverage_sentence",
     "coverage_window",
@@ -66,6 +106,36 @@ pub const FEATURES: [&str; 17] = [
     "not_found_logprob",
     "span_in_question",
     "passage_rank",
+    "quote_score",
+    "quote_logprob_sum",
+    "quote_logprob_mean",
+    "quote_logprob_first",
+    "quote_stop",
+    "quote_prior",
+    "quote_start_rank",
+    "quote_tokens",
+    "quote_words",
+    "quote_sentence_rank",
+    "quote_sentence_score",
+    "quote_question_terms_in_span",
+    "quote_typed_start",
+    "quote_type_number",
+    "quote_type_person",
+    "quote_has_number",
+    "quote_capitalised",
+    "quote_number_has_number",
+    "quote_person_capitalised",
+    "quote_ends_stopword",
+    "quote_question_term_left",
+    "quote_question_term_right",
+    "quote_punct_before",
+    "quote_punct_after",
+    "quote_has_comma",
+    "quote_passage_rank",
+    "rank_score",
+    "rank_margin",
+    "rank_confidence",
+    "rank_candidates",
 ];
 
 /// What the model said about the prompt, beside the quote: read while generating it.
@@ -77,6 +147,12 @@ pub(crate) struct Signals {
     pub not_found_logprob: f32,
     /// The log-probability of each token of the quote.
     pub span_logprobs: Vec<f32>,
+    /// The quote's [`SPAN_FEATURES`].
+    pub span_features: Vec<f32>,
+    /// How the quote's ranking went: its score (the span ranker's, else the model's), its
+    /// margin over the next best span, its share of a softmax over all spans' scores, and
+    /// the log of the number of spans scored.
+    pub ranking: [f32; 4],
 }
 
 /// How the decision was made, for `--json` and evaluations.
@@ -107,6 +183,10 @@ pub struct Decision {
     /// The prompt's last hidden state (for fitting probes; not serialised).
     #[serde(skip)]
     pub hidden: Vec<f32>,
+    /// Every span quote mode scored, when asked for (for fitting a span ranker; not
+    /// serialised).
+    #[serde(skip)]
+    pub candidates: Vec<Candidate>,
 }
 
 /// The features of a quote: `passage` is the quoted passage's text, `heading` its headings,
@@ -197,7 +277,9 @@ pub(crate) fn features(
     // questions are made from answerable ones.
     let negation_question_only =
         f32::from(u8::from(negated(question) && !negated(&passage[sentence])));
-    Ok(vec![
+    let span_features =
+        (0..SPAN_FEATURES.len()).map(|i| signals.span_features.get(i).copied().unwrap_or(0.0));
+    Ok([
         evidence,
         in_sentence.0,
         coverage(&passage[window]).0,
@@ -215,7 +297,11 @@ pub(crate) fn features(
         signals.not_found_logprob,
         in_question,
         rank as f32,
-    ])
+    ]
+    .into_iter()
+    .chain(span_features)
+    .chain(signals.ranking)
+    .collect())
 }
 
 /// Whether `text` has a negation word (not, no, never, n't, ...).
@@ -309,6 +395,26 @@ pub struct Fitted {
     pub threshold: f32,
     /// What it was fitted on and how it measured (free text, for people).
     pub fitted_on: String,
+    /// How quote mode ranks the spans it scored (`None`: by the model's score alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<SpanRanker>,
+}
+
+/// A linear ranker over the standardised [`SPAN_FEATURES`] of the spans quote
+/// mode scored: the span with the largest `weights . (x - mean) / scale` is the quote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanRanker {
+    pub features: Vec<String>,
+    pub mean: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub weights: Vec<f32>,
+}
+
+impl SpanRanker {
+    /// A span's score (only differences between spans of one question mean anything).
+    pub fn score(&self, features: &[f32]) -> f32 {
+        standardised_dot(features, &self.mean, &self.scale, &self.weights)
+    }
 }
 
 /// The fitted decisions compiled in (the default chat model's), as JSON.
@@ -331,6 +437,17 @@ impl Fitted {
                 f.version,
                 f.features.len()
             )));
+        }
+        if let Some(r) = &f.spans {
+            let n = SPAN_FEATURES.len();
+            if r.features != SPAN_FEATURES
+                || [r.mean.len(), r.scale.len(), r.weights.len()] != [n, n, n]
+            {
+                return Err(Error::InvalidOption(format!(
+                    "answerability file {origin}: its span ranker has another feature set ({} features): fit it again for this model, or remove it",
+                    r.features.len()
+                )));
+            }
         }
         Ok(f)
     }
@@ -443,6 +560,7 @@ mod tests {
             hidden: vec![],
             not_found_logprob: -2.0,
             span_logprobs: vec![-0.5, -1.5],
+            ..Signals::default()
         };
         let f =
             |q: &str| named(&features(&idx, q, 0.9, p, None, at..at + 16, 2, &signals).unwrap());
@@ -516,6 +634,7 @@ mod tests {
             }),
             threshold: 0.6,
             fitted_on: "test".into(),
+            spans: None,
         }
     }
 
@@ -558,5 +677,36 @@ mod tests {
             None,
             "another file, same name"
         );
+    }
+
+    #[test]
+    fn span_rankers_are_checked_and_score_linearly() {
+        let n = SPAN_FEATURES.len();
+        let mut weights = vec![0.0; n];
+        weights[0] = 2.0;
+        let ranker = SpanRanker {
+            features: SPAN_FEATURES.iter().map(|f| f.to_string()).collect(),
+            mean: vec![1.0; n],
+            scale: vec![0.5; n],
+            weights,
+        };
+        let mut x = vec![0.0; n];
+        x[0] = 2.0;
+        assert_eq!(ranker.score(&x), 4.0);
+        let mut f = fitted();
+        f.spans = Some(ranker.clone());
+        let text = serde_json::to_string(&f).unwrap();
+        assert_eq!(Fitted::parse(&text, "t").unwrap(), f);
+        // A ranker over other features is refused, naming the file.
+        let mut other = ranker;
+        other.features[0] = "something_else".into();
+        f.spans = Some(other);
+        let err = Fitted::parse(&serde_json::to_string(&f).unwrap(), "r.json").unwrap_err();
+        assert!(err.to_string().contains("r.json"), "{err}");
+        // A file without one parses (an older fit): quotes go by the model's score.
+        f.spans = None;
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(!text.contains("\"spans\""));
+        assert_eq!(Fitted::parse(&text, "t").unwrap().spans, None);
     }
 }

@@ -546,6 +546,7 @@ pub(crate) fn cite_quote(
             .zip(features)
             .collect(),
         hidden: q.signals.hidden,
+        candidates: q.candidates,
     });
     if probability < threshold {
         answer.abstain(AbstainReason::Unanswerable);

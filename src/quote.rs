@@ -1,8 +1,11 @@
-//! Answers grounded by construction: the model writes under a constraint that lets it copy only
-//! a contiguous span of one passage ([`rag_model::SpanCopy`] over the passages' token ids), so
-//! the answer is a verbatim quote that rag cites itself. While the prompt is read, it also
-//! gathers what the answerability decision needs: the prompt's last hidden state, how likely
-//! the model finds the "not in the documents" reply, and how sure it was of each quoted token.
+//! Answers grounded by construction: the answer can only be a contiguous span of one passage.
+//! The model scores every span of the best starts as a whole answer ([`rag_model::Session::spans`]
+//! over the passages' token ids); a span ranker fitted for the model (when there is one)
+//! weighs that score with where the span sits (its sentence's match with the question, how
+//! near it is to the question's terms, whether it is of the kind the question asks for) and
+//! picks the quote, which rag cites itself. While the prompt is read, it also gathers what the
+//! answerability decision needs: the prompt's last hidden state, how likely the model finds
+//! the "not in the documents" reply, and how the quote's ranking went.
 use std::ops::Range;
 
 use std::collections::HashSet;
@@ -10,7 +13,7 @@ use std::collections::HashSet;
 use rag_index::Store;
 use rag_model::{Cancel, Generation, Model, SpanQuery, Tokenizer};
 
-use crate::answerability::Signals;
+use crate::answerability::{Candidate, Signals, SpanRanker};
 use crate::cite;
 use crate::error::Result;
 use crate::prompt::Prompt;
@@ -31,8 +34,8 @@ pub struct QuoteOptions {
     pub tokens: usize,
     /// A quote starts in one of this many passage sentences: those holding the largest shares
     /// of the question's IDF-weighted terms. Default 1: on the SQuAD 2.0 dev half the quote's
-    /// F1 fell from 0.37 to 0.25 with 2 (the model is worse than the word counts at choosing
-    /// the sentence; docs/EVAL.md).
+    /// F1 fell from 0.36 to 0.27 with 2 (and 8 starts) when the model's score chose, and
+    /// stayed at 0.39 when the span ranker did, for twice the work (docs/EVAL.md).
     pub sentences: usize,
     /// Of the words a quote may start with, the spans of this many are scored in full: those
     /// whose first token the prompt makes most likely above its prior. Default 4.
@@ -41,6 +44,9 @@ pub struct QuoteOptions {
     /// question) is taken off its score: 1 is pointwise mutual information, 0 the plain
     /// likelihood. Default 0.5 (quote F1 0.345 at 0, 0.373 at 0.5, 0.359 at 1).
     pub prior: f32,
+    /// Keep every scored span, with its features, in the answer's decision (for fitting a
+    /// span ranker; `rag eval qa --fit`). Default false.
+    pub candidates: bool,
 }
 
 impl Default for QuoteOptions {
@@ -50,6 +56,7 @@ impl Default for QuoteOptions {
             sentences: 1,
             starts: 4,
             prior: 0.5,
+            candidates: false,
         }
     }
 }
@@ -62,6 +69,8 @@ pub(crate) struct Quoted {
     pub range: Range<usize>,
     pub signals: Signals,
     pub generation: Generation,
+    /// Every span scored, when [`QuoteOptions::candidates`] asks for them.
+    pub candidates: Vec<Candidate>,
 }
 
 /// Step 4 in quote mode: read the prompt, score the "not found" reply, and let the model
@@ -73,6 +82,7 @@ pub(crate) fn generate(
     question: &str,
     prompt: &Prompt,
     opts: &QuoteOptions,
+    ranker: Option<&SpanRanker>,
     cancel: &Cancel,
 ) -> Result<Option<Quoted>> {
     if prompt.passages.is_empty() {
@@ -90,7 +100,12 @@ pub(crate) fn generate(
         .zip(&sources)
         .map(|(p, toks)| token_offsets(tokenizer, toks, &p.text))
         .collect();
-    let starts = span_starts(index, question, prompt, &offsets, opts.sentences)?;
+    let context = span_starts(index, question, prompt, &offsets, opts.sentences)?;
+    let starts: Vec<(usize, usize, usize)> = context
+        .starts
+        .iter()
+        .map(|s| (s.passage, s.token, s.limit))
+        .collect();
     let not_found = tokenizer.encode(NOT_FOUND, false, false);
     let room = opts.tokens.max(not_found.len());
     let mut session = model.session(&prompt.ids, room)?;
@@ -124,17 +139,77 @@ pub(crate) fn generate(
         max_tokens: opts.tokens,
         cancel: Some(cancel),
     };
-    let Some(span) = session.best_span(&query)? else {
+    let spans = session.spans(&query)?;
+    let text_of = |span: &rag_model::Span| -> Range<usize> {
+        let text = &prompt.passages[span.source].text;
+        let from = offsets[span.source][span.tokens.start];
+        let to = offsets[span.source]
+            .get(span.tokens.end)
+            .copied()
+            .unwrap_or(text.len());
+        from..to
+    };
+    let features: Vec<Vec<f32>> = spans
+        .iter()
+        .map(|span| {
+            let null_lp = null_logits[sources[span.source][span.tokens.start] as usize] - null_lse;
+            span_features(
+                index,
+                &context,
+                &prompt.passages[span.source].text,
+                span,
+                text_of(span),
+                null_lp,
+            )
+        })
+        .collect();
+    let score = |i: usize| match ranker {
+        Some(r) => r.score(&features[i]),
+        None => spans[i].score,
+    };
+    let scores: Vec<f32> = (0..spans.len()).map(score).collect();
+    let Some(best) = (0..spans.len()).reduce(|b, i| if scores[i] > scores[b] { i } else { b })
+    else {
         return Ok(None);
     };
+    let top = scores[best];
+    let runner_up = (0..spans.len())
+        .filter(|&i| i != best)
+        .map(|i| scores[i])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let ranking = [
+        top,
+        // One span: as clear a win as this much.
+        if runner_up.is_finite() {
+            top - runner_up
+        } else {
+            LONE_MARGIN
+        },
+        1.0 / scores.iter().map(|s| (s - top).exp()).sum::<f32>(),
+        (spans.len() as f32).ln(),
+    ];
+    let span_features = features[best].clone();
+    let candidates = if opts.candidates {
+        spans
+            .iter()
+            .zip(&features)
+            .map(|(span, f)| Candidate {
+                text: prompt.passages[span.source].text[text_of(span)]
+                    .trim()
+                    .to_string(),
+                features: f.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let span = spans
+        .into_iter()
+        .nth(best)
+        .expect("best is an index of spans");
     let passage = span.source;
     let text = &prompt.passages[passage].text;
-    let from = offsets[passage][span.tokens.start];
-    let to = offsets[passage]
-        .get(span.tokens.end)
-        .copied()
-        .unwrap_or(text.len());
-    let Some(range) = locate(text, text[from..to].trim()) else {
+    let Some(range) = locate(text, text[text_of(&span)].trim()) else {
         return Ok(None);
     };
     let tokens = sources[passage][span.tokens].to_vec();
@@ -154,10 +229,124 @@ pub(crate) fn generate(
             hidden,
             not_found_logprob,
             span_logprobs: span.logprobs,
+            span_features,
+            ranking,
         },
         generation,
+        candidates,
     }))
 }
+
+/// The [`crate::answerability::SPAN_FEATURES`] of `span`, whose bytes in its passage's `text` are `range`; `null_lp`
+/// is its first token's log-probability with neither passages nor question.
+fn span_features(
+    index: &dyn Store,
+    context: &SpanContext,
+    text: &str,
+    span: &rag_model::Span,
+    range: Range<usize>,
+    null_lp: f32,
+) -> Vec<f32> {
+    let start = context
+        .starts
+        .iter()
+        .find(|s| s.passage == span.source && s.token == span.tokens.start)
+        .expect("a span begins at one of its query's starts");
+    let quote = &text[range.clone()];
+    let words: Vec<&str> = quote
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let n_words = words.len().max(1) as f32;
+    let in_question = words
+        .iter()
+        .filter(|w| {
+            index
+                .analyze(w)
+                .iter()
+                .any(|t| context.question_terms.contains(t))
+        })
+        .count() as f32;
+    let is_number = |w: &str| {
+        w.chars().next().is_some_and(|c| c.is_ascii_digit())
+            || NUMBER_WORDS.contains(&w.to_lowercase().as_str())
+    };
+    let has_number = f32::from(u8::from(words.iter().any(|w| is_number(w))));
+    let capitalised = words
+        .iter()
+        .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
+        .count() as f32
+        / n_words;
+    let ends_stopword = words
+        .last()
+        .is_some_and(|w| retrieve::is_stopword(&w.to_lowercase()));
+    // How many words lie between the span and the nearest question term on each side, in its
+    // sentence (capped at `FAR`: none at all counts as far).
+    let sentence = &start.sentence;
+    let side = |r: Range<usize>, rev: bool| -> f32 {
+        let mut ws: Vec<&str> = text[r]
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if rev {
+            ws.reverse();
+        }
+        ws.iter()
+            .position(|w| {
+                index
+                    .analyze(w)
+                    .iter()
+                    .any(|t| context.question_terms.contains(t))
+            })
+            .map_or(FAR, |d| (d as f32).min(FAR))
+    };
+    let left = side(sentence.start.min(range.start)..range.start, true);
+    let right = side(range.end..sentence.end.max(range.end), false);
+    let before = text[..range.start].trim_end().chars().last();
+    let after = text[range.end..].trim_start().chars().next();
+    let punct = |c: Option<char>| f32::from(u8::from(c.is_none_or(|c| c.is_ascii_punctuation())));
+    let first_word = words.first().copied().unwrap_or("");
+    let (number, person) = (
+        f32::from(u8::from(context.want == AnswerType::Number)),
+        f32::from(u8::from(context.want == AnswerType::Person)),
+    );
+    let sum: f32 = span.logprobs.iter().sum();
+    let n_tokens = span.logprobs.len().max(1) as f32;
+    vec![
+        span.score,
+        sum,
+        sum / n_tokens,
+        span.logprobs.first().copied().unwrap_or(0.0),
+        span.stop,
+        null_lp,
+        span.start_rank as f32,
+        n_tokens,
+        n_words,
+        start.sentence_rank as f32,
+        start.sentence_score,
+        in_question / n_words,
+        f32::from(u8::from(context.want.accepts(first_word))),
+        number,
+        person,
+        has_number,
+        capitalised,
+        number * has_number,
+        person * capitalised,
+        f32::from(u8::from(ends_stopword)),
+        left,
+        right,
+        punct(before),
+        punct(after),
+        f32::from(u8::from(quote.contains(','))),
+        span.source as f32,
+    ]
+}
+
+/// The margin of a quote that had no rival span.
+const LONE_MARGIN: f32 = 5.0;
+
+/// The distance, in words, that counts as "no question term near".
+const FAR: f32 = 10.0;
 
 /// `ln(sum(exp(x)))`, stable.
 fn log_sum_exp(x: &[f32]) -> f32 {
@@ -181,7 +370,27 @@ fn ends_word(text: &str, at: usize) -> bool {
     !(is_word_char(before) && is_word_char(after))
 }
 
-/// Where a quote may start, as `(passage, token, limit)` for [`SpanCopy::with_starts`]: the
+/// A place a quote may start: token `token` of passage `passage`, running at most to token
+/// `limit`, in the sentence at bytes `sentence` that ranked `sentence_rank` with
+/// `sentence_score`.
+struct Start {
+    passage: usize,
+    token: usize,
+    limit: usize,
+    sentence: Range<usize>,
+    sentence_rank: usize,
+    sentence_score: f32,
+}
+
+/// Where quotes may start, and what the question asks for.
+struct SpanContext {
+    starts: Vec<Start>,
+    /// The question's terms, analysed.
+    question_terms: HashSet<String>,
+    want: AnswerType,
+}
+
+/// Where a quote may start: the
 /// words of the `sentences` passage sentences that hold the largest shares of the question's
 /// IDF-weighted terms, except stopwords and the question's own terms (an answer tells what
 /// the question does not), each running at most to its sentence's end.
@@ -191,7 +400,7 @@ fn span_starts(
     prompt: &Prompt,
     offsets: &[Vec<usize>],
     sentences: usize,
-) -> Result<Vec<(usize, usize, usize)>> {
+) -> Result<SpanContext> {
     let weights = retrieve::question_weights(index, question)?;
     let total: f32 = weights.iter().map(|(_, w)| w).sum::<f32>().max(1e-6);
     let question_terms: HashSet<&str> = weights.iter().map(|(t, _)| t.as_str()).collect();
@@ -238,20 +447,34 @@ fn span_starts(
     let mut starts = Vec::new();
     let mut untyped = Vec::new();
     let mut taken = 0;
-    for (_, i, r) in ranked {
+    for (score, i, r) in ranked {
         if taken == sentences.max(1) {
             break;
         }
-        let (typed, other) = sentence_starts(index, &question_terms, want, prompt, offsets, i, r);
+        let (typed, other) =
+            sentence_starts(index, &question_terms, want, prompt, offsets, i, r.clone());
         if typed.is_empty() && other.is_empty() {
             continue;
         }
+        let start = |(passage, token, limit)| Start {
+            passage,
+            token,
+            limit,
+            sentence: r.clone(),
+            sentence_rank: taken,
+            sentence_score: score,
+        };
+        starts.extend(typed.into_iter().map(start));
+        untyped.extend(other.into_iter().map(start));
         taken += 1;
-        starts.extend(typed);
-        untyped.extend(other);
     }
+    let question_terms = question_terms.into_iter().map(str::to_string).collect();
     // No word of the expected kind: any word will do.
-    Ok(if starts.is_empty() { untyped } else { starts })
+    Ok(SpanContext {
+        starts: if starts.is_empty() { untyped } else { starts },
+        question_terms,
+        want,
+    })
 }
 
 /// The allowed starts in sentence `r` of passage `i`: (of the expected kind, others).
@@ -450,6 +673,87 @@ fn locate(text: &str, quote: &str) -> Option<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answerability::SPAN_FEATURES;
+
+    /// The features by name.
+    fn named(f: &[f32]) -> std::collections::HashMap<&'static str, f32> {
+        SPAN_FEATURES
+            .iter()
+            .copied()
+            .zip(f.iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn span_features_see_kind_place_and_repetition() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "The Kessel Harbour Bridge opened in 1912, after Anna Brandt designed it.";
+        let idx = crate::retrieve::small_index(dir.path(), &[text], None);
+        let question = "When did the Kessel Harbour Bridge open?";
+        let context = SpanContext {
+            starts: vec![Start {
+                passage: 0,
+                token: 3,
+                limit: 20,
+                sentence: 0..text.len(),
+                sentence_rank: 0,
+                sentence_score: 0.9,
+            }],
+            question_terms: idx.analyze(question).into_iter().collect(),
+            want: AnswerType::of(question),
+        };
+        let span = |words: usize| rag_model::Span {
+            source: 0,
+            tokens: 3..3 + words,
+            logprobs: vec![-1.0; words],
+            stop: -0.5,
+            adjust: 0.25,
+            start_rank: 1,
+            score: -(words as f32) - 0.25,
+        };
+        let at = |s: &str| {
+            let from = text.find(s).unwrap();
+            from..from + s.len()
+        };
+        let year = named(&span_features(
+            &idx,
+            &context,
+            text,
+            &span(1),
+            at("1912"),
+            -3.0,
+        ));
+        assert_eq!(year.len(), SPAN_FEATURES.len());
+        assert_eq!(year["type_number"], 1.0);
+        assert_eq!(year["typed_start"], 1.0);
+        assert_eq!(year["has_number"], 1.0);
+        assert_eq!(year["number_has_number"], 1.0);
+        assert_eq!(year["question_terms_in_span"], 0.0);
+        // "in" lies between it and "opened" (the question's "open", stemmed); nothing after it
+        // in the sentence is a question term.
+        assert_eq!(year["question_term_left"], 1.0);
+        assert_eq!(year["question_term_right"], FAR);
+        assert_eq!(year["punct_after"], 1.0);
+        assert_eq!(year["prior"], -3.0);
+        assert_eq!(year["logprob_sum"], -1.0);
+        assert_eq!(year["stop"], -0.5);
+        assert_eq!(year["sentence_score"], 0.9);
+        // A span that repeats the question is not of the kind asked for.
+        let name = named(&span_features(
+            &idx,
+            &context,
+            text,
+            &span(3),
+            at("Kessel Harbour Bridge"),
+            -3.0,
+        ));
+        assert_eq!(name["question_terms_in_span"], 1.0);
+        assert_eq!(name["typed_start"], 0.0);
+        assert_eq!(name["has_number"], 0.0);
+        assert_eq!(name["capitalised"], 1.0);
+        assert_eq!(name["question_term_right"], 0.0, "open(ed) follows");
+        assert_eq!(name["words"], 3.0);
+    }
 
     #[test]
     fn quotes_are_located() {

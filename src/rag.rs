@@ -538,15 +538,16 @@ impl Rag {
         }
         if opts.answer == AnswerMode::Quote && !opts.closed_book {
             let index = self.index()?;
+            let fitted = self.fitted()?;
             let quoted = quote::generate(
                 model,
                 index.as_ref(),
                 question,
                 &prompt,
                 &opts.quote,
+                fitted.and_then(|f| f.spans.as_ref()),
                 &opts.generate.cancel,
             )?;
-            let fitted = self.fitted()?;
             let evidence = answer.evidence.unwrap_or(0.0);
             ask::cite_quote(
                 index.as_ref(),

@@ -31,7 +31,7 @@ pub struct SpanQuery<'a> {
     pub cancel: Option<&'a Cancel>,
 }
 
-/// The span [`Session::best_span`] chose.
+/// A scored span: see [`Session::spans`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Span {
     pub source: usize,
@@ -39,8 +39,13 @@ pub struct Span {
     pub tokens: Range<usize>,
     /// The log-probability of each of its tokens.
     pub logprobs: Vec<f32>,
-    /// Its score: the sum of `logprobs`, the log-probability of stopping after it, and the
-    /// first token's adjustment.
+    /// The log-probability of the turn ending right after it.
+    pub stop: f32,
+    /// The first token's adjustment (`SpanQuery::first`).
+    pub adjust: f32,
+    /// Where its start ranked among the starts by first-token score (0 = best).
+    pub start_rank: usize,
+    /// Its score: the sum of `logprobs`, `stop` and `adjust`.
     pub score: f32,
 }
 
@@ -48,6 +53,16 @@ impl Session<'_> {
     /// The best span of `query` as a whole answer after the prompt, or `None` when no start
     /// is allowed. The session is left as it was.
     pub fn best_span(&mut self, query: &SpanQuery<'_>) -> Result<Option<Span>> {
+        Ok(self
+            .spans(query)?
+            .into_iter()
+            .reduce(|best, s| if s.score > best.score { s } else { best }))
+    }
+
+    /// Every span of `query`'s kept starts that ends on an allowed boundary, scored as a
+    /// whole answer after the prompt, in order of start rank and length. The session is left
+    /// as it was.
+    pub fn spans(&mut self, query: &SpanQuery<'_>) -> Result<Vec<Span>> {
         let logits = self.logits();
         let lse = crate::generate::log_sum_exp(logits);
         let first_score = |&(s, t, _): &(usize, usize, usize)| {
@@ -64,8 +79,8 @@ impl Session<'_> {
             .collect();
         starts.sort_by(|a, b| b.0.total_cmp(&a.0));
         starts.truncate(query.keep.max(1));
-        let mut best: Option<Span> = None;
-        for (_, (s, t, limit)) in starts {
+        let mut out = Vec::new();
+        for (start_rank, (_, (s, t, limit))) in starts.into_iter().enumerate() {
             if query.cancel.is_some_and(Cancel::is_cancelled) {
                 break;
             }
@@ -81,17 +96,17 @@ impl Session<'_> {
                 if !(query.ends)(s, t + n) {
                     continue;
                 }
-                let score = sum + stops[n - 1] + adjust;
-                if best.as_ref().is_none_or(|b| score > b.score) {
-                    best = Some(Span {
-                        source: s,
-                        tokens: t..t + n,
-                        logprobs: lp[..n].to_vec(),
-                        score,
-                    });
-                }
+                out.push(Span {
+                    source: s,
+                    tokens: t..t + n,
+                    logprobs: lp[..n].to_vec(),
+                    stop: stops[n - 1],
+                    adjust,
+                    start_rank,
+                    score: sum + stops[n - 1] + adjust,
+                });
             }
         }
-        Ok(best)
+        Ok(out)
     }
 }

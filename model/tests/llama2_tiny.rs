@@ -248,5 +248,16 @@ fn only_allowed_spans_come_out_of_the_quote_decoder() {
         let (lp, stops) = session.score_with_stops(toks).unwrap();
         let want: f32 = lp.iter().sum::<f32>() + stops[toks.len() - 1];
         assert!((span.score - want).abs() < 1e-4, "{} vs {want}", span.score);
+        // Every scored span is one the query allows, none scores above the best, and the
+        // best is among them with its parts adding up.
+        let all = session.spans(&query).unwrap();
+        assert!(all.contains(&span), "round {round}: best span among all");
+        for s in &all {
+            assert!(s.score <= span.score, "{s:?} above the best");
+            assert!(s.tokens.end % 2 == 0 && s.tokens.len() <= 4, "{s:?}");
+            assert!(s.start_rank < 3, "{s:?}: only the 3 kept starts");
+            let sum: f32 = s.logprobs.iter().sum();
+            assert!((s.score - (sum + s.stop + s.adjust)).abs() < 1e-4, "{s:?}");
+        }
     }
 }

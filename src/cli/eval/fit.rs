@@ -4,7 +4,9 @@
 //! out-of-fold (each question scored by a probe that did not see it), so the combination
 //! learns how far to trust it on unseen questions. The threshold is the one that best
 //! balances answering the answerable questions against turning away the others.
-use rag::answerability::{sigmoid, Fitted, ModelKey, Probe, FEATURES, FITTED_VERSION};
+use rag::answerability::{
+    sigmoid, Fitted, ModelKey, Probe, SpanRanker, FEATURES, FITTED_VERSION, SPAN_FEATURES,
+};
 
 use super::qa::{curve, QaItem};
 
@@ -192,6 +194,7 @@ pub fn fit(items: &[QaItem], model: ModelKey, fitted_on: String) -> Option<FitRe
         }),
         threshold: 0.5,
         fitted_on,
+        spans: None,
     };
     // The threshold: the best balance of answering the answerable questions and turning away
     // the others (the largest sum of the two shares) over the run, with each question's
@@ -231,6 +234,122 @@ pub fn fit(items: &[QaItem], model: ModelKey, fitted_on: String) -> Option<FitRe
         fitted,
     })
 }
+
+/// Fit the span ranker on the spans of a run's answerable questions: a linear score over the
+/// standardised [`SPAN_FEATURES`], trained so that a softmax over each question's spans puts
+/// its mass on the spans with the best F1 against the gold answers (listwise, full-batch
+/// gradient descent; the loss is convex). Questions none of whose spans overlaps a gold answer
+/// teach nothing and are left out. `None` when fewer than 20 questions remain.
+pub fn fit_spans(items: &[QaItem]) -> Option<SpanRanker> {
+    let d = SPAN_FEATURES.len();
+    let lists: Vec<(Vec<Vec<f32>>, Vec<f64>)> = items
+        .iter()
+        .filter(|i| !i.is_impossible)
+        .filter_map(|i| i.retrieval.decision.as_ref())
+        .filter(|r| !r.spans.is_empty() && r.spans.iter().all(|s| s.features.len() == d))
+        .map(|r| {
+            (
+                r.spans.iter().map(|s| s.features.clone()).collect(),
+                r.spans.iter().map(|s| s.f1).collect(),
+            )
+        })
+        .collect();
+    let (mean, scale, weights) = fit_lists(&lists, d)?;
+    Some(SpanRanker {
+        features: SPAN_FEATURES.iter().map(|f| f.to_string()).collect(),
+        mean,
+        scale,
+        weights,
+    })
+}
+
+/// The listwise fit of [`fit_spans`] on `(features of each span, F1 of each span)` per
+/// question, `d` features: (mean, scale, weights).
+fn fit_lists(
+    lists: &[(Vec<Vec<f32>>, Vec<f64>)],
+    d: usize,
+) -> Option<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    // The target of each question: its best spans, equally.
+    let lists: Vec<(&Vec<Vec<f32>>, Vec<f32>)> = lists
+        .iter()
+        .filter_map(|(x, f1)| {
+            let best = f1.iter().copied().fold(0.0, f64::max);
+            if best <= 0.0 {
+                return None;
+            }
+            let count = f1.iter().filter(|&&v| v == best).count() as f32;
+            Some((
+                x,
+                f1.iter()
+                    .map(|&v| if v == best { 1.0 / count } else { 0.0 })
+                    .collect(),
+            ))
+        })
+        .collect();
+    if lists.len() < 20 {
+        return None;
+    }
+    let rows = lists.iter().flat_map(|(x, _)| x.iter());
+    let n = lists.iter().map(|(x, _)| x.len()).sum::<usize>() as f32;
+    let mut mean = vec![0f32; d];
+    for r in rows.clone() {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += v / n;
+        }
+    }
+    let mut scale = vec![0f32; d];
+    for r in rows {
+        for ((s, v), m) in scale.iter_mut().zip(r).zip(&mean) {
+            *s += (v - m) * (v - m) / n;
+        }
+    }
+    let scale: Vec<f32> = scale.iter().map(|s| s.sqrt().max(1e-6)).collect();
+    let lists: Vec<(Vec<Vec<f32>>, Vec<f32>)> = lists
+        .into_iter()
+        .map(|(x, t)| {
+            let z = x
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .zip(&mean)
+                        .zip(&scale)
+                        .map(|((v, m), s)| (v - m) / s)
+                        .collect()
+                })
+                .collect();
+            (z, t)
+        })
+        .collect();
+    let mut w = vec![0f32; d];
+    let q = lists.len() as f32;
+    for _ in 0..SPAN_STEPS {
+        let mut g = vec![0f32; d];
+        for (z, t) in &lists {
+            let s: Vec<f32> = z
+                .iter()
+                .map(|r| r.iter().zip(&w).map(|(a, b)| a * b).sum())
+                .collect();
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = s.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            for ((r, p), t) in z.iter().zip(&e).zip(t) {
+                let err = (p / sum - t) / q;
+                for (gi, a) in g.iter_mut().zip(r) {
+                    *gi += err * a;
+                }
+            }
+        }
+        for (wi, gi) in w.iter_mut().zip(&g) {
+            *wi -= SPAN_LR * (gi + SPAN_L2 * *wi);
+        }
+    }
+    Some((mean, scale, w))
+}
+
+/// The span ranker's step size, L2 penalty and steps.
+const SPAN_LR: f32 = 0.5;
+const SPAN_L2: f32 = 1e-1;
+const SPAN_STEPS: usize = 600;
 
 /// L2 penalties and steps: the features are few, the probe's inputs many (576 for SmolLM2).
 const FEATURES_L2: f32 = 1e-3;
@@ -296,5 +415,47 @@ mod tests {
             .filter(|(r, &t)| (m.logit(r) > 0.0) == (t > 0.5))
             .count();
         assert!(correct >= 38, "{correct}");
+    }
+
+    #[test]
+    fn span_ranker_learns_which_feature_marks_the_best_span() {
+        // 40 questions of 6 spans: the best span (F1 1) has the largest second feature; the
+        // first feature is noise, and the third is large on a wrong span.
+        let lists: Vec<(Vec<Vec<f32>>, Vec<f64>)> = (0..40)
+            .map(|q| {
+                let best = q % 6;
+                let x = (0..6)
+                    .map(|i| {
+                        vec![
+                            ((q * 7 + i * 3) % 5) as f32,
+                            if i == best { 2.0 } else { (i % 3) as f32 * 0.5 },
+                            if i == (best + 1) % 6 { 3.0 } else { 0.0 },
+                        ]
+                    })
+                    .collect();
+                let f1 = (0..6).map(|i| if i == best { 1.0 } else { 0.1 }).collect();
+                (x, f1)
+            })
+            .collect();
+        let (mean, scale, w) = fit_lists(&lists, 3).unwrap();
+        assert!(w[1] > w[0].abs() && w[1] > w[2], "{w:?}");
+        let score = |r: &[f32]| -> f32 {
+            r.iter()
+                .zip(&mean)
+                .zip(&scale)
+                .zip(&w)
+                .map(|(((v, m), s), w)| w * (v - m) / s)
+                .sum()
+        };
+        for (x, f1) in &lists {
+            let pick = (0..x.len())
+                .max_by(|&a, &b| score(&x[a]).total_cmp(&score(&x[b])))
+                .unwrap();
+            assert_eq!(f1[pick], 1.0);
+        }
+        // Questions whose spans all miss teach nothing; too few questions fit nothing.
+        let misses = vec![(vec![vec![0.0; 3]; 2], vec![0.0; 2]); 30];
+        assert!(fit_lists(&misses, 3).is_none());
+        assert!(fit_lists(&lists[..10], 3).is_none());
     }
 }

@@ -91,8 +91,10 @@ pub struct EvalQaArgs {
     /// Quote mode: the weight of a first token's prior taken off its score.
     #[arg(long, value_name = "W", allow_hyphen_values = true)]
     quote_prior: Option<f32>,
-    /// Fit the answerability decision on this run's quotes (use with --set squad2 --split fit)
-    /// and write it here (default $RAG_HOME/answerability/MODEL.json, where rag finds it).
+    /// Fit the answerability decision and the span ranker on this run's quotes (use with --set
+    /// squad2 --split fit) and write them here (default $RAG_HOME/answerability/MODEL.json,
+    /// where rag finds them). Run it twice: the decision is fitted on the quotes the ranker
+    /// in use chose.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
     fit: Option<PathBuf>,
     /// Print the whole report (metrics and every answer) as JSON.
@@ -246,6 +248,7 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
     q.tokens = args.quote_tokens.unwrap_or(q.tokens);
     q.sentences = args.quote_sentences.unwrap_or(q.sentences);
     q.starts = args.quote_starts.unwrap_or(q.starts);
+    q.candidates = args.fit.is_some();
     q.prior = args.quote_prior.unwrap_or(q.prior);
     let index = args.index.unwrap_or_else(|| {
         config
@@ -300,20 +303,22 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
             report.seed,
             report.k
         );
-        let f = fit::fit(&report.items, key, on).ok_or_else(|| {
+        let mut f = fit::fit(&report.items, key, on).ok_or_else(|| {
             anyhow::anyhow!("too few quoted answers to fit on (need 20, of both kinds): run more questions of --set squad2")
         })?;
+        f.fitted.spans = fit::fit_spans(&report.items);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(&path, serde_json::to_string_pretty(&f.fitted)? + "\n")?;
         eprintln!(
-            "fitted on {} quoted answers: AUC features {:.3}, probe (out of fold) {:.3}, combined {:.3}; threshold {:.2}; written to {}",
+            "fitted on {} quoted answers: AUC features {:.3}, probe (out of fold) {:.3}, combined {:.3}; threshold {:.2}; span ranker {}; written to {}",
             f.questions,
             f.auc_features,
             f.auc_probe,
             f.auc_combined,
             f.fitted.threshold,
+            if f.fitted.spans.is_some() { "fitted" } else { "none (too few answerable questions with a span overlapping the answer)" },
             path.display()
         );
     }

@@ -320,6 +320,18 @@ pub struct DecisionRecord {
     /// The prompt's last hidden state (for fitting the probe; not serialised).
     #[serde(skip)]
     pub hidden: Vec<f32>,
+    /// Every span quote mode scored, when the run fits (`--fit`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<SpanRecord>,
+}
+
+/// A span quote mode scored, its F1 against the gold answers and its features
+/// ([`rag::answerability::SPAN_FEATURES`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanRecord {
+    pub text: String,
+    pub f1: f64,
+    pub features: Vec<f32>,
 }
 
 /// One answer, scored.
@@ -820,6 +832,19 @@ fn score(answer: &Answer, q: &QaQuestion) -> QaOutcome {
         candidate: d.candidate.clone(),
         features: d.features.clone(),
         hidden: d.hidden.clone(),
+        spans: d
+            .candidates
+            .iter()
+            .map(|c| SpanRecord {
+                f1: if q.is_impossible {
+                    0.0
+                } else {
+                    best_over_gold(golds, |g| f1_score(&c.text, g))
+                },
+                text: c.text.clone(),
+                features: c.features.clone(),
+            })
+            .collect(),
     });
     QaOutcome {
         answer: answer.answer.clone(),
