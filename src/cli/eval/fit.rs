@@ -24,29 +24,8 @@ impl Logistic {
     fn fit(x: &[Vec<f32>], y: &[f32], l2: f32, steps: usize) -> Self {
         let d = x.first().map_or(0, Vec::len);
         let n = x.len().max(1) as f32;
-        let mut mean = vec![0f32; d];
-        for r in x {
-            for (m, v) in mean.iter_mut().zip(r) {
-                *m += v / n;
-            }
-        }
-        let mut scale = vec![0f32; d];
-        for r in x {
-            for ((s, v), m) in scale.iter_mut().zip(r).zip(&mean) {
-                *s += (v - m) * (v - m) / n;
-            }
-        }
-        let scale: Vec<f32> = scale.iter().map(|s| s.sqrt().max(1e-6)).collect();
-        let z: Vec<Vec<f32>> = x
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .zip(&mean)
-                    .zip(&scale)
-                    .map(|((v, m), s)| (v - m) / s)
-                    .collect()
-            })
-            .collect();
+        let (mean, scale) = moments(x.iter(), d);
+        let z = standardise(x, &mean, &scale);
         let mut w = vec![0f32; d];
         let mut b = 0f32;
         let lr = 0.5;
@@ -289,36 +268,10 @@ fn fit_lists(
     if lists.len() < 20 {
         return None;
     }
-    let rows = lists.iter().flat_map(|(x, _)| x.iter());
-    let n = lists.iter().map(|(x, _)| x.len()).sum::<usize>() as f32;
-    let mut mean = vec![0f32; d];
-    for r in rows.clone() {
-        for (m, v) in mean.iter_mut().zip(r) {
-            *m += v / n;
-        }
-    }
-    let mut scale = vec![0f32; d];
-    for r in rows {
-        for ((s, v), m) in scale.iter_mut().zip(r).zip(&mean) {
-            *s += (v - m) * (v - m) / n;
-        }
-    }
-    let scale: Vec<f32> = scale.iter().map(|s| s.sqrt().max(1e-6)).collect();
+    let (mean, scale) = moments(lists.iter().flat_map(|(x, _)| x.iter()), d);
     let lists: Vec<(Vec<Vec<f32>>, Vec<f32>)> = lists
         .into_iter()
-        .map(|(x, t)| {
-            let z = x
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .zip(&mean)
-                        .zip(&scale)
-                        .map(|((v, m), s)| (v - m) / s)
-                        .collect()
-                })
-                .collect();
-            (z, t)
-        })
+        .map(|(x, t)| (standardise(x, &mean, &scale), t))
         .collect();
     let mut w = vec![0f32; d];
     let q = lists.len() as f32;
@@ -344,6 +297,38 @@ fn fit_lists(
         }
     }
     Some((mean, scale, w))
+}
+
+/// The mean and standard deviation (at least 1e-6) of each of the `d` columns of `rows`.
+fn moments<'a>(rows: impl Iterator<Item = &'a Vec<f32>> + Clone, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = rows.clone().count().max(1) as f32;
+    let mut mean = vec![0f32; d];
+    for r in rows.clone() {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += v / n;
+        }
+    }
+    let mut scale = vec![0f32; d];
+    for r in rows {
+        for ((s, v), m) in scale.iter_mut().zip(r).zip(&mean) {
+            *s += (v - m) * (v - m) / n;
+        }
+    }
+    let scale = scale.iter().map(|s| s.sqrt().max(1e-6)).collect();
+    (mean, scale)
+}
+
+/// `rows` with each column less its mean, over its scale.
+fn standardise(rows: &[Vec<f32>], mean: &[f32], scale: &[f32]) -> Vec<Vec<f32>> {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(mean)
+                .zip(scale)
+                .map(|((v, m), s)| (v - m) / s)
+                .collect()
+        })
+        .collect()
 }
 
 /// The span ranker's step size, L2 penalty and steps.
