@@ -237,8 +237,9 @@ pub(crate) fn generate(
     }))
 }
 
-/// The [`crate::answerability::SPAN_FEATURES`] of `span`, whose bytes in its passage's `text` are `range`; `null_lp`
-/// is its first token's log-probability with neither passages nor question.
+/// The [`crate::answerability::SPAN_FEATURES`] of `span`, whose bytes in its passage's `text`
+/// are `range`; `null_lp` is its first token's log-probability with neither passages nor
+/// question.
 fn span_features(
     index: &dyn Store,
     context: &SpanContext,
@@ -252,26 +253,25 @@ fn span_features(
         .iter()
         .find(|s| s.passage == span.source && s.token == span.tokens.start)
         .expect("a span begins at one of its query's starts");
-    let quote = &text[range.clone()];
-    let words: Vec<&str> = quote
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let n_words = words.len().max(1) as f32;
-    let in_question = words
-        .iter()
-        .filter(|w| {
-            index
-                .analyze(w)
-                .iter()
-                .any(|t| context.question_terms.contains(t))
-        })
-        .count() as f32;
-    let is_number = |w: &str| {
-        w.chars().next().is_some_and(|c| c.is_ascii_digit())
-            || NUMBER_WORDS.contains(&w.to_lowercase().as_str())
+    let words_of = |r: Range<usize>| -> Vec<&str> {
+        text[r]
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect()
     };
-    let has_number = f32::from(u8::from(words.iter().any(|w| is_number(w))));
+    let asked = |w: &str| {
+        index
+            .analyze(w)
+            .iter()
+            .any(|t| context.question_terms.contains(t))
+    };
+    let quote = &text[range.clone()];
+    let words = words_of(range.clone());
+    let n_words = words.len().max(1) as f32;
+    let in_question = words.iter().filter(|w| asked(w)).count() as f32;
+    let has_number = f32::from(u8::from(
+        words.iter().any(|w| AnswerType::Number.accepts(w)),
+    ));
     let capitalised = words
         .iter()
         .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
@@ -284,20 +284,12 @@ fn span_features(
     // sentence (capped at `FAR`: none at all counts as far).
     let sentence = &start.sentence;
     let side = |r: Range<usize>, rev: bool| -> f32 {
-        let mut ws: Vec<&str> = text[r]
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .collect();
+        let mut ws = words_of(r);
         if rev {
             ws.reverse();
         }
         ws.iter()
-            .position(|w| {
-                index
-                    .analyze(w)
-                    .iter()
-                    .any(|t| context.question_terms.contains(t))
-            })
+            .position(|w| asked(w))
             .map_or(FAR, |d| (d as f32).min(FAR))
     };
     let left = side(sentence.start.min(range.start)..range.start, true);
