@@ -87,16 +87,25 @@ pub(crate) struct Prompt {
     pub ids: Vec<u32>,
 }
 
-/// `path (page 3)`, `path (pages 3-4)` or `path`.
+/// `path (page 3)`, `path (pages 3-4)` or `path`; a presentation's pages are its slides.
 ///
 /// ```
 /// assert_eq!(rag::source_label("a.pdf", Some((3, 4))), "a.pdf (pages 3-4)");
+/// assert_eq!(rag::source_label("deck.pptx", Some((2, 2))), "deck.pptx (slide 2)");
 /// assert_eq!(rag::source_label("a.txt", None), "a.txt");
 /// ```
 pub fn source_label(path: &str, pages: Option<(u32, u32)>) -> String {
+    let slides = std::path::Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pptx"));
+    let (one, many) = if slides {
+        ("slide", "slides")
+    } else {
+        ("page", "pages")
+    };
     match pages {
-        Some((a, b)) if a == b => format!("{path} (page {a})"),
-        Some((a, b)) => format!("{path} (pages {a}-{b})"),
+        Some((a, b)) if a == b => format!("{path} ({one} {a})"),
+        Some((a, b)) => format!("{path} ({many} {a}-{b})"),
         None => path.to_string(),
     }
 }

@@ -253,3 +253,135 @@ fn kill_during_ingest_then_resume() {
     ids.dedup();
     assert_eq!(ids.len(), n);
 }
+
+/// A zip archive of (name, content) members: the container of .docx, .pptx and .xlsx files.
+fn zip_file(path: &Path, members: &[(&str, &str)]) {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, content) in members {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(content.as_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Office files, a CSV and a damaged .docx in one folder: the readable ones are indexed and found
+/// with their locators (slide, page, sheet heading, row), the damaged one reported by name.
+#[test]
+fn office_files_and_csv_are_searchable_with_locators() {
+    if common::default_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let w = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main""#;
+    zip_file(
+        &docs.join("report.docx"),
+        &[(
+            "word/document.xml",
+            &format!(
+                r#"<w:document {w}><w:body><w:p><w:r><w:t>Welcome to the annual report.</w:t></w:r></w:p><w:p><w:r><w:br w:type="page"/><w:t>The harbour master is Anneliese Brandt.</w:t></w:r></w:p></w:body></w:document>"#
+            ),
+        )],
+    );
+    let slide = |title: &str, body: &str| {
+        format!(
+            r#"<p:sld xmlns:p="p" xmlns:a="a"><p:cSld><p:spTree><p:sp><p:nvSpPr><p:nvPr><p:ph type="title"/></p:nvPr></p:nvSpPr><p:txBody><a:p><a:r><a:t>{title}</a:t></a:r></a:p></p:txBody></p:sp><p:sp><p:txBody><a:p><a:r><a:t>{body}</a:t></a:r></a:p></p:txBody></p:sp></p:spTree></p:cSld></p:sld>"#
+        )
+    };
+    zip_file(
+        &docs.join("deck.pptx"),
+        &[
+            (
+                "ppt/slides/slide1.xml",
+                &slide("Agenda", "Welcome and introductions."),
+            ),
+            (
+                "ppt/slides/slide2.xml",
+                &slide(
+                    "Dredging",
+                    "The channel was dredged to fourteen metres in March.",
+                ),
+            ),
+        ],
+    );
+    zip_file(
+        &docs.join("fees.xlsx"),
+        &[
+            (
+                "xl/workbook.xml",
+                r#"<workbook xmlns:r="r"><sheets><sheet name="Berth fees" r:id="rId1"/></sheets></workbook>"#,
+            ),
+            (
+                "xl/_rels/workbook.xml.rels",
+                r#"<Relationships><Relationship Id="rId1" Target="worksheets/sheet1.xml"/></Relationships>"#,
+            ),
+            (
+                "xl/worksheets/sheet1.xml",
+                r#"<worksheet><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>Vessel class</t></is></c><c r="B1" t="inlineStr"><is><t>Daily fee</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>Container feeder</t></is></c><c r="B2"><v>1850</v></c></row></sheetData></worksheet>"#,
+            ),
+        ],
+    );
+    std::fs::write(
+        docs.join("ports.csv"),
+        "Port,Country,TEU\nRotterdam,Netherlands,13400000\nHamburg,Germany,7700000\n",
+    )
+    .unwrap();
+    std::fs::write(docs.join("damaged.docx"), b"PK\x03\x04 cut short").unwrap();
+
+    let index = dir.path().join("idx");
+    let idx = index.to_str().unwrap();
+    let o = rag(&["ingest", "--json", "--index", idx, docs.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "one file failed: {out}");
+    let r = summary(&o);
+    assert_eq!(r["indexed"], 4, "{out}");
+    assert_eq!(r["failed"], 1, "{out}");
+    assert!(out.contains("damaged.docx"), "{out}");
+
+    let hits = search_json(&index, "Who is the harbour master?", 3);
+    assert!(
+        hits[0]["path"].as_str().unwrap().ends_with("report.docx"),
+        "{hits:?}"
+    );
+    // One short chunk over the page break Word recorded.
+    assert_eq!(hits[0]["pages"], serde_json::json!([1, 2]), "{hits:?}");
+
+    let hits = search_json(&index, "daily fee for a container feeder", 3);
+    assert!(
+        hits[0]["path"].as_str().unwrap().ends_with("fees.xlsx"),
+        "{hits:?}"
+    );
+    assert_eq!(hits[0]["heading"], "Berth fees", "{hits:?}");
+    let t = hits[0]["text"].as_str().unwrap();
+    assert!(
+        t.contains("Row 2: Vessel class: Container feeder; Daily fee: 1850"),
+        "{t}"
+    );
+
+    let hits = search_json(&index, "Rotterdam TEU", 3);
+    assert!(
+        hits[0]["path"].as_str().unwrap().ends_with("ports.csv"),
+        "{hits:?}"
+    );
+    assert!(hits[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Port: Rotterdam; Country: Netherlands; TEU: 13400000"));
+
+    // The terminal names the slide.
+    let o = rag(&[
+        "search",
+        "-k",
+        "1",
+        "--index",
+        idx,
+        "channel dredged fourteen metres",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("deck.pptx (slide 2)"), "{out}");
+}

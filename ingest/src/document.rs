@@ -14,6 +14,16 @@ pub enum DocKind {
     Html,
     /// `.pdf`: text per page through pdf-extract.
     Pdf,
+    /// `.docx`: Word paragraphs, headings by style, tables by rows, pages where Word broke them.
+    Docx,
+    /// `.pptx`: one page per slide; slide titles become headings; speaker notes included.
+    Pptx,
+    /// `.xlsx`: one heading per sheet; one line per row, cells labelled by the header row.
+    Xlsx,
+    /// `.csv`, `.tsv`: one line per row, cells labelled by the header row.
+    Csv,
+    /// `.epub`: chapters in reading order, read as HTML.
+    Epub,
 }
 
 /// The kind of a file by its extension (case-insensitive), or `None` when unsupported.
@@ -24,6 +34,11 @@ pub fn doc_kind(path: &Path) -> Option<DocKind> {
         "md" | "markdown" => Some(DocKind::Markdown),
         "html" | "htm" => Some(DocKind::Html),
         "pdf" => Some(DocKind::Pdf),
+        "docx" => Some(DocKind::Docx),
+        "pptx" => Some(DocKind::Pptx),
+        "xlsx" => Some(DocKind::Xlsx),
+        "csv" | "tsv" => Some(DocKind::Csv),
+        "epub" => Some(DocKind::Epub),
         _ => None,
     }
 }
@@ -114,7 +129,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The extension is not one of the supported kinds.
-    #[error("{}: unsupported file type; supported extensions are .txt .text .md .markdown .html .htm .pdf", path.display())]
+    #[error("{}: unsupported file type; supported extensions are .txt .text .md .markdown .html .htm .pdf .docx .pptx .xlsx .csv .tsv .epub", path.display())]
     Unsupported {
         /// The file.
         path: PathBuf,
@@ -145,6 +160,15 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
+    /// A file that cannot be read without a key or another save: an encrypted Office file or a
+    /// legacy binary one under a new extension, an e-book with DRM.
+    #[error("{} cannot be read: {detail}", path.display())]
+    Protected {
+        /// The file.
+        path: PathBuf,
+        /// What it is and what to do.
+        detail: String,
+    },
     /// The file could not be parsed (including a panic inside the parser).
     #[error("{} is damaged or not a valid file of its type ({detail}); re-export or repair it (e.g. qpdf in.pdf out.pdf for a PDF)", path.display())]
     Corrupt {
@@ -165,6 +189,7 @@ impl LoadError {
             | LoadError::Empty { path }
             | LoadError::NoText { path }
             | LoadError::Encrypted { path }
+            | LoadError::Protected { path, .. }
             | LoadError::Corrupt { path, .. } => path,
         }
     }
@@ -204,7 +229,9 @@ mod tests {
         assert_eq!(doc_kind(Path::new("a.HtM")), Some(DocKind::Html));
         assert_eq!(doc_kind(Path::new("a.html")), Some(DocKind::Html));
         assert_eq!(doc_kind(Path::new("a.Pdf")), Some(DocKind::Pdf));
-        assert_eq!(doc_kind(Path::new("a.docx")), None);
+        assert_eq!(doc_kind(Path::new("a.DOCX")), Some(DocKind::Docx));
+        assert_eq!(doc_kind(Path::new("a.tsv")), Some(DocKind::Csv));
+        assert_eq!(doc_kind(Path::new("a.doc")), None);
         assert_eq!(doc_kind(Path::new("README")), None);
         assert_eq!(doc_kind(Path::new(".txt")), None);
     }

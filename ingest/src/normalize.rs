@@ -141,6 +141,27 @@ impl TextBuilder {
         }
     }
 
+    /// Appends everything another builder holds (text, headings, pages) after this one's text.
+    pub(crate) fn append(&mut self, other: TextBuilder) {
+        let (text, headings, pages) = other.finish();
+        if text.is_empty() {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push_str("\n\n");
+        }
+        let start = self.text.len();
+        for _ in 0..std::mem::take(&mut self.pending_pages) {
+            self.pages.push(start);
+        }
+        self.text.push_str(&text);
+        self.headings.extend(headings.into_iter().map(|h| Heading {
+            offset: h.offset + start,
+            ..h
+        }));
+        self.pages.extend(pages.into_iter().map(|p| p + start));
+    }
+
     /// Whether no text has been appended.
     pub(crate) fn is_empty(&self) -> bool {
         self.text.is_empty()
@@ -216,5 +237,21 @@ mod tests {
         );
         let p3 = text.find("page three").unwrap();
         assert_eq!(pages, vec![0, p3, p3, text.len()]);
+    }
+
+    #[test]
+    fn append_shifts_headings_and_pages() {
+        let mut a = TextBuilder::default();
+        a.push_block("first");
+        a.start_page(); // pending: the appended text starts it
+        let mut b = TextBuilder::default();
+        b.push_heading(2, "Two");
+        b.push_block("body");
+        a.append(b);
+        a.append(TextBuilder::default()); // nothing
+        let (text, headings, pages) = a.finish();
+        assert_eq!(text, "first\n\nTwo\n\nbody");
+        assert_eq!(headings[0].offset, text.find("Two").unwrap());
+        assert_eq!(pages, vec![text.find("Two").unwrap()]);
     }
 }

@@ -17,6 +17,8 @@ pub const EXAMPLES: &str = "Examples:
   rag ingest --reindex ./docs        rebuild from scratch
   rag ingest --json ./docs | jq .    one JSON event per line, then the summary
 
+Reads .txt .md .html .pdf .docx .pptx .xlsx .csv .tsv .epub; other files are reported as skipped.
+
 Exit code: 0 all good, 1 some files failed (the rest is indexed), 2 error.";
 
 #[derive(Args)]

@@ -3,16 +3,22 @@
 //! happens in [`normalize`](crate::normalize()). Nothing here may panic on hostile input: dependency panics are
 //! caught by [`catch_quietly`] and become [`LoadError::Corrupt`].
 
+mod delimited;
+mod docx;
+mod epub;
 mod html;
 mod markdown;
 mod parse;
 mod pdf;
 mod pdf_repair;
 mod pdf_text;
+mod pptx;
+mod xlsx;
+mod zipped;
 
 use crate::document::{doc_kind, DocKind, Document, LoadError};
 use crate::normalize::TextBuilder;
-use parse::{catch_quietly, Parsed};
+use parse::{catch_quietly, Failure, Parsed};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -70,6 +76,36 @@ pub fn load_bytes(path: &Path, kind: DocKind, bytes: &[u8]) -> Result<Document, 
             }
         }
         DocKind::Pdf => pdf::parse(path, bytes, &mut warnings)?,
+        DocKind::Csv => {
+            let text = decode_text(path, bytes, &mut warnings)?;
+            let tab = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            delimited::parse(&text, tab, &mut warnings)
+        }
+        DocKind::Docx | DocKind::Pptx | DocKind::Xlsx | DocKind::Epub => {
+            let parse = match kind {
+                DocKind::Docx => docx::parse,
+                DocKind::Pptx => pptx::parse,
+                DocKind::Xlsx => xlsx::parse,
+                _ => epub::parse,
+            };
+            match catch_quietly(|| parse(bytes, &mut warnings)) {
+                Ok(Ok(parsed)) => parsed,
+                Ok(Err(Failure::Protected(detail))) => {
+                    return Err(LoadError::Protected {
+                        path: path.to_path_buf(),
+                        detail,
+                    })
+                }
+                Ok(Err(Failure::Corrupt(detail))) | Err(detail) => {
+                    return Err(LoadError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail,
+                    })
+                }
+            }
+        }
     };
     if parsed.builder.is_empty() {
         return Err(LoadError::Empty {
@@ -278,7 +314,7 @@ mod tests {
 
     #[test]
     fn unsupported_and_missing_files() {
-        let e = load(Path::new("notes.docx")).unwrap_err();
+        let e = load(Path::new("notes.doc")).unwrap_err();
         assert!(matches!(e, LoadError::Unsupported { .. }), "{e}");
         let e = load(Path::new("/definitely/not/here.txt")).unwrap_err();
         assert!(matches!(e, LoadError::Io { .. }), "{e}");

@@ -10,6 +10,20 @@ pub(super) struct Parsed {
     pub builder: TextBuilder,
 }
 
+/// Why a container format could not be read: damaged, or readable only with a key or a newer
+/// save. Plain strings are [`Failure::Corrupt`].
+#[derive(Debug)]
+pub(super) enum Failure {
+    Corrupt(String),
+    Protected(String),
+}
+
+impl From<String> for Failure {
+    fn from(detail: String) -> Failure {
+        Failure::Corrupt(detail)
+    }
+}
+
 thread_local! {
     /// How many [`catch_quietly`] calls are active on this thread; the panic hook stays silent while > 0.
     static QUIET: Cell<u32> = const { Cell::new(0) };
