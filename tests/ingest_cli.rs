@@ -385,3 +385,102 @@ fn office_files_and_csv_are_searchable_with_locators() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("deck.pptx (slide 2)"), "{out}");
 }
+
+/// `rag ingest --watch`: files added, changed, renamed and removed are picked up by the running
+/// process (one pass per settled change), and a search from another process meanwhile sees the
+/// last commit.
+#[test]
+fn watch_keeps_the_index_current() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+
+    if common::default_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("a.txt"),
+        "Zebras are African equines with striped coats.",
+    )
+    .unwrap();
+    let index = dir.path().join("idx");
+    let idx = index.to_str().unwrap();
+    let mut child = rag_cmd(&[
+        "ingest",
+        "--watch",
+        "--interval",
+        "0.2",
+        "--json",
+        "--index",
+        idx,
+        docs.to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _child = Kill(child);
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    // The next summary, as (indexed, unchanged, removed).
+    let next = || -> (u64, u64, u64) {
+        loop {
+            let v = rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a summary within two minutes");
+            if v["event"] == "summary" {
+                let r = &v["report"];
+                let n = |k: &str| r[k].as_u64().unwrap();
+                return (n("indexed"), n("unchanged"), n("removed"));
+            }
+        }
+    };
+    assert_eq!(next(), (1, 0, 0));
+    let watching = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(watching["event"], "watching", "{watching}");
+
+    std::fs::write(docs.join("b.md"), "# Volcanoes\n\nMount Etna is on Sicily.").unwrap();
+    assert_eq!(next(), (1, 1, 0), "added");
+    std::fs::write(
+        docs.join("a.txt"),
+        "Okapis are giraffids from the Congo rainforest.",
+    )
+    .unwrap();
+    assert_eq!(next(), (1, 1, 0), "changed");
+    std::fs::rename(docs.join("b.md"), docs.join("c.md")).unwrap();
+    assert_eq!(next(), (1, 1, 1), "renamed");
+    let hits = search_json(&index, "Which volcano is on Sicily?", 1);
+    assert!(
+        hits[0]["path"].as_str().unwrap().ends_with("c.md"),
+        "{hits:?}"
+    );
+    std::fs::remove_file(docs.join("a.txt")).unwrap();
+    assert_eq!(next(), (0, 1, 1), "removed");
+    let all = search_json(&index, "okapi zebra volcano", 10);
+    assert_eq!(all.len(), 1, "{all:?}");
+    // Nothing changes: no further pass.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        rx.try_iter().all(|v| v["event"] != "summary"),
+        "a pass without a change"
+    );
+}

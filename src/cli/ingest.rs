@@ -16,6 +16,7 @@ pub const EXAMPLES: &str = "Examples:
   rag ingest --index /data/idx a.pdf notes/
   rag ingest --reindex ./docs        rebuild from scratch
   rag ingest --json ./docs | jq .    one JSON event per line, then the summary
+  rag ingest --watch ./docs          index, then keep the index current as files change (Ctrl-C stops)
 
 Reads .txt .md .html .pdf .docx .pptx .xlsx .csv .tsv .epub; other files are reported as skipped.
 
@@ -59,6 +60,18 @@ pub struct IngestArgs {
     /// Commit after this many changed files (a kill loses at most that much work).
     #[arg(long, default_value_t = 32, value_name = "FILES")]
     commit_every: usize,
+    /// After indexing, keep watching: files added, changed, removed or renamed are indexed again
+    /// once the folder has been still for one interval. Runs until stopped (Ctrl-C).
+    #[arg(long)]
+    watch: bool,
+    /// How often --watch looks at the files, in seconds.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "SECONDS",
+        requires = "watch"
+    )]
+    interval: f64,
 }
 
 pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
@@ -84,6 +97,25 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
         opts.chunk.overlap_tokens < opts.chunk.max_tokens,
         "--chunk-overlap must be smaller than --chunk-tokens"
     );
+    anyhow::ensure!(
+        args.interval.is_finite() && args.interval > 0.0,
+        "--interval must be a positive number of seconds"
+    );
+    let rag = Rag::open(&args.index.index, config)?;
+    let report = pass(&rag, &args, &opts)?;
+    if args.watch {
+        opts.reindex = false;
+        return watch(&rag, &args, &opts);
+    }
+    Ok(if report.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One ingest of `args.paths`: progress on a terminal, lines or JSON events, then the summary.
+fn pass(rag: &Rag, args: &IngestArgs, opts: &IngestOptions) -> Result<rag::IngestReport> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json && !args.quiet;
     let bar = indicatif::ProgressBar::hidden();
     if tty {
@@ -147,8 +179,7 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
             IngestEvent::Committed { .. } => {}
         }
     };
-    let rag = Rag::open(&args.index.index, config)?;
-    let report = rag.ingest_with(&args.paths, &opts, &mut on_event)?;
+    let report = rag.ingest_with(&args.paths, opts, &mut on_event)?;
     bar.finish_and_clear();
     if args.json {
         serde_json::to_writer(
@@ -193,9 +224,69 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
             eprintln!("nothing changed: no file was embedded");
         }
     }
-    Ok(if report.failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(report)
+}
+
+/// What `--watch` compares: each file it would ingest, with its size and modification time.
+type Snapshot = std::collections::BTreeMap<PathBuf, (u64, Option<std::time::SystemTime>)>;
+
+fn snapshot(paths: &[PathBuf], walk: &rag_ingest::WalkOptions) -> Snapshot {
+    rag_ingest::walk(paths, walk)
+        .into_iter()
+        .filter_map(|e| match e {
+            rag_ingest::WalkEntry::File { path, size, .. } => {
+                let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                Some((path, (size, modified)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `--watch`: looks at the files every interval (a stat per file: it works on network and
+/// container mounts, where change notifications do not arrive); when they differ from the last
+/// pass and then hold still for one interval (a save or a copy finished), ingests again. The
+/// ingest is incremental, so only what changed is embedded; a rename is a removal and an
+/// addition. This process is the one writer; searches and answers elsewhere see the last commit.
+/// A pass that fails (another ingest holding the index, a disk error) is reported and the watch
+/// goes on.
+fn watch(rag: &Rag, args: &IngestArgs, opts: &IngestOptions) -> Result<ExitCode> {
+    let interval = std::time::Duration::from_secs_f64(args.interval);
+    let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"event": "watching", "paths": paths, "interval_s": args.interval}),
+        )?;
+        writeln!(out)?;
+        out.flush()?;
+    } else if !args.quiet {
+        eprintln!(
+            "watching {} every {:.1}s for changes (Ctrl-C stops)",
+            paths.join(", "),
+            args.interval
+        );
+    }
+    let mut last = snapshot(&args.paths, &opts.walk);
+    loop {
+        std::thread::sleep(interval);
+        let mut now = snapshot(&args.paths, &opts.walk);
+        if now == last {
+            continue;
+        }
+        // Wait for the folder to hold still: an editor saving, a copy half-way.
+        loop {
+            std::thread::sleep(interval);
+            let again = snapshot(&args.paths, &opts.walk);
+            if again == now {
+                break;
+            }
+            now = again;
+        }
+        if let Err(e) = pass(rag, args, opts) {
+            eprintln!("error: {e:#}; still watching");
+        }
+        last = now;
+    }
 }

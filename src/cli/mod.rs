@@ -27,7 +27,7 @@ pub use output::is_broken_pipe;
     version,
     about = "Answer questions over a private folder of documents, offline.",
     after_help = "Examples:
-  rag ingest ./docs                       index a folder (txt, md, html, pdf) into ./.rag
+  rag ingest ./docs                       index a folder (txt, md, html, pdf, docx, pptx, xlsx, csv, epub) into ./.rag
   rag ask \"When was the bridge built?\"    a grounded answer with cited sources
   rag search \"When was the bridge built?\" the passages `rag ask` would be given
   rag model info                          describe the default model
