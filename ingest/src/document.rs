@@ -149,7 +149,7 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// A PDF that parsed but had no text on any page.
-    #[error("{}: no extractable text: the PDF may be scanned images, or its fonts lack a Unicode mapping; OCR it first (e.g. with ocrmypdf)", path.display())]
+    #[error("{}: no extractable text: the PDF may be scanned images (install tesseract-ocr and poppler-utils, and rag reads them by OCR), or its fonts lack a Unicode mapping; or OCR it first (e.g. with ocrmypdf)", path.display())]
     NoText {
         /// The file.
         path: PathBuf,

@@ -312,7 +312,13 @@ fn pdf_pages_title_and_blank_page_warning() {
     assert_eq!(doc.pages[2], third);
     assert_eq!(doc.page_at(0), Some(1));
     assert_eq!(doc.page_at(third), Some(3));
-    assert_eq!(doc.warnings, vec!["page 2: no text"]);
+    // "page 2: no text", with what to install where OCR cannot run.
+    assert_eq!(doc.warnings.len(), 1, "{:?}", doc.warnings);
+    assert!(
+        doc.warnings[0].starts_with("page 2: no text"),
+        "{:?}",
+        doc.warnings
+    );
 }
 
 #[test]
@@ -401,4 +407,118 @@ fn corrupt_pdf_from_the_shared_samples() {
         }
         Err(e) => panic!("unexpected error {e}"),
     }
+}
+
+/// Whether `program` runs.
+fn has(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("-v")
+        .output()
+        .is_ok()
+}
+
+/// A one-page PDF holding only a grey image (what a scanner writes).
+fn image_pdf(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(pixels).unwrap();
+    let data = z.finish().unwrap();
+    let content = format!("q {width} 0 0 {height} 0 0 cm /Im0 Do Q");
+    let objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] \
+             /Resources << /XObject << /Im0 4 0 R >> >> /Contents 5 0 R >>"
+        )
+        .into_bytes(),
+        [
+            format!(
+                "<< /Type /XObject /Subtype /Image /Width {width} /Height {height} \
+                 /ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode /Length {} >>\nstream\n",
+                data.len()
+            )
+            .into_bytes(),
+            data,
+            b"\nendstream".to_vec(),
+        ]
+        .concat(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()).into_bytes(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend(body);
+        pdf.extend(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for o in offsets {
+        pdf.extend(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+/// A scanned page (no text layer, only an image of the text) is read by OCR. The scan is made
+/// here: a page of a text PDF rendered to grey pixels by pdftoppm, wrapped in a PDF as an image.
+#[test]
+fn scanned_pdf_page_is_read_by_ocr() {
+    if !(has("tesseract") && has("pdftoppm")) {
+        let why = "tesseract and pdftoppm are not both installed (apt install tesseract-ocr poppler-utils)";
+        assert!(
+            std::env::var("RAG_OCR_TESTS").as_deref() != Ok("require"),
+            "RAG_OCR_TESTS=require: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scan");
+    let status = std::process::Command::new("pdftoppm")
+        .args(["-f", "1", "-l", "1", "-r", "200", "-gray", "-singlefile"])
+        .arg(data("three_pages.pdf"))
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Binary PGM: "P5", width, height, maximum value, then one byte per pixel.
+    let pgm = fs::read(dir.path().join("scan.pgm")).unwrap();
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while pgm[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !pgm[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(String::from_utf8_lossy(&pgm[start..at]).into_owned());
+    }
+    assert_eq!(fields[0], "P5");
+    let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    let pixels = &pgm[at + 1..];
+    assert_eq!(pixels.len(), w * h);
+    let scanned = write(dir.path(), "scanned.pdf", &image_pdf(w, h, pixels));
+
+    let doc = load(&scanned).unwrap();
+    assert!(
+        doc.text.contains("information retrieval"),
+        "OCR text: {:?}",
+        doc.text
+    );
+    assert_eq!(doc.pages, vec![0]);
+    assert_eq!(
+        doc.warnings,
+        vec!["page 1: no text layer; read by OCR (tesseract)"]
+    );
 }

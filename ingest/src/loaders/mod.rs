@@ -8,6 +8,7 @@ mod docx;
 mod epub;
 mod html;
 mod markdown;
+mod ocr;
 mod parse;
 mod pdf;
 mod pdf_repair;

@@ -3,7 +3,9 @@
 //! password open (lopdf decrypts them while loading); other encrypted PDFs are
 //! [`LoadError::Encrypted`]. A file lopdf refuses gets one more try, rebuilt from the objects found
 //! by scanning it (see `pdf_repair`). Every call into the parser runs under [`catch_quietly`].
+//! A page without a text layer (a scan) is read by OCR where it can run (see `ocr`).
 
+use super::ocr::{self, Ocr, PageOcr};
 use super::parse::{catch_quietly, Parsed};
 use super::pdf_repair;
 use super::pdf_text::{expand_next_line_operators, PageText};
@@ -58,6 +60,7 @@ pub(super) fn parse(
 
     let mut b = TextBuilder::default();
     let mut failures = Vec::new();
+    let mut ocr = Ocr::new(bytes);
     for (&number, &page) in &pages {
         b.start_page();
         let _ = catch_quietly(|| expand_next_line_operators(&mut doc, page));
@@ -68,7 +71,18 @@ pub(super) fn parse(
         match extracted {
             Ok(Ok(text)) => {
                 if !b.push_block(&text) {
-                    warnings.push(format!("page {number}: no text"));
+                    warnings.push(match ocr.page(number) {
+                        PageOcr::Text(t) if b.push_block(&t) => {
+                            format!("page {number}: no text layer; read by OCR (tesseract)")
+                        }
+                        PageOcr::Text(_) => format!("page {number}: no text"),
+                        PageOcr::Unavailable(why) => format!("page {number}: no text: {why}"),
+                        PageOcr::Failed(e) => format!("page {number}: no text; OCR failed: {e}"),
+                        PageOcr::Limit => format!(
+                            "page {number}: no text; not read by OCR ({} pages were already)",
+                            ocr::MAX_PAGES
+                        ),
+                    });
                 }
             }
             Ok(Err(e)) => {
