@@ -5,6 +5,11 @@
 //! under an ingested root that is gone is removed. A file that fails to load keeps whatever was
 //! indexed for it before. Commits happen every few files and seconds, so a killed ingest keeps
 //! most of its work and the next one finishes the job.
+//!
+//! Chunks are embedded in batches that span files ([`IngestOptions::batch_chunks`]): short files
+//! (an abstract, a note) no longer go through the embedder one or two chunks at a time. The files
+//! of a batch are written, and their events sent, in walk order once it is embedded; a commit
+//! only ever follows whole files.
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +42,9 @@ pub struct IngestOptions {
     pub commit_every_files: usize,
     /// ... or after this long since the last commit. Default 30 s: a kill loses at most that.
     pub commit_every: Duration,
+    /// Chunks gathered from consecutive files before they are embedded together. Default 64;
+    /// 1 embeds each file on its own. A file is never split across batches.
+    pub batch_chunks: usize,
 }
 
 impl Default for IngestOptions {
@@ -47,6 +55,7 @@ impl Default for IngestOptions {
             chunk: ChunkOptions::default(),
             commit_every_files: 32,
             commit_every: Duration::from_secs(30),
+            batch_chunks: 64,
         }
     }
 }
@@ -210,8 +219,12 @@ pub(crate) fn ingest(
 
     let counter = Counter(embedder);
     let mut seen: HashSet<String> = HashSet::new();
-    let mut pending = 0usize;
-    let mut last_commit = Instant::now();
+    let mut batch = Batch {
+        files: Vec::new(),
+        chunks: 0,
+        pending: 0,
+        last_commit: Instant::now(),
+    };
     for entry in entries {
         let (path, kind) = match entry {
             WalkEntry::File { path, kind, .. } => (path, kind),
@@ -258,49 +271,19 @@ pub(crate) fn ingest(
         let tc = Instant::now();
         let chunks = rag_ingest::chunk(&doc, &counter, &opts.chunk);
         report.stages.chunk += tc.elapsed().as_secs_f64();
-        let te = Instant::now();
-        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
-        let vectors = embedder.embed(&texts)?;
-        report.stages.embed += te.elapsed().as_secs_f64();
-        let ti = Instant::now();
-        let n = chunks.len();
-        report.tokens += chunks.iter().map(|c| c.tokens).sum::<usize>();
-        let new: Vec<NewChunk> = chunks
-            .into_iter()
-            .zip(vectors)
-            .map(|(c, vector)| NewChunk {
-                text: c.text,
-                title: doc.title.clone(),
-                heading: (!c.heading_path.is_empty()).then(|| c.heading_path.join(" > ")),
-                pages: c.pages,
-                byte_range: c.byte_range,
-                vector,
-            })
-            .collect();
-        writer
-            .replace_document(&key, &hash, new)
-            .map_err(|e| in_file(&path, e))?;
-        report.stages.index += ti.elapsed().as_secs_f64();
-        report.indexed += 1;
-        report.chunks += n;
-        pending += 1;
-        let written = path.clone();
-        on_event(&file_event(
+        batch.chunks += chunks.len();
+        batch.files.push(Loaded {
             path,
-            FileStatus::Indexed,
-            n,
-            None,
-            doc.warnings,
-        ));
-        if pending >= opts.commit_every_files || last_commit.elapsed() >= opts.commit_every {
-            commit(writer.as_mut(), &mut report, on_event).map_err(|e| match e {
-                Error::Index(e) => in_file(&written, e),
-                e => e,
-            })?;
-            pending = 0;
-            last_commit = Instant::now();
+            key,
+            hash,
+            doc,
+            chunks,
+        });
+        if batch.chunks >= opts.batch_chunks.max(1) {
+            batch.flush(embedder, writer.as_mut(), &mut report, opts, on_event)?;
         }
     }
+    batch.flush(embedder, writer.as_mut(), &mut report, opts, on_event)?;
 
     // Documents under an ingested root that no longer exist are removed.
     let gone: Vec<&String> = before
@@ -325,6 +308,95 @@ pub(crate) fn ingest(
     commit(writer.as_mut(), &mut report, on_event)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A file loaded and chunked, waiting for its batch to be embedded.
+struct Loaded {
+    path: PathBuf,
+    key: String,
+    hash: String,
+    doc: rag_ingest::Document,
+    chunks: Vec<rag_ingest::Chunk>,
+}
+
+/// Files whose chunks are embedded together, and the commit cadence they feed.
+struct Batch {
+    files: Vec<Loaded>,
+    chunks: usize,
+    /// Files written since the last commit.
+    pending: usize,
+    last_commit: Instant,
+}
+
+impl Batch {
+    /// Embeds the batch's chunks in one call, then writes each file in order, committing as
+    /// often as the options say.
+    fn flush(
+        &mut self,
+        embedder: &TextEmbedder,
+        writer: &mut dyn StoreWriter,
+        report: &mut IngestReport,
+        opts: &IngestOptions,
+        on_event: &mut dyn FnMut(&IngestEvent),
+    ) -> Result<()> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let te = Instant::now();
+        let texts: Vec<&str> = self
+            .files
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.text.as_str()))
+            .collect();
+        let mut vectors = embedder.embed(&texts)?.into_iter();
+        report.stages.embed += te.elapsed().as_secs_f64();
+        self.chunks = 0;
+        for file in std::mem::take(&mut self.files) {
+            let ti = Instant::now();
+            let n = file.chunks.len();
+            report.tokens += file.chunks.iter().map(|c| c.tokens).sum::<usize>();
+            let title = file.doc.title;
+            let new: Vec<NewChunk> = file
+                .chunks
+                .into_iter()
+                .zip(vectors.by_ref())
+                .map(|(c, vector)| NewChunk {
+                    text: c.text,
+                    title: title.clone(),
+                    heading: (!c.heading_path.is_empty()).then(|| c.heading_path.join(" > ")),
+                    pages: c.pages,
+                    byte_range: c.byte_range,
+                    vector,
+                })
+                .collect();
+            writer
+                .replace_document(&file.key, &file.hash, new)
+                .map_err(|e| in_file(&file.path, e))?;
+            report.stages.index += ti.elapsed().as_secs_f64();
+            report.indexed += 1;
+            report.chunks += n;
+            self.pending += 1;
+            let written = file.path.clone();
+            on_event(&file_event(
+                file.path,
+                FileStatus::Indexed,
+                n,
+                None,
+                file.doc.warnings,
+            ));
+            if self.pending >= opts.commit_every_files
+                || self.last_commit.elapsed() >= opts.commit_every
+            {
+                commit(writer, report, on_event).map_err(|e| match e {
+                    Error::Index(e) => in_file(&written, e),
+                    e => e,
+                })?;
+                self.pending = 0;
+                self.last_commit = Instant::now();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A store error while writing `path`: the message names the file (a remote store can fail on

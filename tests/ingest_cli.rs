@@ -442,11 +442,11 @@ fn watch_keeps_the_index_current() {
         }
     });
     // The next summary, as (indexed, unchanged, removed).
-    let next = || -> (u64, u64, u64) {
+    let next = |step: &str| -> (u64, u64, u64) {
         loop {
             let v = rx
                 .recv_timeout(Duration::from_secs(120))
-                .expect("a summary within two minutes");
+                .unwrap_or_else(|e| panic!("{step}: no summary within two minutes ({e})"));
             if v["event"] == "summary" {
                 let r = &v["report"];
                 let n = |k: &str| r[k].as_u64().unwrap();
@@ -454,27 +454,27 @@ fn watch_keeps_the_index_current() {
             }
         }
     };
-    assert_eq!(next(), (1, 0, 0));
+    assert_eq!(next("first pass"), (1, 0, 0));
     let watching = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(watching["event"], "watching", "{watching}");
 
     std::fs::write(docs.join("b.md"), "# Volcanoes\n\nMount Etna is on Sicily.").unwrap();
-    assert_eq!(next(), (1, 1, 0), "added");
+    assert_eq!(next("added"), (1, 1, 0), "added");
     std::fs::write(
         docs.join("a.txt"),
         "Okapis are giraffids from the Congo rainforest.",
     )
     .unwrap();
-    assert_eq!(next(), (1, 1, 0), "changed");
+    assert_eq!(next("changed"), (1, 1, 0), "changed");
     std::fs::rename(docs.join("b.md"), docs.join("c.md")).unwrap();
-    assert_eq!(next(), (1, 1, 1), "renamed");
+    assert_eq!(next("renamed"), (1, 1, 1), "renamed");
     let hits = search_json(&index, "Which volcano is on Sicily?", 1);
     assert!(
         hits[0]["path"].as_str().unwrap().ends_with("c.md"),
         "{hits:?}"
     );
     std::fs::remove_file(docs.join("a.txt")).unwrap();
-    assert_eq!(next(), (0, 1, 1), "removed");
+    assert_eq!(next("removed"), (0, 1, 1), "removed");
     let all = search_json(&index, "okapi zebra volcano", 10);
     assert_eq!(all.len(), 1, "{all:?}");
     // Nothing changes: no further pass.

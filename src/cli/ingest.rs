@@ -60,6 +60,9 @@ pub struct IngestArgs {
     /// Commit after this many changed files (a kill loses at most that much work).
     #[arg(long, default_value_t = 32, value_name = "FILES")]
     commit_every: usize,
+    /// Chunks from consecutive files embedded together (1: each file on its own).
+    #[arg(long, default_value_t = 64, value_name = "CHUNKS")]
+    batch_chunks: usize,
     /// After indexing, keep watching: files added, changed, removed or renamed are indexed again
     /// once the folder has been still for one interval. Runs until stopped (Ctrl-C).
     #[arg(long)]
@@ -82,6 +85,7 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
     let mut opts = IngestOptions {
         reindex: args.reindex,
         commit_every_files: args.commit_every.max(1),
+        batch_chunks: args.batch_chunks.max(1),
         ..Default::default()
     };
     opts.walk.include_hidden = args.hidden;
@@ -102,10 +106,12 @@ pub fn run(mut config: Config, args: IngestArgs) -> Result<ExitCode> {
         "--interval must be a positive number of seconds"
     );
     let rag = Rag::open(&args.index.index, config)?;
+    // What the first pass sees, as --watch compares: a file changed while it runs is seen after.
+    let seen = args.watch.then(|| snapshot(&args.paths, &opts.walk));
     let report = pass(&rag, &args, &opts)?;
-    if args.watch {
+    if let Some(seen) = seen {
         opts.reindex = false;
-        return watch(&rag, &args, &opts);
+        return watch(&rag, &args, &opts, seen);
     }
     Ok(if report.failed > 0 {
         ExitCode::from(1)
@@ -247,10 +253,11 @@ fn snapshot(paths: &[PathBuf], walk: &rag_ingest::WalkOptions) -> Snapshot {
 /// container mounts, where change notifications do not arrive); when they differ from the last
 /// pass and then hold still for one interval (a save or a copy finished), ingests again. The
 /// ingest is incremental, so only what changed is embedded; a rename is a removal and an
-/// addition. This process is the one writer; searches and answers elsewhere see the last commit.
+/// addition. Each pass is compared with the files as they were when it started, so a change made
+/// while it runs gets a pass of its own. This process is the one writer; searches and answers elsewhere see the last commit.
 /// A pass that fails (another ingest holding the index, a disk error) is reported and the watch
 /// goes on.
-fn watch(rag: &Rag, args: &IngestArgs, opts: &IngestOptions) -> Result<ExitCode> {
+fn watch(rag: &Rag, args: &IngestArgs, opts: &IngestOptions, seen: Snapshot) -> Result<ExitCode> {
     let interval = std::time::Duration::from_secs_f64(args.interval);
     let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
     if args.json {
@@ -268,7 +275,7 @@ fn watch(rag: &Rag, args: &IngestArgs, opts: &IngestOptions) -> Result<ExitCode>
             args.interval
         );
     }
-    let mut last = snapshot(&args.paths, &opts.walk);
+    let mut last = seen;
     loop {
         std::thread::sleep(interval);
         let mut now = snapshot(&args.paths, &opts.walk);
