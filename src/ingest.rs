@@ -10,6 +10,7 @@
 //! (an abstract, a note) no longer go through the embedder one or two chunks at a time. The files
 //! of a batch are written, and their events sent, in walk order once it is embedded; a commit
 //! only ever follows whole files.
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -343,11 +344,16 @@ impl Batch {
             return Ok(());
         }
         let te = Instant::now();
-        let texts: Vec<&str> = self
+        let texts: Vec<Cow<str>> = self
             .files
             .iter()
-            .flat_map(|f| f.chunks.iter().map(|c| c.text.as_str()))
+            .flat_map(|f| {
+                f.chunks
+                    .iter()
+                    .map(|c| with_identity(f.doc.title.as_deref(), &c.heading_path, &c.text))
+            })
             .collect();
+        let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         let mut vectors = embedder.embed(&texts)?.into_iter();
         report.stages.embed += te.elapsed().as_secs_f64();
         self.chunks = 0;
@@ -396,6 +402,38 @@ impl Batch {
             }
         }
         Ok(())
+    }
+}
+
+/// What a chunk is embedded as: its text, preceded by its document's title and its heading path
+/// where the text does not already start with them, so a chunk from the middle of a document
+/// still says what it is about.
+fn with_identity<'t>(title: Option<&str>, headings: &[String], text: &'t str) -> Cow<'t, str> {
+    let start = text.trim_start();
+    let mut prefix = String::new();
+    if let Some(t) = title
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !start.starts_with(t))
+    {
+        prefix.push_str(t);
+        prefix.push('\n');
+    }
+    if headings
+        .last()
+        .is_some_and(|h| !start.starts_with(h.as_str()))
+    {
+        let path = headings.join(" > ");
+        if title.is_none_or(|t| t.trim() != path) {
+            prefix.push_str(&path);
+            prefix.push('\n');
+        }
+    }
+    if prefix.is_empty() {
+        Cow::Borrowed(text)
+    } else {
+        prefix.push('\n');
+        prefix.push_str(text);
+        Cow::Owned(prefix)
     }
 }
 
@@ -460,4 +498,35 @@ fn file_event(
 fn hex_sha256(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_identity;
+
+    #[test]
+    fn chunks_are_embedded_with_their_document_identity() {
+        let h = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The first chunk starts with the title: as it is.
+        assert_eq!(
+            with_identity(Some("Tides"), &[], "Tides\n\nSpring tides."),
+            "Tides\n\nSpring tides."
+        );
+        // A later chunk gets the title and the heading path in front.
+        assert_eq!(
+            with_identity(Some("Tides"), &h(&["Ebb", "Neap"]), "Water leaves."),
+            "Tides\nEbb > Neap\n\nWater leaves."
+        );
+        // A chunk starting with its heading keeps only the title in front; a heading path equal
+        // to the title is not repeated.
+        assert_eq!(
+            with_identity(Some("Tides"), &h(&["Ebb"]), "Ebb\n\nWater leaves."),
+            "Tides\n\nEbb\n\nWater leaves."
+        );
+        assert_eq!(
+            with_identity(Some("Tides"), &h(&["Tides"]), "Water."),
+            "Tides\n\nWater."
+        );
+        assert_eq!(with_identity(None, &[], "Plain."), "Plain.");
+    }
 }
