@@ -106,6 +106,14 @@ impl TextBuilder {
         if block.is_empty() {
             return false;
         }
+        self.open_block();
+        self.text.push_str(&block);
+        true
+    }
+
+    /// Separates the next block from the text so far and starts the pages waiting for it there;
+    /// returns its offset.
+    fn open_block(&mut self) -> usize {
         if !self.text.is_empty() {
             self.text.push_str("\n\n");
         }
@@ -113,8 +121,7 @@ impl TextBuilder {
         for _ in 0..std::mem::take(&mut self.pending_pages) {
             self.pages.push(start);
         }
-        self.text.push_str(&block);
-        true
+        start
     }
 
     /// Appends a heading as its own block (title on one line) and records it; returns its title.
@@ -147,13 +154,7 @@ impl TextBuilder {
         if text.is_empty() {
             return;
         }
-        if !self.text.is_empty() {
-            self.text.push_str("\n\n");
-        }
-        let start = self.text.len();
-        for _ in 0..std::mem::take(&mut self.pending_pages) {
-            self.pages.push(start);
-        }
+        let start = self.open_block();
         self.text.push_str(&text);
         self.headings.extend(headings.into_iter().map(|h| Heading {
             offset: h.offset + start,

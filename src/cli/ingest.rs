@@ -254,9 +254,9 @@ fn snapshot(paths: &[PathBuf], walk: &rag_ingest::WalkOptions) -> Snapshot {
 /// pass and then hold still for one interval (a save or a copy finished), ingests again. The
 /// ingest is incremental, so only what changed is embedded; a rename is a removal and an
 /// addition. Each pass is compared with the files as they were when it started, so a change made
-/// while it runs gets a pass of its own. This process is the one writer; searches and answers elsewhere see the last commit.
-/// A pass that fails (another ingest holding the index, a disk error) is reported and the watch
-/// goes on.
+/// while it runs gets a pass of its own. This process is the one writer; searches and answers
+/// elsewhere see the last commit. A pass that fails (another ingest holding the index, a disk
+/// error) is reported and the watch goes on.
 fn watch(rag: &Rag, args: &IngestArgs, opts: &IngestOptions, seen: Snapshot) -> Result<ExitCode> {
     let interval = std::time::Duration::from_secs_f64(args.interval);
     let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::parse::{Failure, Parsed};
-use super::zipped::{attr, core_title, is, render_table, Archive, Flow, Row, Xml, MAX_TEXT_BYTES};
+use super::zipped::{attr, is, render_table, Archive, Flow, Row, Xml, MAX_TEXT_BYTES};
 use crate::normalize::TextBuilder;
 
 const BODY: &str = "word/document.xml";
@@ -36,9 +36,6 @@ pub(super) fn parse(bytes: &[u8], warnings: &mut Vec<String>) -> Result<Parsed, 
             return Err(e.into());
         }
         warnings.push(format!("{e}; the text up to there was kept"));
-    }
-    if let Some(cut) = archive.cut.take() {
-        warnings.push(cut);
     }
     if body.full {
         warnings.push(format!(
@@ -69,10 +66,7 @@ pub(super) fn parse(bytes: &[u8], warnings: &mut Vec<String>) -> Result<Parsed, 
             Part::PageBreak => b.start_page(),
         }
     }
-    Ok(Parsed {
-        title: core_title(&mut archive).or(first_h1),
-        builder: b,
-    })
+    Ok(archive.finish(b, first_h1, warnings))
 }
 
 /// Paragraph style ids that mean a heading, with their level.
@@ -159,7 +153,11 @@ impl<'s> Body<'s> {
             Xml::Start(e) => {
                 let name = e.local_name();
                 let name = name.as_ref();
-                if self.skip > 0 || matches!(name, b"delText" | b"instrText" | b"Fallback") {
+                // Deleted text, field codes, a text box's fallback copy, and the tab stops of
+                // a paragraph's properties (`w:tabs/w:tab`, not a tab character).
+                if self.skip > 0
+                    || matches!(name, b"delText" | b"instrText" | b"Fallback" | b"tabs")
+                {
                     self.skip += 1;
                     return Flow::Continue;
                 }

@@ -5,8 +5,7 @@
 
 use super::parse::{Failure, Parsed};
 use super::zipped::{
-    attr, core_title, folder, is, relationships, render_table, Archive, Flow, Row, Xml,
-    MAX_TEXT_BYTES,
+    attr, folder, is, relationships, render_table, Archive, Flow, Row, Xml, MAX_TEXT_BYTES,
 };
 use crate::normalize::TextBuilder;
 
@@ -63,13 +62,7 @@ pub(super) fn parse(bytes: &[u8], warnings: &mut Vec<String>) -> Result<Parsed, 
             break;
         }
     }
-    if let Some(cut) = archive.cut.take() {
-        warnings.push(cut);
-    }
-    Ok(Parsed {
-        title: core_title(&mut archive),
-        builder: b,
-    })
+    Ok(archive.finish(b, None, warnings))
 }
 
 /// The slides' member names in presentation order: from the slide list and its relationships,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::parse::{Failure, Parsed};
 use super::zipped::{
-    attr, core_title, folder, is, is_header, relationships, render_rows, Archive, Flow, Row, Xml,
+    attr, folder, is, is_header, relationships, render_rows, Archive, Flow, Row, Xml,
     MAX_TEXT_BYTES,
 };
 use crate::normalize::TextBuilder;
@@ -52,13 +52,7 @@ pub(super) fn parse(bytes: &[u8], warnings: &mut Vec<String>) -> Result<Parsed, 
             break;
         }
     }
-    if let Some(cut) = archive.cut.take() {
-        warnings.push(cut);
-    }
-    Ok(Parsed {
-        title: core_title(&mut archive),
-        builder: out.finish(),
-    })
+    Ok(archive.finish(out.finish(), None, warnings))
 }
 
 /// Rows of one table after another into a [`TextBuilder`], with the first row of each as its

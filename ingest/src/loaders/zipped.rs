@@ -13,7 +13,8 @@
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Cursor, Read};
 
-use super::parse::Failure;
+use super::parse::{Failure, Parsed};
+use crate::normalize::TextBuilder;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use zip::ZipArchive;
@@ -55,6 +56,21 @@ impl<'a> Archive<'a> {
             unpacked: 0,
             cut: None,
         })
+    }
+
+    /// The document read from an Office file: a member cut at a limit becomes a warning, and the
+    /// title is `docProps/core.xml`'s, else `fallback`.
+    pub(super) fn finish(
+        mut self,
+        builder: TextBuilder,
+        fallback: Option<String>,
+        warnings: &mut Vec<String>,
+    ) -> Parsed {
+        let title = core_title(&mut self).or(fallback);
+        if let Some(cut) = self.cut.take() {
+            warnings.push(cut);
+        }
+        Parsed { title, builder }
     }
 
     /// Whether the archive holds a member of this name.
@@ -311,7 +327,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The Dublin Core title of an Office file (`docProps/core.xml`), if it has a non-empty one.
-pub(super) fn core_title(archive: &mut Archive<'_>) -> Option<String> {
+fn core_title(archive: &mut Archive<'_>) -> Option<String> {
     let mut title = String::new();
     let mut inside = false;
     archive
