@@ -148,6 +148,28 @@ fn scenario(store: &[&str], corpus: &Path) {
         "{s:#}"
     );
 
+    // And to one file type, with a message for a filter it does not know.
+    let s = json(&run(&[
+        "search",
+        "--json",
+        "--filter",
+        "type:TXT",
+        "Who designed the bridge?",
+    ]));
+    let ps = s["passages"].as_array().unwrap();
+    assert!(!ps.is_empty(), "{s:#}");
+    assert!(
+        ps.iter()
+            .all(|p| p["path"].as_str().unwrap().ends_with(".txt")),
+        "{s:#}"
+    );
+    let bad = rag(&with(&["search", "--filter", "kind:pdf", "bridge"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("type:EXT"));
+
     // Change one file, remove another: only those are redone.
     let bridge = corpus.join("harbour-bridge.md");
     let t = std::fs::read_to_string(&bridge).unwrap();

@@ -35,17 +35,24 @@ pub fn is_remote(s: &str) -> bool {
         .any(|p| s.starts_with(p))
 }
 
-/// Which chunks a search may return. The default lets every chunk through.
+/// Which chunks a search may return: every condition set must hold. The default lets every
+/// chunk through.
 ///
 /// ```
 /// let f = rag_index::Filter::path_prefix("/docs/a/");
 /// assert!(f.matches("/docs/a/x.txt") && !f.matches("/docs/b/x.txt"));
+/// let pdf = f.with_file_types(["pdf"]);
+/// assert!(pdf.matches("/docs/a/report.PDF") && !pdf.matches("/docs/a/x.txt"));
 /// assert!(rag_index::Filter::default().matches("anything"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     /// Only chunks of documents whose stored path starts with this (byte prefix).
     pub path_prefix: Option<String>,
+    /// Only chunks of documents whose file name ends in one of these extensions (lower case,
+    /// no dot; a path's extension is compared case-insensitively). Empty: any type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_types: Vec<String>,
 }
 
 impl Filter {
@@ -53,12 +60,25 @@ impl Filter {
     pub fn path_prefix(prefix: impl Into<String>) -> Self {
         Filter {
             path_prefix: Some(prefix.into()),
+            ..Filter::default()
         }
+    }
+
+    /// This filter, restricted to documents with one of these extensions (`"pdf"`, `".md"`:
+    /// any case, the dot optional).
+    pub fn with_file_types<S: AsRef<str>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        for t in types {
+            let t = t.as_ref().trim().trim_start_matches('.').to_lowercase();
+            if !t.is_empty() && !self.file_types.contains(&t) {
+                self.file_types.push(t);
+            }
+        }
+        self
     }
 
     /// Whether the filter lets everything through.
     pub fn is_empty(&self) -> bool {
-        self.path_prefix.is_none()
+        self.path_prefix.is_none() && self.file_types.is_empty()
     }
 
     /// Whether a chunk of the document at `path` passes.
@@ -66,6 +86,21 @@ impl Filter {
         self.path_prefix
             .as_deref()
             .is_none_or(|p| path.starts_with(p))
+            && (self.file_types.is_empty() || self.file_types.contains(&file_type(path)))
+    }
+}
+
+/// The extension of the file name at the end of `path`, lower-cased (`""` when it has none).
+///
+/// ```
+/// assert_eq!(rag_index::file_type("/a/b.v2/Report.PDF"), "pdf");
+/// assert_eq!(rag_index::file_type("/a/b.v2/README"), "");
+/// ```
+pub fn file_type(path: &str) -> String {
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_lowercase(),
+        _ => String::new(),
     }
 }
 

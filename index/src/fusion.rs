@@ -3,6 +3,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::{ChunkRecord, Hit, Retriever};
+
 /// Options of [`crate::Index::search_hybrid`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchOptions {
@@ -56,6 +58,73 @@ pub fn rrf(lists: &[Vec<u64>], rrf_k: f64) -> Vec<(u64, f64)> {
     out
 }
 
+/// A 1-based rank and the retriever's score, if the retriever found the chunk.
+type RankScore = Option<(usize, f32)>;
+
+/// A hit of a hybrid search before its chunk is read: the fused score, and the rank (1-based)
+/// and score the chunk had in each list that held it.
+pub(crate) struct Fused {
+    pub id: u64,
+    pub score: f64,
+    pub bm25: RankScore,
+    pub dense: RankScore,
+}
+
+impl Fused {
+    /// The hit, with the chunk it names.
+    pub fn hit(&self, chunk: ChunkRecord) -> Hit {
+        let found_by = match (self.bm25, self.dense) {
+            (Some(_), Some(_)) => Retriever::Both,
+            (Some(_), None) => Retriever::Bm25,
+            _ => Retriever::Dense,
+        };
+        Hit {
+            chunk,
+            score: self.score as f32,
+            bm25_rank: self.bm25.map(|x| x.0),
+            dense_rank: self.dense.map(|x| x.0),
+            bm25_score: self.bm25.map(|x| x.1),
+            dense_score: self.dense.map(|x| x.1),
+            found_by,
+        }
+    }
+}
+
+/// The first `opts.k` of a BM25 list and a dense list, each `(chunk id, score)` best first,
+/// fused by [`rrf`]. Every store fuses through this, so the same two lists give the same
+/// hits whichever store ranked them.
+pub(crate) fn fuse(bm25: &[(u64, f32)], dense: &[(u64, f32)], opts: &SearchOptions) -> Vec<Fused> {
+    let mut by_id: HashMap<u64, (RankScore, RankScore)> = HashMap::new();
+    for (rank, &(id, score)) in bm25.iter().enumerate() {
+        by_id
+            .entry(id)
+            .or_default()
+            .0
+            .get_or_insert((rank + 1, score));
+    }
+    for (rank, &(id, score)) in dense.iter().enumerate() {
+        by_id
+            .entry(id)
+            .or_default()
+            .1
+            .get_or_insert((rank + 1, score));
+    }
+    let ids = |l: &[(u64, f32)]| l.iter().map(|x| x.0).collect::<Vec<u64>>();
+    rrf(&[ids(bm25), ids(dense)], opts.rrf_k)
+        .into_iter()
+        .take(opts.k)
+        .map(|(id, score)| {
+            let (bm25, dense) = by_id.get(&id).copied().unwrap_or_default();
+            Fused {
+                id,
+                score,
+                bm25,
+                dense,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +162,35 @@ mod tests {
         // A duplicate inside one list counts once, at its first (best) rank.
         let out = rrf(&[vec![9, 9, 8]], 60.0);
         assert_eq!(out, vec![(9, 1.0 / 61.0), (8, 1.0 / 63.0)]);
+    }
+
+    #[test]
+    fn fuse_keeps_each_lists_rank_and_score() {
+        let opts = SearchOptions {
+            k: 3,
+            ..SearchOptions::default()
+        };
+        let out = fuse(&[(1, 9.0), (2, 8.0)], &[(2, 0.9), (3, 0.8)], &opts);
+        assert_eq!(out.iter().map(|f| f.id).collect::<Vec<_>>(), vec![2, 1, 3]);
+        assert_eq!(
+            (out[0].bm25, out[0].dense),
+            (Some((2, 8.0)), Some((1, 0.9)))
+        );
+        assert_eq!((out[1].bm25, out[1].dense), (Some((1, 9.0)), None));
+        assert_eq!((out[2].bm25, out[2].dense), (None, Some((2, 0.8))));
+        let chunk = ChunkRecord {
+            chunk_id: 3,
+            path: "p".into(),
+            content_hash: "h".into(),
+            title: None,
+            heading: None,
+            pages: None,
+            byte_range: 0..1,
+            text: "t".into(),
+        };
+        assert_eq!(out[2].hit(chunk.clone()).found_by, Retriever::Dense);
+        assert_eq!(out[0].hit(chunk).found_by, Retriever::Both);
+        assert!(fuse(&[(1, 1.0)], &[], &SearchOptions { k: 0, ..opts }).is_empty());
     }
 
     #[test]

@@ -30,9 +30,9 @@
 //!
 //! # Searches
 //!
-//! BM25 and hybrid search run on the server: hybrid sends both sub-searches in one request and
-//! the server fuses them with RRF (`k` as asked), so a hybrid hit carries its fused score only
-//! ([`Retriever::Fused`]). Milvus returns BM25 scores negated; they are turned back. "Exact"
+//! BM25 and dense search run on the server; hybrid search sends both at once and fuses the two
+//! lists by rag's own RRF ([`crate::fusion::rrf`]), as the embedded store does, so each hit
+//! carries its rank in both. Milvus returns BM25 scores negated; they are turned back. "Exact"
 //! search is the HNSW search with its candidate list at Milvus's maximum (32,768), exact for
 //! collections up to that size. IDF weights for [`Store::term_weights`] come from the server too:
 //! a `TEXT_MATCH` count per term.
@@ -49,7 +49,7 @@ use tantivy::tokenizer::TextAnalyzer;
 
 use crate::backend::{Filter, Store, StoreWriter};
 use crate::error::IndexError;
-use crate::fusion::SearchOptions;
+use crate::fusion::{fuse, SearchOptions};
 use crate::manifest::{now_rfc3339, Manifest, ANALYZER_EN_STEM, FORMAT_VERSION};
 use crate::record::{ChunkRecord, Hit, NewChunk, Retriever};
 use crate::schema::analyzer;
@@ -67,6 +67,8 @@ const MAX_VARCHAR: usize = 65_535;
 const MAX_PATH: usize = 4_096;
 const MAX_TITLE: usize = 2_048;
 const FILES_SUFFIX: &str = "_files";
+/// Milvus's largest `limit` of a search.
+const MAX_TOPK: usize = 16_384;
 
 /// Where a Milvus store is: the server, credentials, collection and timeouts.
 ///
@@ -669,22 +671,39 @@ fn quote(s: &str) -> String {
     q
 }
 
+/// `s` with LIKE's wildcards escaped, so they match themselves.
+fn like_literal(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '%' | '_' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
 /// The filter expression of `filter` (empty: everything).
 fn expression(filter: &Filter) -> String {
-    match filter.path_prefix.as_deref() {
-        None => String::new(),
-        Some(p) => {
-            // LIKE's wildcards in the prefix itself are matched literally.
-            let escaped: String = p
-                .chars()
-                .flat_map(|c| match c {
-                    '%' | '_' => vec!['\\', c],
-                    c => vec![c],
-                })
-                .collect();
-            format!("path like {}", quote(&format!("{escaped}%")))
-        }
+    let mut all: Vec<String> = Vec::new();
+    if let Some(p) = filter.path_prefix.as_deref() {
+        all.push(format!(
+            "path like {}",
+            quote(&format!("{}%", like_literal(p)))
+        ));
     }
+    if !filter.file_types.is_empty() {
+        // Milvus has no lower(): the extension as written in lower and in upper case.
+        let mut any: Vec<String> = Vec::new();
+        for t in &filter.file_types {
+            for case in [t.to_lowercase(), t.to_uppercase()] {
+                let e = format!("path like {}", quote(&format!("%.{}", like_literal(&case))));
+                if !any.contains(&e) {
+                    any.push(e);
+                }
+            }
+        }
+        all.push(format!("({})", any.join(" or ")));
+    }
+    all.join(" and ")
 }
 
 /// What BM25 reads of a chunk: its text, with the heading and title before it unless the text
@@ -801,80 +820,160 @@ impl MilvusStore {
         })
     }
 
-    fn search(
+    /// A search request on `field`, `k` deep, restricted by the filter expression `expr`.
+    fn request(
         &self,
         field: &str,
         vectors: SearchVectors,
         k: usize,
-        filter: &Filter,
+        expr: &str,
         ef: Option<usize>,
-    ) -> Result<Vec<Scored>, IndexError> {
-        if k == 0 {
-            return Ok(Vec::new());
-        }
+        output: &[&str],
+    ) -> Result<SearchRequest, IndexError> {
         let mut b = SearchRequest::builder()
             .collection_name(self.conn.address.collection.clone())
             .vector_field(field)
             .vectors(vectors)
             .limit(k as i64)
-            .output_fields(CHUNK_FIELDS)
+            .output_fields(output.iter().copied())
             .consistency_level(sdk::ConsistencyLevel::Strong);
-        let expr = expression(filter);
         if !expr.is_empty() {
             b = b.filter(expr);
         }
         if let Some(ef) = ef {
             b = b.extra_params(HashMap::from([("ef".to_string(), ef.to_string())]));
         }
-        let req = b.build().map_err(|e| self.conn.err("searching", e))?;
-        let client = self.conn.client.clone();
-        let rows = block(async move { rows_of(client.search(req).await?) })
-            .map_err(|e| self.conn.err(format!("searching {field}"), e))?;
-        Ok(rows)
+        b.build()
+            .map_err(|e| self.conn.err(format!("searching {field}"), e))
     }
 
-    /// The HNSW search of `vector` with a candidate list of `ef`.
+    /// Searches sent at once; for each, the chunk ids of its results and their scores, best
+    /// first (BM25's sign turned back).
+    fn ranked(&self, requests: Vec<SearchRequest>) -> Result<Vec<Vec<(u64, f32)>>, IndexError> {
+        let client = self.conn.client.clone();
+        let lists = block(async move {
+            let tasks: Vec<_> = requests
+                .into_iter()
+                .map(|req| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let response = client.search(req).await.map_err(|e| e.to_string())?;
+                        rows_of(response).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                out.push(t.await.map_err(|e| e.to_string())??);
+            }
+            Ok::<_, String>(out)
+        })
+        .map_err(|e| self.conn.err("searching", e))?;
+        Ok(lists
+            .into_iter()
+            .map(|rows| {
+                rows.into_iter()
+                    .filter_map(|(row, score)| {
+                        let id = row.get("chunk_id").and_then(Value::as_u64)?;
+                        Some((id, score.abs()))
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The HNSW search of `vector` with a candidate list of `ef`: chunk ids and cosines.
     fn nearest(
         &self,
         vector: &[f32],
         k: usize,
         filter: &Filter,
         ef: usize,
-    ) -> Result<Vec<Hit>, IndexError> {
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
         let q = normalised(vector, self.manifest.dim, "of the query")?;
-        let rows = self.search("dense", SearchVectors::Float(vec![q]), k, filter, Some(ef))?;
-        Ok(self.hits(rows, Retriever::Dense))
+        let req = self.request(
+            "dense",
+            SearchVectors::Float(vec![q]),
+            k.min(MAX_TOPK),
+            &expression(filter),
+            Some(ef),
+            &["chunk_id"],
+        )?;
+        Ok(self.ranked(vec![req])?.remove(0))
     }
 
-    fn hits(&self, rows: Vec<Scored>, by: Retriever) -> Vec<Hit> {
-        rows.into_iter()
+    /// The `k` best chunks by BM25 over `search_text`.
+    fn bm25_ranked(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        if k == 0 || self.analyze(query).is_empty() {
+            return Ok(Vec::new());
+        }
+        let req = self.request(
+            "sparse",
+            SearchVectors::EmbeddedText(vec![query.to_string()]),
+            k.min(MAX_TOPK),
+            &expression(filter),
+            None,
+            &["chunk_id"],
+        )?;
+        Ok(self.ranked(vec![req])?.remove(0))
+    }
+
+    /// The chunks of `ids` by id (a chunk deleted meanwhile is not there).
+    fn records(&self, ids: &[u64]) -> Result<HashMap<u64, ChunkRecord>, IndexError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let rows = self.conn.query(
+            &self.conn.address.collection,
+            &format!("chunk_id in [{}]", list.join(",")),
+            &CHUNK_FIELDS,
+            Some(ids.len()),
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(record)
+            .map(|r| (r.chunk_id, r))
+            .collect())
+    }
+
+    /// The hits of one retriever's ranked list.
+    fn hits(&self, ranked: Vec<(u64, f32)>, by: Retriever) -> Result<Vec<Hit>, IndexError> {
+        let ids: Vec<u64> = ranked.iter().map(|x| x.0).collect();
+        let mut chunks = self.records(&ids)?;
+        let bm25 = by == Retriever::Bm25;
+        Ok(ranked
+            .into_iter()
             .enumerate()
-            .filter_map(|(i, (row, score))| {
-                let chunk = record(&row)?;
+            .filter_map(|(i, (id, score))| {
+                let chunk = chunks.remove(&id)?;
                 let rank = Some(i + 1);
-                let (bm25_rank, dense_rank, bm25_score, dense_score) = match by {
-                    Retriever::Bm25 => (rank, None, Some(score), None),
-                    Retriever::Dense => (None, rank, None, Some(score)),
-                    _ => (None, None, None, None),
-                };
                 Some(Hit {
                     chunk,
                     score,
-                    bm25_rank,
-                    dense_rank,
-                    bm25_score,
-                    dense_score,
+                    bm25_rank: rank.filter(|_| bm25),
+                    dense_rank: rank.filter(|_| !bm25),
+                    bm25_score: Some(score).filter(|_| bm25),
+                    dense_score: Some(score).filter(|_| !bm25),
                     found_by: by,
                 })
             })
-            .collect()
+            .collect())
     }
 }
 
 /// A search result row (its fields) and its score.
 type Scored = (serde_json::Map<String, Value>, f32);
 
-/// The rows of the first result set with their scores (BM25's negated scores turned back).
+/// The rows of the first result set with their scores.
 fn rows_of(
     response: sdk::response::dql::SearchResponse,
 ) -> Result<Vec<Scored>, Box<sdk::error::Error>> {
@@ -932,28 +1031,21 @@ impl Store for MilvusStore {
     }
 
     fn bm25(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
-        if self.analyze(query).is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut rows = self.search(
-            "sparse",
-            SearchVectors::EmbeddedText(vec![query.to_string()]),
-            k,
-            filter,
-            None,
-        )?;
-        for (_, s) in &mut rows {
-            *s = s.abs();
-        }
-        Ok(self.hits(rows, Retriever::Bm25))
+        self.hits(self.bm25_ranked(query, k, filter)?, Retriever::Bm25)
     }
 
     fn dense(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
-        self.nearest(vector, k, filter, dense_ef(k))
+        self.hits(
+            self.nearest(vector, k, filter, dense_ef(k))?,
+            Retriever::Dense,
+        )
     }
 
     fn exact(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
-        self.nearest(vector, k, filter, MAX_EF.max(k))
+        self.hits(
+            self.nearest(vector, k, filter, MAX_EF.max(k))?,
+            Retriever::Dense,
+        )
     }
 
     fn hybrid(
@@ -963,44 +1055,19 @@ impl Store for MilvusStore {
         opts: &SearchOptions,
         filter: &Filter,
     ) -> Result<Vec<Hit>, IndexError> {
-        if self.analyze(query).is_empty() {
-            return self.dense(vector, opts.k, filter);
-        }
-        let q = normalised(vector, self.manifest.dim, "of the query")?;
-        let expr = expression(filter);
-        let err = |e: sdk::error::Error| self.conn.err("building a hybrid search", e);
-        let mut dense = SubSearchRequest::builder()
-            .vector_field("dense")
-            .vectors(SearchVectors::Float(vec![q]))
-            .limit(opts.dense_depth.max(1) as i64)
-            .extra_params(HashMap::from([(
-                "ef".to_string(),
-                dense_ef(opts.dense_depth).to_string(),
-            )]));
-        let mut sparse = SubSearchRequest::builder()
-            .vector_field("sparse")
-            .vectors(SearchVectors::EmbeddedText(vec![query.to_string()]))
-            .limit(opts.bm25_depth.max(1) as i64);
-        if !expr.is_empty() {
-            dense = dense.filter(expr.clone());
-            sparse = sparse.filter(expr);
-        }
-        let req = HybridSearchRequest::builder()
-            .collection_name(self.conn.address.collection.clone())
-            .sub_requests(vec![
-                sparse.build().map_err(err)?,
-                dense.build().map_err(err)?,
-            ])
-            .rerank(RRFRerank::new().k(opts.rrf_k.round().max(1.0) as i64))
-            .output_fields(CHUNK_FIELDS)
-            .limit(opts.k.max(1) as i64)
-            .consistency_level(sdk::ConsistencyLevel::Strong)
-            .build()
-            .map_err(err)?;
-        let client = self.conn.client.clone();
-        let rows = block(async move { rows_of(client.hybrid_search(req).await?) })
-            .map_err(|e| self.conn.err("hybrid search", e))?;
-        Ok(self.hits(rows, Retriever::Fused))
+        let ef = dense_ef(opts.dense_depth);
+        let (bm25, dense) = std::thread::scope(|s| {
+            let dense = s.spawn(|| self.nearest(vector, opts.dense_depth, filter, ef));
+            let bm25 = self.bm25_ranked(query, opts.bm25_depth, filter);
+            (bm25, dense.join().expect("a search thread panicked"))
+        });
+        let fused = fuse(&bm25?, &dense?, opts);
+        let ids: Vec<u64> = fused.iter().map(|f| f.id).collect();
+        let mut chunks = self.records(&ids)?;
+        Ok(fused
+            .iter()
+            .filter_map(|f| Some(f.hit(chunks.remove(&f.id)?)))
+            .collect())
     }
 
     fn analyze(&self, text: &str) -> Vec<String> {
@@ -1361,6 +1428,14 @@ mod tests {
         assert_eq!(
             expression(&Filter::path_prefix("/a \"b\"/50%_x")),
             r#"path like "/a \"b\"/50\\%\\_x%""#
+        );
+        assert_eq!(
+            expression(&Filter::path_prefix("/d/").with_file_types(["PDF", ".md"])),
+            r#"path like "/d/%" and (path like "%.pdf" or path like "%.PDF" or path like "%.md" or path like "%.MD")"#
+        );
+        assert_eq!(
+            expression(&Filter::default().with_file_types(["7z"])),
+            r#"(path like "%.7z" or path like "%.7Z")"#
         );
         assert_eq!(clip("héllo", 2), "h");
         assert_eq!(search_text("T", "T", "T\n\nbody"), "T\n\nbody");

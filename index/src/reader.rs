@@ -7,7 +7,7 @@ use std::ops::Bound;
 use tantivy::collector::TopDocs;
 
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{IndexRecordOption, TantivyDocument};
 use tantivy::tokenizer::TextAnalyzer;
@@ -17,7 +17,7 @@ use crate::backend::{Filter, Store};
 use crate::catalog::Catalog;
 use crate::dense::DenseIndex;
 use crate::error::{corrupt, IndexError};
-use crate::fusion::{rrf, SearchOptions};
+use crate::fusion::{fuse, SearchOptions};
 use crate::manifest::Manifest;
 use crate::record::{ChunkRecord, Hit, NewChunk, Retriever};
 use crate::schema::{analyzer, Fields};
@@ -30,9 +30,6 @@ pub const HEADING_BOOST: f32 = 0.5;
 /// BM25 weight of a match in the document title, relative to the text (1.0). Lower than the
 /// heading: every chunk of the document carries the title.
 pub const TITLE_BOOST: f32 = 0.3;
-
-/// A 1-based rank and the retriever's score, if the retriever found the chunk.
-type RankScore = Option<(usize, f32)>;
 
 /// A read-only view of the last commit of an index. `Send + Sync`: share it across threads.
 ///
@@ -185,18 +182,29 @@ impl Index {
             }
         }
         let terms: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
-        let Some(prefix) = filter.path_prefix.as_deref() else {
+        if filter.is_empty() {
             return Some(terms);
-        };
-        // Paths are raw (untokenized) terms: a prefix is the range [prefix, prefix + U+10FFFF].
-        let range = RangeQuery::new(
-            Bound::Included(Term::from_field_text(self.fields.path, prefix)),
-            Bound::Included(Term::from_field_text(
-                self.fields.path,
-                &format!("{prefix}\u{10FFFF}"),
+        }
+        let only: Box<dyn Query> = match filter.path_prefix.as_deref() {
+            // Paths are raw (untokenized) terms: a prefix is the range
+            // [prefix, prefix + U+10FFFF].
+            Some(prefix) if filter.file_types.is_empty() => Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_text(self.fields.path, prefix)),
+                Bound::Included(Term::from_field_text(
+                    self.fields.path,
+                    &format!("{prefix}\u{10FFFF}"),
+                )),
             )),
-        );
-        let only = Box::new(ConstScoreQuery::new(Box::new(range), 0.0));
+            // Any other condition: the documents that pass, from the catalog.
+            _ => Box::new(TermSetQuery::new(
+                self.catalog
+                    .docs
+                    .keys()
+                    .filter(|p| filter.matches(p))
+                    .map(|p| Term::from_field_text(self.fields.path, p)),
+            )),
+        };
+        let only = Box::new(ConstScoreQuery::new(only, 0.0));
         Some(Box::new(BooleanQuery::new(vec![
             (Occur::Must, terms),
             (Occur::Must, only),
@@ -329,40 +337,18 @@ impl Index {
         filter: &Filter,
     ) -> Result<Vec<Hit>, IndexError> {
         let q = normalised(vector, self.manifest.dim, "of the query")?;
-        let bm25 = self.bm25_addrs(query, opts.bm25_depth, filter)?;
+        let bm25: Vec<(u64, f32)> = self
+            .bm25_addrs(query, opts.bm25_depth, filter)?
+            .into_iter()
+            .map(|(score, id, _)| (id, score))
+            .collect();
         let dense = self.nearest(&q, opts.dense_depth, filter, false);
-        let mut bm25_ids = Vec::with_capacity(bm25.len());
-        // chunk id -> (BM25 rank and score, dense rank and score)
-        let mut by_id: HashMap<u64, (RankScore, RankScore)> = HashMap::new();
-        for (rank, &(score, id, _)) in bm25.iter().enumerate() {
-            bm25_ids.push(id);
-            by_id.entry(id).or_default().0 = Some((rank + 1, score));
-        }
-        let dense_ids: Vec<u64> = dense.iter().map(|&(id, _)| id).collect();
-        for (rank, &(id, score)) in dense.iter().enumerate() {
-            by_id.entry(id).or_default().1 = Some((rank + 1, score));
-        }
-        let fused = rrf(&[bm25_ids, dense_ids], opts.rrf_k);
-        let mut hits = Vec::with_capacity(opts.k.min(fused.len()));
-        for (id, fused_score) in fused.into_iter().take(opts.k) {
-            let Some(chunk) = self.chunk(id)? else {
-                continue;
-            };
-            let (b, d) = by_id.get(&id).copied().unwrap_or_default();
-            let found_by = match (b, d) {
-                (Some(_), Some(_)) => Retriever::Both,
-                (Some(_), None) => Retriever::Bm25,
-                _ => Retriever::Dense,
-            };
-            hits.push(Hit {
-                chunk,
-                score: fused_score as f32,
-                bm25_rank: b.map(|x| x.0),
-                dense_rank: d.map(|x| x.0),
-                bm25_score: b.map(|x| x.1),
-                dense_score: d.map(|x| x.1),
-                found_by,
-            });
+        let fused = fuse(&bm25, &dense, opts);
+        let mut hits = Vec::with_capacity(fused.len());
+        for f in fused {
+            if let Some(chunk) = self.chunk(f.id)? {
+                hits.push(f.hit(chunk));
+            }
         }
         Ok(hits)
     }

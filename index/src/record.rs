@@ -70,8 +70,6 @@ pub enum Retriever {
     Bm25,
     Dense,
     Both,
-    /// Ranked by a store's own fusion of both (Milvus): each retriever's rank is not known.
-    Fused,
 }
 
 /// A search result.

@@ -24,7 +24,7 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
     let b1 = doc_chunks(&mut rng, DIM, "beta", 1, 2);
     let c = doc_chunks(&mut rng, DIM, "gamma", 1, 4);
     w.replace_document("/docs/x/a.md", "a1", a.clone()).unwrap();
-    w.replace_document("/docs/x/b.md", "b1", b1).unwrap();
+    w.replace_document("/docs/x/b.TXT", "b1", b1).unwrap();
     w.replace_document("/docs/y/c.md", "c1", c.clone()).unwrap();
     w.replace_document("/docs/y/empty.md", "e1", Vec::new())
         .unwrap();
@@ -81,7 +81,7 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
     let x = Filter::path_prefix("/docs/x/");
     assert_eq!(
         paths(&s.bm25("common words", 20, &x).unwrap()),
-        HashSet::from(["/docs/x/a.md".to_string(), "/docs/x/b.md".to_string()])
+        HashSet::from(["/docs/x/a.md".to_string(), "/docs/x/b.TXT".to_string()])
     );
     let d = s.dense(&c[0].vector, 20, &x).unwrap();
     assert!(!d.is_empty() && d.iter().all(|h| h.chunk.path.starts_with("/docs/x/")));
@@ -91,6 +91,23 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
         .bm25("gamma", 5, &Filter::path_prefix("/nowhere/"))
         .unwrap()
         .is_empty());
+    // By file type (any case), alone and with a path.
+    let txt = Filter::default().with_file_types(["txt"]);
+    assert_eq!(
+        paths(&s.bm25("common words", 20, &txt).unwrap()),
+        HashSet::from(["/docs/x/b.TXT".to_string()])
+    );
+    let md_in_x = x.clone().with_file_types([".md"]);
+    assert_eq!(
+        paths(&s.bm25("common words", 20, &md_in_x).unwrap()),
+        HashSet::from(["/docs/x/a.md".to_string()])
+    );
+    let d = s.dense(&c[0].vector, 20, &txt).unwrap();
+    assert!(!d.is_empty() && d.iter().all(|h| h.chunk.path == "/docs/x/b.TXT"));
+    let hy = s.hybrid("gamma", &c[0].vector, &opts, &md_in_x).unwrap();
+    assert!(!hy.is_empty() && hy.iter().all(|h| h.chunk.path == "/docs/x/a.md"));
+    let pdf = Filter::default().with_file_types(["pdf"]);
+    assert!(s.bm25("common words", 20, &pdf).unwrap().is_empty());
 
     // IDF: a word in one chunk weighs more than one in every chunk.
     let w8 = s.term_weights("gamma common").unwrap();
@@ -116,16 +133,16 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
 
     // Replace, remove, and write the same version twice: no duplicates, nothing stale.
     let b2 = doc_chunks(&mut rng, DIM, "beta", 2, 1);
-    w.replace_document("/docs/x/b.md", "b2", b2.clone())
+    w.replace_document("/docs/x/b.TXT", "b2", b2.clone())
         .unwrap();
-    w.replace_document("/docs/x/b.md", "b2", b2).unwrap();
+    w.replace_document("/docs/x/b.TXT", "b2", b2).unwrap();
     w.remove_document("/docs/y/c.md").unwrap();
     w.replace_document("/docs/x/a.md", "a1", a).unwrap();
     w.commit().unwrap();
     let s = open_store().unwrap();
     assert_eq!(s.len(), 3 + 1, "{:?}", s.documents());
     let docs = s.documents();
-    assert_eq!(docs.get("/docs/x/b.md").map(String::as_str), Some("b2"));
+    assert_eq!(docs.get("/docs/x/b.TXT").map(String::as_str), Some("b2"));
     assert!(!docs.contains_key("/docs/y/c.md"));
     assert!(s.bm25("gamma", 5, &none).unwrap().is_empty());
     let beta = s.bm25("beta", 10, &none).unwrap();
@@ -251,6 +268,62 @@ mod milvus {
         let mut w = rag_index::IndexWriter::open(back.path(), "e", DIM, false).unwrap();
         let r = copy(&m, &mut w, 10, &mut |_, _| {}).unwrap();
         assert_eq!(r.chunks, 12);
+    }
+
+    /// Hybrid search on Milvus fuses the server's BM25 and dense lists by rag's RRF: each hit
+    /// carries its rank in both lists, and the fused order is the one the lists give.
+    #[test]
+    fn milvus_hybrid_fuses_its_own_lists() {
+        let Some(uri) = server() else { return };
+        const WORDS: [&str; 12] = [
+            "harbour", "bridge", "tide", "ferry", "crane", "pier", "storm", "cargo", "pilot",
+            "lock", "canal", "buoy",
+        ];
+        let mut rng = Rng::new(21);
+        let pick = |n: usize, rng: &mut Rng| -> String {
+            (0..n)
+                .map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let a = address(&uri, "rag_test_fusion");
+        let mut w = MilvusWriter::open(&a, "e", DIM, true).unwrap();
+        for d in 0..20 {
+            let chunks: Vec<_> = (0..2)
+                .map(|_| {
+                    let n = 4 + (rng.next_u64() % 8) as usize;
+                    common::chunk(&pick(n, &mut rng), rng.unit(DIM))
+                })
+                .collect();
+            w.replace_document(&format!("/d/{d}.md"), "h", chunks)
+                .unwrap();
+        }
+        w.commit().unwrap();
+        let m = MilvusStore::open(&a).unwrap();
+        let none = Filter::default();
+        let opts = SearchOptions {
+            k: 6,
+            bm25_depth: 10,
+            dense_depth: 10,
+            ..SearchOptions::default()
+        };
+        for q in 0..8 {
+            let query = pick(1 + q % 3, &mut rng);
+            let v = rng.unit(DIM);
+            let bm25 = m.bm25(&query, 10, &none).unwrap();
+            let dense = m.dense(&v, 10, &none).unwrap();
+            let ids = |h: &[rag_index::Hit]| h.iter().map(|h| h.chunk.chunk_id).collect();
+            let want = rag_index::rrf(&[ids(&bm25), ids(&dense)], opts.rrf_k);
+            let got = m.hybrid(&query, &v, &opts, &none).unwrap();
+            assert_eq!(got.len(), want.len().min(opts.k), "{query}");
+            for (h, (id, score)) in got.iter().zip(&want) {
+                assert_eq!(h.chunk.chunk_id, *id, "{query}");
+                assert!((f64::from(h.score) - score).abs() < 1e-6, "{query}");
+                let rank = |l: &[rag_index::Hit]| l.iter().position(|x| x.chunk.chunk_id == *id);
+                assert_eq!(h.bm25_rank, rank(&bm25).map(|r| r + 1), "{query}");
+                assert_eq!(h.dense_rank, rank(&dense).map(|r| r + 1), "{query}");
+            }
+        }
     }
 
     #[test]

@@ -74,10 +74,11 @@ pub struct RetrievalArgs {
     /// answerability check) or free (free text with checked citations).
     #[arg(long, default_value = "quote", value_name = "quote|free")]
     answer: AnswerMode,
-    /// Only passages of documents under this path: `path:DIR` (a relative DIR is taken from
-    /// the current folder, as `rag ingest` stores absolute paths).
-    #[arg(long, value_name = "path:PREFIX")]
-    filter: Option<String>,
+    /// Only some documents' passages: `path:DIR` (documents under DIR; a relative DIR is taken
+    /// from the current folder, as `rag ingest` stores absolute paths) or `type:EXT[,EXT...]`
+    /// (by file extension: `type:pdf,docx`). Repeat it to require several.
+    #[arg(long, value_name = "path:DIR|type:EXT")]
+    filter: Vec<String>,
 }
 
 impl RetrievalArgs {
@@ -103,23 +104,47 @@ impl RetrievalArgs {
         }
         opts.generate.max_tokens = self.max_tokens;
         opts.answer = self.answer;
-        if let Some(f) = &self.filter {
-            opts.retrieve.filter = parse_filter(f)?;
-        }
+        opts.retrieve.filter = parse_filters(&self.filter)?;
         Ok(opts)
     }
 }
 
-/// `path:PREFIX` as a [`rag::Filter`]. A relative prefix is made absolute (stored paths are),
-/// keeping a trailing `/` so that `path:docs/` does not also match `docs-old/`.
-pub fn parse_filter(s: &str) -> Result<rag::Filter> {
-    let Some(prefix) = s.strip_prefix("path:") else {
-        anyhow::bail!("--filter {s}: the form is path:PREFIX (documents under PREFIX)");
-    };
-    anyhow::ensure!(
-        !prefix.is_empty(),
-        "--filter path: needs a path after the colon"
-    );
+/// `--filter` values as one [`rag::Filter`]: every one must hold.
+///
+/// `path:PREFIX`: a relative prefix is made absolute (stored paths are), keeping a trailing `/`
+/// so that `path:docs/` does not also match `docs-old/`. `type:EXT[,EXT...]`: extensions, any
+/// case, the dot optional.
+pub fn parse_filters(values: &[String]) -> Result<rag::Filter> {
+    let mut filter = rag::Filter::default();
+    for s in values {
+        if let Some(prefix) = s.strip_prefix("path:") {
+            anyhow::ensure!(
+                !prefix.is_empty(),
+                "--filter path: needs a path after the colon"
+            );
+            anyhow::ensure!(
+                filter.path_prefix.is_none(),
+                "--filter {s}: give one path: filter (a document is under one folder)"
+            );
+            filter.path_prefix = Some(absolute_prefix(prefix)?);
+        } else if let Some(types) = s.strip_prefix("type:") {
+            let list: Vec<&str> = types.split(',').map(str::trim).collect();
+            anyhow::ensure!(
+                list.iter().all(|t| !t.trim_start_matches('.').is_empty()),
+                "--filter {s}: the form is type:EXT[,EXT...], e.g. type:pdf,docx"
+            );
+            filter = filter.with_file_types(list);
+        } else {
+            anyhow::bail!(
+                "--filter {s}: the forms are path:DIR (documents under DIR) and type:EXT[,EXT...] \
+                 (documents with these extensions, e.g. type:pdf,docx)"
+            );
+        }
+    }
+    Ok(filter)
+}
+
+fn absolute_prefix(prefix: &str) -> Result<String> {
     let looks_remote = prefix.contains("://");
     let mut p = if looks_remote || std::path::Path::new(prefix).is_absolute() {
         prefix.to_string()
@@ -129,7 +154,7 @@ pub fn parse_filter(s: &str) -> Result<rag::Filter> {
     if prefix.ends_with('/') && !p.ends_with('/') {
         p.push('/');
     }
-    Ok(rag::Filter::path_prefix(p))
+    Ok(p)
 }
 
 pub fn run(config: Config, args: AskArgs) -> Result<()> {

@@ -86,7 +86,6 @@ fn write_passage(out: &mut impl Write, p: &Passage) -> Result<()> {
         Retriever::Bm25 => "bm25",
         Retriever::Dense => "dense",
         Retriever::Both => "both",
-        Retriever::Fused => "the store's fusion of both",
     };
     let ranks = [
         p.bm25_rank.map(|r| format!("bm25 #{r}")),
