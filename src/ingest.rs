@@ -274,6 +274,7 @@ pub(crate) fn ingest(
         report.stages.chunk += tc.elapsed().as_secs_f64();
         batch.chunks += chunks.len();
         batch.files.push(Loaded {
+            modified: modified_time(&path),
             path,
             key,
             hash,
@@ -314,6 +315,8 @@ pub(crate) fn ingest(
 /// A file loaded and chunked, waiting for its batch to be embedded.
 struct Loaded {
     path: PathBuf,
+    /// The file's modification time (Unix seconds), if the file system says.
+    modified: Option<i64>,
     key: String,
     hash: String,
     doc: rag_ingest::Document,
@@ -372,6 +375,7 @@ impl Batch {
                     heading: (!c.heading_path.is_empty()).then(|| c.heading_path.join(" > ")),
                     pages: c.pages,
                     byte_range: c.byte_range,
+                    modified: file.modified,
                     vector,
                 })
                 .collect();
@@ -439,6 +443,15 @@ fn with_identity<'t>(title: Option<&str>, headings: &[String], text: &'t str) ->
 
 /// A store error while writing `path`: the message names the file (a remote store can fail on
 /// any one of them: the server went away, a timeout, a refused write).
+/// When `path` was last modified, in Unix seconds (`None` where the file system does not say).
+fn modified_time(path: &Path) -> Option<i64> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).ok(),
+        Err(e) => i64::try_from(e.duration().as_secs()).ok().map(|s| -s),
+    }
+}
+
 fn in_file(path: &Path, e: rag_index::IndexError) -> Error {
     match e {
         rag_index::IndexError::Remote {

@@ -229,6 +229,7 @@ mod tests {
                 heading: None,
                 pages,
                 byte_range: 0..text.len(),
+                modified: None,
                 text: text.to_string(),
             },
             score: 1.0 / (60.0 + id as f32),

@@ -387,6 +387,7 @@ pub(crate) fn small_index(
             heading: first_heading.filter(|_| i == 0).map(str::to_string),
             pages: None,
             byte_range: 0..t.len(),
+            modified: None,
             vector: vec![1.0, i as f32],
         };
         w.replace_document(&format!("/d/{i}.txt"), "h", vec![c])
@@ -423,6 +424,7 @@ mod tests {
                 heading: None,
                 pages: None,
                 byte_range: 0..text.len(),
+                modified: None,
                 text: text.to_string(),
             },
             score: 1.0,

@@ -100,6 +100,13 @@ fn scenario(store: &[&str], corpus: &Path) {
         ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
     };
 
+    // One file last changed in 2001, for the date filters.
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(978_307_200);
+    std::fs::File::options()
+        .write(true)
+        .open(corpus.join("library.txt"))
+        .and_then(|f| f.set_modified(old))
+        .unwrap();
     let r = report(&run(&["ingest", "--json", "--reindex", c]));
     assert_eq!(
         (r["indexed"].as_u64(), r["failed"].as_u64()),
@@ -169,6 +176,31 @@ fn scenario(store: &[&str], corpus: &Path) {
         .collect::<Vec<_>>());
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("type:EXT"));
+    // And by when the files were last changed.
+    let library = |filter: &str| -> Vec<bool> {
+        let s = json(&run(&[
+            "search",
+            "--json",
+            "-k",
+            "10",
+            "--filter",
+            filter,
+            "library reading room",
+        ]));
+        s["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().ends_with("library.txt"))
+            .collect()
+    };
+    let before = library("before:2010-01-01");
+    assert!(
+        !before.is_empty() && before.iter().all(|&l| l),
+        "{before:?}"
+    );
+    let after = library("after:2010-01-01");
+    assert!(!after.is_empty() && after.iter().all(|&l| !l), "{after:?}");
 
     // Change one file, remove another: only those are redone.
     let bridge = corpus.join("harbour-bridge.md");

@@ -102,6 +102,7 @@ fn main() {
                 heading: Some(format!("Part {j}")),
                 pages: None,
                 byte_range: 0..1000,
+                modified: None,
                 vector: point(&mut rng),
             })
             .collect();

@@ -40,10 +40,13 @@ pub fn is_remote(s: &str) -> bool {
 ///
 /// ```
 /// let f = rag_index::Filter::path_prefix("/docs/a/");
-/// assert!(f.matches("/docs/a/x.txt") && !f.matches("/docs/b/x.txt"));
+/// assert!(f.matches("/docs/a/x.txt", None) && !f.matches("/docs/b/x.txt", None));
 /// let pdf = f.with_file_types(["pdf"]);
-/// assert!(pdf.matches("/docs/a/report.PDF") && !pdf.matches("/docs/a/x.txt"));
-/// assert!(rag_index::Filter::default().matches("anything"));
+/// assert!(pdf.matches("/docs/a/report.PDF", None) && !pdf.matches("/docs/a/x.txt", None));
+/// let recent = rag_index::Filter { modified_after: Some(1_700_000_000), ..Default::default() };
+/// assert!(recent.matches("/a.txt", Some(1_750_000_000)));
+/// assert!(!recent.matches("/a.txt", Some(1_600_000_000)) && !recent.matches("/a.txt", None));
+/// assert!(rag_index::Filter::default().matches("anything", None));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
@@ -53,6 +56,13 @@ pub struct Filter {
     /// no dot; a path's extension is compared case-insensitively). Empty: any type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub file_types: Vec<String>,
+    /// Only chunks of documents whose file was modified at or after this time (Unix
+    /// seconds). A document whose time the store does not know does not pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_after: Option<i64>,
+    /// Only chunks of documents whose file was modified before this time (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_before: Option<i64>,
 }
 
 impl Filter {
@@ -78,14 +88,29 @@ impl Filter {
 
     /// Whether the filter lets everything through.
     pub fn is_empty(&self) -> bool {
-        self.path_prefix.is_none() && self.file_types.is_empty()
+        self.path_prefix.is_none() && self.file_types.is_empty() && !self.has_dates()
     }
 
-    /// Whether a chunk of the document at `path` passes.
-    pub fn matches(&self, path: &str) -> bool {
-        self.path_prefix
-            .as_deref()
-            .is_none_or(|p| path.starts_with(p))
+    /// Whether the filter compares modification times.
+    pub fn has_dates(&self) -> bool {
+        self.modified_after.is_some() || self.modified_before.is_some()
+    }
+
+    /// Whether a chunk of the document at `path`, modified at `modified` (Unix seconds, if
+    /// known), passes.
+    pub fn matches(&self, path: &str, modified: Option<i64>) -> bool {
+        let dated = match modified {
+            Some(m) => {
+                self.modified_after.is_none_or(|a| m >= a)
+                    && self.modified_before.is_none_or(|b| m < b)
+            }
+            None => !self.has_dates(),
+        };
+        dated
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
             && (self.file_types.is_empty() || self.file_types.contains(&file_type(path)))
     }
 }

@@ -11,12 +11,14 @@ use std::path::Path;
 use tantivy::{DocAddress, Searcher};
 
 use crate::error::{corrupt, IndexError};
-use crate::schema::{F_CHUNK_ID, F_CONTENT_HASH, F_PATH};
+use crate::schema::{F_CHUNK_ID, F_CONTENT_HASH, F_MODIFIED, F_PATH};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DocEntry {
     pub hash: String,
     pub chunks: usize,
+    /// The file's modification time (Unix seconds), if recorded.
+    pub modified: Option<i64>,
 }
 
 #[derive(Default)]
@@ -45,6 +47,8 @@ impl Catalog {
             }
             let ff = seg.fast_fields();
             let ids = ff.column_opt::<u64>(F_CHUNK_ID)?;
+            // Absent from indexes made before rag recorded it.
+            let modified = ff.column_opt::<i64>(F_MODIFIED).ok().flatten();
             let paths = ff
                 .str(F_PATH)?
                 .ok_or_else(|| corrupt(dir, "segment without a `path` column"))?;
@@ -77,6 +81,7 @@ impl Catalog {
                     last_hash_ord = Some(hash_ord);
                 }
                 let chunk_id = ids.as_ref().and_then(|c| c.first(doc));
+                let time = modified.as_ref().and_then(|c| c.first(doc));
                 if new_path {
                     // (Re)entering a path: find or add its slot.
                     path_slot = match slots.get(&path_buf) {
@@ -97,12 +102,15 @@ impl Catalog {
                                 format!("document {path_buf} is live with two content hashes"),
                             ));
                         }
-                        e.get_mut().chunks += usize::from(chunk_id.is_some());
+                        let entry = e.get_mut();
+                        entry.chunks += usize::from(chunk_id.is_some());
+                        entry.modified = entry.modified.or(time);
                     }
                     Entry::Vacant(e) => {
                         e.insert(DocEntry {
                             hash: hash_buf.clone(),
                             chunks: usize::from(chunk_id.is_some()),
+                            modified: time,
                         });
                     }
                 }
@@ -122,6 +130,11 @@ impl Catalog {
     pub(crate) fn path_of(&self, chunk_id: u64) -> Option<&str> {
         let slot = *self.chunk_path.get(&chunk_id)?;
         self.paths.get(slot as usize).map(String::as_str)
+    }
+
+    /// The modification time of the document at `path`, if recorded.
+    pub(crate) fn modified(&self, path: &str) -> Option<i64> {
+        self.docs.get(path).and_then(|d| d.modified)
     }
 
     pub(crate) fn chunks(&self) -> usize {

@@ -19,6 +19,7 @@ fn chunks(doc: &str, version: u32, n: usize) -> Vec<NewChunk> {
                 heading: None,
                 pages: None,
                 byte_range: 0..1,
+                modified: None,
                 vector: vec![1.0, x.sin(), x.cos(), 0.5],
             }
         })

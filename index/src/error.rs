@@ -81,6 +81,13 @@ pub enum IndexError {
 
     /// An earlier `commit` or staging step failed half-way; the writer refuses further work.
     /// Nothing committed is lost: drop the writer and open a new one.
+    /// A search filters by date on a store written before rag recorded file dates.
+    #[error(
+        "{store} was written before rag recorded when files were modified, so it cannot filter \
+         by date: ingest again with --reindex to record them"
+    )]
+    NoDates { store: String },
+
     #[error("the index writer on {} failed earlier ({reason}); drop it and open a new one", dir.display())]
     WriterPoisoned { dir: PathBuf, reason: String },
 }

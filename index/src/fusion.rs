@@ -33,29 +33,38 @@ impl Default for SearchOptions {
 
 /// Reciprocal-rank fusion: score(d) = sum over lists of 1 / (rrf_k + rank), rank 1-based.
 ///
-/// Sorted by score, best first; equal scores by ascending id, so the result depends only on the
-/// input. An id repeated within one list counts once, at its best rank.
+/// Sorted by score, best first. Equal scores go by the rank in the first list (a chunk the
+/// first list holds before one it does not), then the second, and so on, then by ascending id:
+/// so the order depends only on the input, and two stores that rank alike but number their
+/// chunks differently fuse alike. An id repeated within one list counts once, at its best rank.
 pub fn rrf(lists: &[Vec<u64>], rrf_k: f64) -> Vec<(u64, f64)> {
-    // Ranks per id, summed smallest first: the floating-point sum then depends only on the
-    // ranks, not on the order of the lists.
+    // Rank per list (usize::MAX where absent), by id.
     let mut ranks: HashMap<u64, Vec<usize>> = HashMap::new();
-    for list in lists {
-        let mut seen = std::collections::HashSet::with_capacity(list.len());
+    for (l, list) in lists.iter().enumerate() {
         for (i, &id) in list.iter().enumerate() {
-            if seen.insert(id) {
-                ranks.entry(id).or_default().push(i + 1);
-            }
+            let r = &mut ranks
+                .entry(id)
+                .or_insert_with(|| vec![usize::MAX; lists.len()])[l];
+            *r = (*r).min(i + 1);
         }
     }
-    let mut out: Vec<(u64, f64)> = ranks
+    let mut out: Vec<(u64, f64, Vec<usize>)> = ranks
         .into_iter()
-        .map(|(id, mut r)| {
-            r.sort_unstable();
-            (id, r.iter().map(|&r| 1.0 / (rrf_k + r as f64)).sum())
+        .map(|(id, r)| {
+            // Summed smallest rank first: the floating-point sum then depends only on the
+            // ranks, not on the order of the lists.
+            let mut sorted: Vec<usize> = r.iter().copied().filter(|&x| x != usize::MAX).collect();
+            sorted.sort_unstable();
+            let score = sorted.iter().map(|&x| 1.0 / (rrf_k + x as f64)).sum();
+            (id, score, r)
         })
         .collect();
-    out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    out
+    out.sort_unstable_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| a.2.cmp(&b.2))
+            .then(a.0.cmp(&b.0))
+    });
+    out.into_iter().map(|(id, score, _)| (id, score)).collect()
 }
 
 /// A 1-based rank and the retriever's score, if the retriever found the chunk.
@@ -147,12 +156,18 @@ mod tests {
     }
 
     #[test]
-    fn rrf_ties_by_id_and_small_k() {
-        // 7 and 5 both get 1/(1+1) + 1/(1+2): a tie, broken by id.
+    fn rrf_ties_by_the_first_list_then_id() {
+        // 7 and 5 both get 1/(1+1) + 1/(1+2): a tie, broken by the first list's ranks.
         let out = rrf(&[vec![7, 5], vec![5, 7]], 1.0);
-        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![5, 7]);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![7, 5]);
         assert!(close(out[0].1, 0.5 + 1.0 / 3.0));
         assert!(close(out[0].1, out[1].1));
+        // Found by the first list only beats found by the second only, at the same rank.
+        let out = rrf(&[vec![9], vec![3]], 60.0);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![9, 3]);
+        // Equal in every list: by id.
+        let out = rrf(&[vec![8], vec![8], vec![2], vec![2]], 60.0);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![8, 2]);
     }
 
     #[test]
@@ -186,6 +201,7 @@ mod tests {
             heading: None,
             pages: None,
             byte_range: 0..1,
+            modified: None,
             text: "t".into(),
         };
         assert_eq!(out[2].hit(chunk.clone()).found_by, Retriever::Dense);
@@ -202,8 +218,10 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(rrf(&lists, 60.0), first);
         }
+        // List order can change only how ties are broken, never a score.
         let mut reversed = lists.clone();
         reversed.reverse();
-        assert_eq!(rrf(&reversed, 60.0), first, "list order must not matter");
+        let scores = |v: Vec<(u64, f64)>| v.into_iter().collect::<HashMap<u64, f64>>();
+        assert_eq!(scores(rrf(&reversed, 60.0)), scores(first));
     }
 }

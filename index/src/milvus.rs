@@ -7,7 +7,7 @@
 //!
 //! | collection | one row per | fields |
 //! |---|---|---|
-//! | `NAME` | chunk | `chunk_id` (primary key), `path`, `content_hash`, `embedder`, `ord` (position in the document), `title`, `heading`, `page_start`/`page_end` (0 = none), `byte_start`/`byte_end`, `text`, `search_text` (title, heading and text: analyzed, BM25 function), `sparse` (BM25 output), `dense` (HNSW, cosine) |
+//! | `NAME` | chunk | `chunk_id` (primary key), `path`, `content_hash`, `embedder`, `ord` (position in the document), `title`, `heading`, `page_start`/`page_end` (0 = none), `byte_start`/`byte_end`, `modified` (the file's modification time, Unix seconds; 0 = unknown; absent from collections written before rag recorded it), `text`, `search_text` (title, heading and text: analyzed, BM25 function), `sparse` (BM25 output), `dense` (HNSW, cosine) |
 //! | `NAME_files` | document | `path` (primary key), `content_hash` (empty until a first version is committed), `chunks`, `pending` (versions being written: JSON pairs of hash and chunk count), `embedder`, and a constant 2-d vector (Milvus wants one per collection) |
 //!
 //! # Writes, and two machines on one collection
@@ -293,6 +293,7 @@ impl Conn {
             .add_field(int("page_end"))
             .add_field(int("byte_start"))
             .add_field(int("byte_end"))
+            .add_field(int("modified"))
             .add_field(varchar("text", MAX_VARCHAR))
             .add_field(
                 varchar("search_text", MAX_VARCHAR)
@@ -383,8 +384,8 @@ impl Conn {
             .map_err(|e| self.err(format!("loading collection {collection}"), e))
     }
 
-    /// The dimension of the `dense` field.
-    fn dense_dim(&self) -> Result<usize, IndexError> {
+    /// The dimension of the `dense` field, and whether chunks have a `modified` field.
+    fn layout(&self) -> Result<(usize, bool), IndexError> {
         let client = self.client.clone();
         let name = self.address.collection.clone();
         let req = DescribeCollectionRequest::builder()
@@ -393,12 +394,12 @@ impl Conn {
             .map_err(|e| self.err("describing the collection", e))?;
         let desc = block(async move { client.describe_collection(req).await })
             .map_err(|e| self.err(format!("describing collection {name}"), e))?;
-        desc.description()
-            .get_schema()
-            .get_fields()
+        let fields = desc.description().get_schema().get_fields();
+        let dates = fields.iter().any(|f| f.get_name() == "modified");
+        fields
             .iter()
             .find(|f| f.get_name() == "dense")
-            .map(|f| f.get_dimension() as usize)
+            .map(|f| (f.get_dimension() as usize, dates))
             .ok_or_else(|| {
                 self.err(
                     "reading the collection",
@@ -703,6 +704,16 @@ fn expression(filter: &Filter) -> String {
         }
         all.push(format!("({})", any.join(" or ")));
     }
+    if filter.has_dates() {
+        // 0 is "not known", which no date filter lets through.
+        all.push(format!(
+            "modified >= {}",
+            filter.modified_after.unwrap_or(i64::MIN).max(1)
+        ));
+    }
+    if let Some(b) = filter.modified_before {
+        all.push(format!("modified < {b}"));
+    }
     all.join(" and ")
 }
 
@@ -782,6 +793,10 @@ fn record(row: &serde_json::Map<String, Value>) -> Option<ChunkRecord> {
         pages: (ps != 0).then(|| (ps as u32, pe.max(ps) as u32)),
         byte_range: u("byte_start") as usize..u("byte_end") as usize,
         text: s("text"),
+        modified: row
+            .get("modified")
+            .and_then(Value::as_i64)
+            .filter(|&m| m != 0),
     })
 }
 
@@ -794,6 +809,8 @@ pub struct MilvusStore {
     analyzer: TextAnalyzer,
     /// Document frequencies already asked for (this view's counts do not change).
     doc_freq: std::sync::Mutex<HashMap<String, usize>>,
+    /// Whether chunks have a `modified` field.
+    dates: bool,
 }
 
 impl MilvusStore {
@@ -808,7 +825,7 @@ impl MilvusStore {
         }
         conn.load(&address.collection)?;
         conn.load(&address.files())?;
-        let dim = conn.dense_dim()?;
+        let (dim, dates) = conn.layout()?;
         let (documents, embedder) = conn.documents()?;
         let manifest = conn.manifest(embedder, dim, documents.len())?;
         Ok(MilvusStore {
@@ -817,7 +834,27 @@ impl MilvusStore {
             documents,
             analyzer: analyzer(ANALYZER_EN_STEM).expect("built-in analyzer"),
             doc_freq: std::sync::Mutex::new(HashMap::new()),
+            dates,
         })
+    }
+
+    /// The fields a chunk is read from.
+    fn fields(&self) -> Vec<&'static str> {
+        let mut f = CHUNK_FIELDS.to_vec();
+        if self.dates {
+            f.push("modified");
+        }
+        f
+    }
+
+    /// The filter expression of `filter`, or why this collection cannot apply it.
+    fn expression(&self, filter: &Filter) -> Result<String, IndexError> {
+        if filter.has_dates() && !self.dates {
+            return Err(IndexError::NoDates {
+                store: self.location(),
+            });
+        }
+        Ok(expression(filter))
     }
 
     /// A search request on `field`, `k` deep, restricted by the filter expression `expr`.
@@ -898,7 +935,7 @@ impl MilvusStore {
             "dense",
             SearchVectors::Float(vec![q]),
             k.min(MAX_TOPK),
-            &expression(filter),
+            &self.expression(filter)?,
             Some(ef),
             &["chunk_id"],
         )?;
@@ -919,7 +956,7 @@ impl MilvusStore {
             "sparse",
             SearchVectors::EmbeddedText(vec![query.to_string()]),
             k.min(MAX_TOPK),
-            &expression(filter),
+            &self.expression(filter)?,
             None,
             &["chunk_id"],
         )?;
@@ -935,7 +972,7 @@ impl MilvusStore {
         let rows = self.conn.query(
             &self.conn.address.collection,
             &format!("chunk_id in [{}]", list.join(",")),
-            &CHUNK_FIELDS,
+            &self.fields(),
             Some(ids.len()),
         )?;
         Ok(rows
@@ -1024,7 +1061,7 @@ impl Store for MilvusStore {
         let rows = self.conn.query(
             &self.conn.address.collection,
             &format!("chunk_id == {chunk_id}"),
-            &CHUNK_FIELDS,
+            &self.fields(),
             Some(1),
         )?;
         Ok(rows.first().and_then(record))
@@ -1131,7 +1168,7 @@ impl Store for MilvusStore {
     }
 
     fn export_document(&self, path: &str) -> Result<Vec<NewChunk>, IndexError> {
-        let mut fields = CHUNK_FIELDS.to_vec();
+        let mut fields = self.fields();
         fields.push("dense");
         let mut rows = self.conn.query(
             &self.conn.address.collection,
@@ -1171,6 +1208,8 @@ pub struct MilvusWriter {
     embedder_id: String,
     /// The `NAME_files` rows as this writer knows them.
     files: HashMap<String, FileRow>,
+    /// Whether chunks have a `modified` field.
+    dates: bool,
 }
 
 impl MilvusWriter {
@@ -1211,7 +1250,7 @@ impl MilvusWriter {
         }
         conn.load(&address.collection)?;
         conn.load(&address.files())?;
-        let have_dim = conn.dense_dim()?;
+        let (have_dim, dates) = conn.layout()?;
         let (files, have_id) = conn.files()?;
         if have_dim != dim || have_id.as_deref().is_some_and(|h| h != embedder_id) {
             return Err(IndexError::EmbedderMismatch {
@@ -1229,6 +1268,7 @@ impl MilvusWriter {
             manifest,
             embedder_id: embedder_id.to_string(),
             files,
+            dates,
         })
     }
 }
@@ -1295,7 +1335,7 @@ impl StoreWriter for MilvusWriter {
             let text = clip(&c.text, MAX_VARCHAR);
             let search = clip(&search_text(title, heading, text), MAX_VARCHAR).to_string();
             let (ps, pe) = c.pages.unwrap_or((0, 0));
-            rows.push(json!({
+            let mut row = json!({
                 "chunk_id": chunk_id(path, content_hash, ord) as i64,
                 "path": path,
                 "content_hash": content_hash,
@@ -1310,7 +1350,11 @@ impl StoreWriter for MilvusWriter {
                 "text": text,
                 "search_text": search,
                 "dense": v,
-            }));
+            });
+            if self.dates {
+                row["modified"] = json!(c.modified.unwrap_or(0));
+            }
+            rows.push(row);
         }
         let n = rows.len();
         // 1. Record the version about to be written, so that a write cut short is cleaned up
@@ -1437,6 +1481,17 @@ mod tests {
             expression(&Filter::default().with_file_types(["7z"])),
             r#"(path like "%.7z" or path like "%.7Z")"#
         );
+        let dated = Filter {
+            modified_after: Some(100),
+            modified_before: Some(200),
+            ..Filter::default()
+        };
+        assert_eq!(expression(&dated), "modified >= 100 and modified < 200");
+        let before = Filter {
+            modified_before: Some(200),
+            ..Filter::default()
+        };
+        assert_eq!(expression(&before), "modified >= 1 and modified < 200");
         assert_eq!(clip("héllo", 2), "h");
         assert_eq!(search_text("T", "T", "T\n\nbody"), "T\n\nbody");
         assert_eq!(search_text("T", "T > S", "body"), "T\nT > S\nbody");

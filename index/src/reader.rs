@@ -188,20 +188,22 @@ impl Index {
         let only: Box<dyn Query> = match filter.path_prefix.as_deref() {
             // Paths are raw (untokenized) terms: a prefix is the range
             // [prefix, prefix + U+10FFFF].
-            Some(prefix) if filter.file_types.is_empty() => Box::new(RangeQuery::new(
-                Bound::Included(Term::from_field_text(self.fields.path, prefix)),
-                Bound::Included(Term::from_field_text(
-                    self.fields.path,
-                    &format!("{prefix}\u{10FFFF}"),
-                )),
-            )),
+            Some(prefix) if filter.file_types.is_empty() && !filter.has_dates() => {
+                Box::new(RangeQuery::new(
+                    Bound::Included(Term::from_field_text(self.fields.path, prefix)),
+                    Bound::Included(Term::from_field_text(
+                        self.fields.path,
+                        &format!("{prefix}\u{10FFFF}"),
+                    )),
+                ))
+            }
             // Any other condition: the documents that pass, from the catalog.
             _ => Box::new(TermSetQuery::new(
                 self.catalog
                     .docs
-                    .keys()
-                    .filter(|p| filter.matches(p))
-                    .map(|p| Term::from_field_text(self.fields.path, p)),
+                    .iter()
+                    .filter(|(p, d)| filter.matches(p, d.modified))
+                    .map(|(p, _)| Term::from_field_text(self.fields.path, p)),
             )),
         };
         let only = Box::new(ConstScoreQuery::new(only, 0.0));
@@ -295,7 +297,9 @@ impl Index {
             };
         }
         self.dense.search_exact_where(q, k, |id| {
-            self.catalog.path_of(id).is_some_and(|p| filter.matches(p))
+            self.catalog
+                .path_of(id)
+                .is_some_and(|p| filter.matches(p, self.catalog.modified(p)))
         })
     }
 
@@ -351,6 +355,16 @@ impl Index {
             }
         }
         Ok(hits)
+    }
+
+    /// Whether this index can apply `filter`: dates need an index that recorded them.
+    fn check_filter(&self, filter: &Filter) -> Result<(), IndexError> {
+        if filter.has_dates() && self.fields.modified.is_none() {
+            return Err(IndexError::NoDates {
+                store: self.dir.display().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The terms of `text` as BM25 indexes it (tokenized, lower-cased, folded, stemmed by the
@@ -458,15 +472,18 @@ impl Store for Index {
     }
 
     fn bm25(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        self.check_filter(filter)?;
         self.bm25_hits(query, k, filter)
     }
 
     fn dense(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        self.check_filter(filter)?;
         let q = normalised(vector, self.manifest.dim, "of the query")?;
         self.dense_hits(self.nearest(&q, k, filter, false))
     }
 
     fn exact(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>, IndexError> {
+        self.check_filter(filter)?;
         let q = normalised(vector, self.manifest.dim, "of the query")?;
         self.dense_hits(self.nearest(&q, k, filter, true))
     }
@@ -478,6 +495,7 @@ impl Store for Index {
         opts: &SearchOptions,
         filter: &Filter,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.check_filter(filter)?;
         self.hybrid_hits(query, vector, opts, filter)
     }
 

@@ -17,6 +17,9 @@ pub struct NewChunk {
     pub pages: Option<(u32, u32)>,
     /// Byte range of the chunk in the normalised document text.
     pub byte_range: Range<usize>,
+    /// When the document's file was last modified (Unix seconds), if known: what
+    /// [`crate::Filter`]'s dates compare.
+    pub modified: Option<i64>,
     /// Embedding; must have the index dimension. Normalised on the way in.
     pub vector: Vec<f32>,
 }
@@ -42,6 +45,9 @@ pub struct ChunkRecord {
     pub pages: Option<(u32, u32)>,
     pub byte_range: Range<usize>,
     pub text: String,
+    /// When the document's file was last modified (Unix seconds), if the store knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i64>,
 }
 
 impl ChunkRecord {
@@ -53,6 +59,7 @@ impl ChunkRecord {
             heading: self.heading,
             pages: self.pages,
             byte_range: self.byte_range,
+            modified: self.modified,
             vector,
         }
     }

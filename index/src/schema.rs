@@ -35,6 +35,8 @@ pub(crate) struct Fields {
     pub byte_start: Field,
     pub byte_end: Field,
     pub text: Field,
+    /// The file's modification time; absent from indexes made before rag recorded it.
+    pub modified: Option<Field>,
 }
 
 pub(crate) const F_CHUNK_ID: &str = "chunk_id";
@@ -47,6 +49,7 @@ const F_PAGE_END: &str = "page_end";
 const F_BYTE_START: &str = "byte_start";
 const F_BYTE_END: &str = "byte_end";
 const F_TEXT: &str = "text";
+pub(crate) const F_MODIFIED: &str = "modified";
 
 /// The schema of a new index whose text fields use `analyzer`.
 pub(crate) fn build_schema(analyzer: &str) -> Schema {
@@ -74,6 +77,7 @@ pub(crate) fn build_schema(analyzer: &str) -> Schema {
     b.add_u64_field(F_BYTE_START, stored_u64());
     b.add_u64_field(F_BYTE_END, stored_u64());
     b.add_text_field(F_TEXT, analyzed(true));
+    b.add_i64_field(F_MODIFIED, FAST | STORED);
     b.build()
 }
 
@@ -95,6 +99,7 @@ impl Fields {
             byte_start: f(F_BYTE_START)?,
             byte_end: f(F_BYTE_END)?,
             text: f(F_TEXT)?,
+            modified: schema.get_field(F_MODIFIED).ok(),
         })
     }
 
@@ -122,6 +127,9 @@ impl Fields {
         d.add_u64(self.byte_start, chunk.byte_range.start as u64);
         d.add_u64(self.byte_end, chunk.byte_range.end as u64);
         d.add_text(self.text, &chunk.text);
+        if let (Some(f), Some(m)) = (self.modified, chunk.modified) {
+            d.add_i64(f, m);
+        }
         d
     }
 
@@ -131,6 +139,11 @@ impl Fields {
         d.add_text(self.path, path);
         d.add_text(self.content_hash, content_hash);
         d
+    }
+
+    /// The stored modification time of a chunk's document.
+    pub(crate) fn modified(&self, d: &TantivyDocument) -> Option<i64> {
+        d.get_first(self.modified?).and_then(|v| v.as_i64())
     }
 
     /// Read a stored chunk back. `None` for a marker document.
@@ -148,6 +161,7 @@ impl Fields {
             pages: (ps != 0).then(|| (ps as u32, pe.max(ps) as u32)),
             byte_range: u(self.byte_start) as usize..u(self.byte_end) as usize,
             text: s(self.text).unwrap_or_default(),
+            modified: self.modified(d),
         })
     }
 }

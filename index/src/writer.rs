@@ -242,6 +242,7 @@ impl IndexWriter {
             Some(DocEntry {
                 hash: content_hash.to_string(),
                 chunks: chunks.len(),
+                modified: chunks.iter().find_map(|c| c.modified),
             }),
         );
         self.dirty = true;

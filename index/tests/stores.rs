@@ -20,9 +20,13 @@ fn paths(hits: &[rag_index::Hit]) -> HashSet<String> {
 fn contract(open_writer: OpenWriter, open_store: OpenStore) {
     let mut rng = Rng::new(11);
     let mut w = open_writer("test-embedder", DIM, true).unwrap();
-    let a = doc_chunks(&mut rng, DIM, "alpha", 1, 3);
+    let dated = |mut chunks: Vec<rag_index::NewChunk>, t: i64| {
+        chunks.iter_mut().for_each(|c| c.modified = Some(t));
+        chunks
+    };
+    let a = dated(doc_chunks(&mut rng, DIM, "alpha", 1, 3), 1_000_000);
     let b1 = doc_chunks(&mut rng, DIM, "beta", 1, 2);
-    let c = doc_chunks(&mut rng, DIM, "gamma", 1, 4);
+    let c = dated(doc_chunks(&mut rng, DIM, "gamma", 1, 4), 3_000_000);
     w.replace_document("/docs/x/a.md", "a1", a.clone()).unwrap();
     w.replace_document("/docs/x/b.TXT", "b1", b1).unwrap();
     w.replace_document("/docs/y/c.md", "c1", c.clone()).unwrap();
@@ -108,6 +112,35 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
     assert!(!hy.is_empty() && hy.iter().all(|h| h.chunk.path == "/docs/x/a.md"));
     let pdf = Filter::default().with_file_types(["pdf"]);
     assert!(s.bm25("common words", 20, &pdf).unwrap().is_empty());
+    // By modification time; a document without one passes no date filter.
+    assert_eq!(hits[0].chunk.modified, Some(3_000_000));
+    let after = Filter {
+        modified_after: Some(2_000_000),
+        ..Filter::default()
+    };
+    let before = Filter {
+        modified_before: Some(2_000_000),
+        ..Filter::default()
+    };
+    assert_eq!(
+        paths(&s.bm25("common words", 20, &after).unwrap()),
+        HashSet::from(["/docs/y/c.md".to_string()])
+    );
+    assert_eq!(
+        paths(&s.bm25("common words", 20, &before).unwrap()),
+        HashSet::from(["/docs/x/a.md".to_string()])
+    );
+    assert_eq!(
+        paths(&s.dense(&c[0].vector, 20, &before).unwrap()),
+        HashSet::from(["/docs/x/a.md".to_string()])
+    );
+    let hy = s.hybrid("gamma", &c[0].vector, &opts, &after).unwrap();
+    assert!(!hy.is_empty() && hy.iter().all(|h| h.chunk.path == "/docs/y/c.md"));
+    let x_after = Filter {
+        modified_after: Some(2_000_000),
+        ..x.clone()
+    };
+    assert!(s.bm25("common words", 20, &x_after).unwrap().is_empty());
 
     // IDF: a word in one chunk weighs more than one in every chunk.
     let w8 = s.term_weights("gamma common").unwrap();

@@ -57,6 +57,7 @@ pub fn chunk(text: &str, vector: Vec<f32>) -> NewChunk {
         heading: None,
         pages: None,
         byte_range: 0..text.len(),
+        modified: None,
         vector,
     }
 }

@@ -109,6 +109,7 @@ pub fn bench_store(config: &Config, args: &BenchStoreArgs) -> Result<serde_json:
                 let text = format!("{} (part {i})", pieces[i % pieces.len()]);
                 NewChunk {
                     byte_range: 0..text.len(),
+                    modified: None,
                     text,
                     title: Some(format!("Document {d}")),
                     heading: None,

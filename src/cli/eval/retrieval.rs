@@ -506,6 +506,7 @@ mod tests {
                 heading: None,
                 pages: None,
                 byte_range: 0..1,
+                modified: None,
                 text: String::new(),
             },
             score: 0.0,
