@@ -138,38 +138,28 @@ fn scenario(store: &[&str], corpus: &Path) {
     ]));
     assert_eq!(a["abstained"], true, "{a:#}");
 
+    // The paths of the passages a search under `filter` finds (at least one).
+    let found = |filter: &str, query: &str| -> Vec<String> {
+        let s = json(&run(&[
+            "search", "--json", "-k", "10", "--filter", filter, query,
+        ]));
+        let paths: Vec<String> = s["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!paths.is_empty(), "{s:#}");
+        paths
+    };
     // A filter keeps passages to one file, whatever ranks best.
     let only = format!("path:{}/ferry.html", c);
-    let s = json(&run(&[
-        "search",
-        "--json",
-        "--filter",
-        &only,
-        "Who designed the bridge?",
-    ]));
-    let ps = s["passages"].as_array().unwrap();
-    assert!(!ps.is_empty(), "{s:#}");
-    assert!(
-        ps.iter()
-            .all(|p| p["path"].as_str().unwrap().ends_with("ferry.html")),
-        "{s:#}"
-    );
+    let ps = found(&only, "Who designed the bridge?");
+    assert!(ps.iter().all(|p| p.ends_with("ferry.html")), "{ps:?}");
 
     // And to one file type, with a message for a filter it does not know.
-    let s = json(&run(&[
-        "search",
-        "--json",
-        "--filter",
-        "type:TXT",
-        "Who designed the bridge?",
-    ]));
-    let ps = s["passages"].as_array().unwrap();
-    assert!(!ps.is_empty(), "{s:#}");
-    assert!(
-        ps.iter()
-            .all(|p| p["path"].as_str().unwrap().ends_with(".txt")),
-        "{s:#}"
-    );
+    let ps = found("type:TXT", "Who designed the bridge?");
+    assert!(ps.iter().all(|p| p.ends_with(".txt")), "{ps:?}");
     let bad = rag(&with(&["search", "--filter", "kind:pdf", "bridge"])
         .iter()
         .map(String::as_str)
@@ -177,30 +167,10 @@ fn scenario(store: &[&str], corpus: &Path) {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("type:EXT"));
     // And by when the files were last changed.
-    let library = |filter: &str| -> Vec<bool> {
-        let s = json(&run(&[
-            "search",
-            "--json",
-            "-k",
-            "10",
-            "--filter",
-            filter,
-            "library reading room",
-        ]));
-        s["passages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["path"].as_str().unwrap().ends_with("library.txt"))
-            .collect()
-    };
-    let before = library("before:2010-01-01");
-    assert!(
-        !before.is_empty() && before.iter().all(|&l| l),
-        "{before:?}"
-    );
-    let after = library("after:2010-01-01");
-    assert!(!after.is_empty() && after.iter().all(|&l| !l), "{after:?}");
+    let ps = found("before:2010-01-01", "library reading room");
+    assert!(ps.iter().all(|p| p.ends_with("library.txt")), "{ps:?}");
+    let ps = found("after:2010-01-01", "library reading room");
+    assert!(ps.iter().all(|p| !p.ends_with("library.txt")), "{ps:?}");
 
     // Change one file, remove another: only those are redone.
     let bridge = corpus.join("harbour-bridge.md");

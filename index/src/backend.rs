@@ -111,21 +111,21 @@ impl Filter {
                 .path_prefix
                 .as_deref()
                 .is_none_or(|p| path.starts_with(p))
-            && (self.file_types.is_empty() || self.file_types.contains(&file_type(path)))
+            && (self.file_types.is_empty() || {
+                let ext = extension(path);
+                self.file_types
+                    .iter()
+                    .any(|t| ext.chars().flat_map(char::to_lowercase).eq(t.chars()))
+            })
     }
 }
 
-/// The extension of the file name at the end of `path`, lower-cased (`""` when it has none).
-///
-/// ```
-/// assert_eq!(rag_index::file_type("/a/b.v2/Report.PDF"), "pdf");
-/// assert_eq!(rag_index::file_type("/a/b.v2/README"), "");
-/// ```
-pub fn file_type(path: &str) -> String {
+/// The extension of the file name at the end of `path`, as written (`""` when it has none).
+fn extension(path: &str) -> &str {
     let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
     match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_lowercase(),
-        _ => String::new(),
+        Some((stem, ext)) if !stem.is_empty() => ext,
+        _ => "",
     }
 }
 

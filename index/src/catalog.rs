@@ -126,12 +126,6 @@ impl Catalog {
         Ok(cat)
     }
 
-    /// The path of a live chunk's document.
-    pub(crate) fn path_of(&self, chunk_id: u64) -> Option<&str> {
-        let slot = *self.chunk_path.get(&chunk_id)?;
-        self.paths.get(slot as usize).map(String::as_str)
-    }
-
     /// The modification time of the document at `path`, if recorded.
     pub(crate) fn modified(&self, path: &str) -> Option<i64> {
         self.docs.get(path).and_then(|d| d.modified)

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{ChunkRecord, Hit, Retriever};
+use crate::record::{ChunkRecord, Hit};
 
 /// Options of [`crate::Index::search_hybrid`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,20 +82,7 @@ pub(crate) struct Fused {
 impl Fused {
     /// The hit, with the chunk it names.
     pub fn hit(&self, chunk: ChunkRecord) -> Hit {
-        let found_by = match (self.bm25, self.dense) {
-            (Some(_), Some(_)) => Retriever::Both,
-            (Some(_), None) => Retriever::Bm25,
-            _ => Retriever::Dense,
-        };
-        Hit {
-            chunk,
-            score: self.score as f32,
-            bm25_rank: self.bm25.map(|x| x.0),
-            dense_rank: self.dense.map(|x| x.0),
-            bm25_score: self.bm25.map(|x| x.1),
-            dense_score: self.dense.map(|x| x.1),
-            found_by,
-        }
+        Hit::new(chunk, self.score as f32, self.bm25, self.dense)
     }
 }
 
@@ -137,6 +124,7 @@ pub(crate) fn fuse(bm25: &[(u64, f32)], dense: &[(u64, f32)], opts: &SearchOptio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Retriever;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12

@@ -65,7 +65,7 @@ mod crash_tests;
 #[cfg(test)]
 mod testing;
 
-pub use backend::{copy, file_type, is_remote, CopyReport, Filter, Store, StoreWriter};
+pub use backend::{copy, is_remote, CopyReport, Filter, Store, StoreWriter};
 pub use dense::{HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH_MIN, HNSW_M};
 pub use error::IndexError;
 pub use fusion::{rrf, SearchOptions};

@@ -986,21 +986,15 @@ impl MilvusStore {
     fn hits(&self, ranked: Vec<(u64, f32)>, by: Retriever) -> Result<Vec<Hit>, IndexError> {
         let ids: Vec<u64> = ranked.iter().map(|x| x.0).collect();
         let mut chunks = self.records(&ids)?;
-        let bm25 = by == Retriever::Bm25;
         Ok(ranked
             .into_iter()
             .enumerate()
             .filter_map(|(i, (id, score))| {
                 let chunk = chunks.remove(&id)?;
-                let rank = Some(i + 1);
-                Some(Hit {
-                    chunk,
-                    score,
-                    bm25_rank: rank.filter(|_| bm25),
-                    dense_rank: rank.filter(|_| !bm25),
-                    bm25_score: Some(score).filter(|_| bm25),
-                    dense_score: Some(score).filter(|_| !bm25),
-                    found_by: by,
+                let found = Some((i + 1, score));
+                Some(match by {
+                    Retriever::Bm25 => Hit::new(chunk, score, found, None),
+                    _ => Hit::new(chunk, score, None, found),
                 })
             })
             .collect())

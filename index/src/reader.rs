@@ -19,7 +19,7 @@ use crate::dense::DenseIndex;
 use crate::error::{corrupt, IndexError};
 use crate::fusion::{fuse, SearchOptions};
 use crate::manifest::Manifest;
-use crate::record::{ChunkRecord, Hit, NewChunk, Retriever};
+use crate::record::{ChunkRecord, Hit, NewChunk};
 use crate::schema::{analyzer, Fields};
 use crate::store::{manual_reader, open_tantivy, snapshot, tantivy_exists};
 use crate::vectors::{check_rows, normalised, read_rows};
@@ -223,15 +223,7 @@ impl Index {
         let mut hits = Vec::new();
         for (rank, (score, _, addr)) in self.bm25_addrs(query, k, filter)?.into_iter().enumerate() {
             let chunk = self.record(addr)?;
-            hits.push(Hit {
-                chunk,
-                score,
-                bm25_rank: Some(rank + 1),
-                dense_rank: None,
-                bm25_score: Some(score),
-                dense_score: None,
-                found_by: Retriever::Bm25,
-            });
+            hits.push(Hit::new(chunk, score, Some((rank + 1, score)), None));
         }
         Ok(hits)
     }
@@ -296,10 +288,18 @@ impl Index {
                 self.dense.search_hnsw(q, k)
             };
         }
+        // Decided once per document, then looked up per vector.
+        let passes: Vec<bool> = self
+            .catalog
+            .paths
+            .iter()
+            .map(|p| filter.matches(p, self.catalog.modified(p)))
+            .collect();
         self.dense.search_exact_where(q, k, |id| {
             self.catalog
-                .path_of(id)
-                .is_some_and(|p| filter.matches(p, self.catalog.modified(p)))
+                .chunk_path
+                .get(&id)
+                .is_some_and(|&slot| passes[slot as usize])
         })
     }
 
@@ -309,15 +309,7 @@ impl Index {
             let Some(chunk) = self.chunk(id)? else {
                 continue;
             };
-            hits.push(Hit {
-                chunk,
-                score,
-                bm25_rank: None,
-                dense_rank: Some(rank + 1),
-                bm25_score: None,
-                dense_score: Some(score),
-                found_by: Retriever::Dense,
-            });
+            hits.push(Hit::new(chunk, score, None, Some((rank + 1, score))));
         }
         Ok(hits)
     }

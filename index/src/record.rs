@@ -104,6 +104,32 @@ pub struct Hit {
     pub found_by: Retriever,
 }
 
+impl Hit {
+    /// A hit with its rank (1-based) and score in each list that found it; `found_by` follows
+    /// from which did. Neither: a dense hit with no rank (not made by the stores).
+    pub(crate) fn new(
+        chunk: ChunkRecord,
+        score: f32,
+        bm25: Option<(usize, f32)>,
+        dense: Option<(usize, f32)>,
+    ) -> Hit {
+        let found_by = match (bm25, dense) {
+            (Some(_), Some(_)) => Retriever::Both,
+            (Some(_), None) => Retriever::Bm25,
+            _ => Retriever::Dense,
+        };
+        Hit {
+            chunk,
+            score,
+            bm25_rank: bm25.map(|x| x.0),
+            dense_rank: dense.map(|x| x.0),
+            bm25_score: bm25.map(|x| x.1),
+            dense_score: dense.map(|x| x.1),
+            found_by,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
