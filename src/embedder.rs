@@ -1,7 +1,9 @@
 //! Which embedder serves an index: the one it was built with for queries, the configured one for
 //! a new index. Whether an existing index accepts it is decided in one place, the index's
 //! manifest ([`rag_index::Manifest::check_embedder`]).
-use rag_model::{variant_of_id, EmbedOptions, EmbedderKind, TextEmbedder, DEFAULT_EMBEDDER};
+use rag_model::{
+    variant_of_id, EmbedOptions, EmbedderKind, MiniLmRuntime, TextEmbedder, DEFAULT_EMBEDDER,
+};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -14,12 +16,18 @@ pub(crate) enum EmbedderUse {
     Ingest,
     /// Embedding queries: the kind the index was built with wins, whatever is configured.
     Query,
+    /// Rebuilding an index from scratch (`--reindex`): as [`EmbedderUse::Ingest`], but a
+    /// MiniLM index gets the configured runtime (by default rag's engine) whatever made its
+    /// old vectors.
+    Rebuild,
 }
 
 /// The embedder for an index built by `index_id` (`None`: no index yet). For [`EmbedderUse::Ingest`]: the kind `config.embedder`
 /// names, else the index's own, else [`DEFAULT_EMBEDDER`]; for [`EmbedderUse::Query`] the
 /// index's own comes first. A Llama embedder holds the model with dense f32 weights (the fast
-/// path for batches).
+/// path for batches). A MiniLM embedder runs on the runtime that made the index's vectors
+/// (candle for an index built before the engine), the configured one (by default rag's
+/// engine) for a new or rebuilt one.
 pub(crate) fn load(
     config: &Config,
     index_id: Option<String>,
@@ -27,7 +35,7 @@ pub(crate) fn load(
 ) -> Result<TextEmbedder> {
     let of_index = index_id.as_deref().map(EmbedderKind::of_id);
     let kind = match usage {
-        EmbedderUse::Ingest => config.embedder.or(of_index),
+        EmbedderUse::Ingest | EmbedderUse::Rebuild => config.embedder.or(of_index),
         EmbedderUse::Query => of_index.or(config.embedder),
     }
     .unwrap_or(DEFAULT_EMBEDDER);
@@ -44,7 +52,7 @@ pub(crate) fn load(
                 embed.pooling = pooling;
                 embed.layer = layer;
             }
-            if usage == EmbedderUse::Ingest || from_index.is_none() {
+            if usage != EmbedderUse::Query || from_index.is_none() {
                 if let Some(p) = config.embed_pooling {
                     embed.pooling = p;
                 }
@@ -54,6 +62,65 @@ pub(crate) fn load(
             }
             TextEmbedder::llama(&config.embed_model_path()?, &config.model_options(), embed)?
         }
-        EmbedderKind::MiniLm => TextEmbedder::minilm(&config.minilm_path()?)?,
+        EmbedderKind::MiniLm => {
+            // The runtime that made a MiniLM index's vectors embeds its queries and its new
+            // files (the two runtimes' vectors agree to a cosine of 0.999, not to the bit);
+            // a new or rebuilt index gets the configured one, by default the engine.
+            let runtime = match index_id.as_deref() {
+                Some(id)
+                    if usage != EmbedderUse::Rebuild
+                        && EmbedderKind::of_id(id) == EmbedderKind::MiniLm =>
+                {
+                    MiniLmRuntime::of_id(id)
+                }
+                _ => config.minilm_runtime.unwrap_or(MiniLmRuntime::Engine),
+            };
+            TextEmbedder::minilm_on(&config.minilm_path()?, runtime)?
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A MiniLM index is served by the runtime that made its vectors; a new or rebuilt one by
+    /// the engine. Skips (printing why) without the fetched model.
+    #[test]
+    fn minilm_runtime_follows_the_index() {
+        let home = std::env::var_os("RAG_HOME").map_or_else(
+            || {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/rag")
+            },
+            std::path::PathBuf::from,
+        );
+        let config = Config::new(&home);
+        if !config
+            .minilm_path()
+            .is_ok_and(|d| d.join("model.safetensors").is_file())
+        {
+            eprintln!("SKIP: all-MiniLM-L6-v2 is not fetched (scripts/fetch-models.sh --minilm)");
+            return;
+        }
+        let candle = Some("minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256".to_string());
+        let engine = Some("minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256:q8".to_string());
+        let runtime = |id: &Option<String>, usage| {
+            load(&config, id.clone(), usage)
+                .unwrap()
+                .minilm_runtime()
+                .unwrap()
+        };
+        use EmbedderUse::*;
+        assert_eq!(runtime(&candle, Query), MiniLmRuntime::Candle);
+        assert_eq!(runtime(&candle, Ingest), MiniLmRuntime::Candle);
+        assert_eq!(runtime(&candle, Rebuild), MiniLmRuntime::Engine);
+        assert_eq!(runtime(&engine, Query), MiniLmRuntime::Engine);
+        assert_eq!(runtime(&None, Ingest), MiniLmRuntime::Engine);
+        // The ids the two runtimes write are those the index records.
+        let e = load(&config, candle.clone(), Query).unwrap();
+        assert_eq!(Some(e.id()), candle);
+        let e = load(&config, None, Ingest).unwrap();
+        assert_eq!(Some(e.id()), engine);
+    }
 }

@@ -47,7 +47,8 @@ pub use rag::{Document, IndexInfo, Rag, Retrieval, Search};
 pub use rag_index::{ChunkRecord, CopyReport, Filter, Hit, Retriever};
 pub use rag_ingest::{ChunkOptions, WalkOptions};
 pub use rag_model::{
-    EmbedderKind, GenerateParams, HiddenLayer, Pooling, StopReason, TemplateFamily, MINILM_DIR,
+    EmbedderKind, GenerateParams, HiddenLayer, MiniLmRuntime, Pooling, StopReason, TemplateFamily,
+    MINILM_DIR,
 };
 pub use retrieve::{Mode, RetrieveOptions};
 pub use server::{Server, ServerOptions};

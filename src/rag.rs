@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use rag_index::{ChunkRecord, Hit, Store};
-use rag_model::{Model, PromptFormat, TextEmbedder, WeightFormat};
+use rag_model::{MiniLmRuntime, Model, PromptFormat, TextEmbedder, WeightFormat};
 use serde::Serialize;
 
 use crate::answerability::Fitted;
@@ -126,7 +126,8 @@ pub struct Rag {
     dir: PathBuf,
     config: Config,
     options: AskOptions,
-    embedder: OnceLock<TextEmbedder>,
+    /// Replaced when an ingest rebuilds the index with another embedder.
+    embedder: RwLock<Option<Arc<TextEmbedder>>>,
     chat: OnceLock<Arc<Model>>,
     format: OnceLock<PromptFormat>,
     fitted: OnceLock<Option<Fitted>>,
@@ -173,7 +174,7 @@ impl Rag {
             location,
             config,
             options: AskOptions::default(),
-            embedder: OnceLock::new(),
+            embedder: RwLock::new(None),
             chat: OnceLock::new(),
             format: OnceLock::new(),
             fitted: OnceLock::new(),
@@ -270,36 +271,47 @@ impl Rag {
     ) -> Result<IngestReport> {
         // The embedder asked for, when it is another than the one loaded (to rebuild the index
         // with it, say), serves this ingest alone.
+        // So does a rebuild of an index whose MiniLM vectors came from another runtime than the
+        // configured one (it is rebuilt on that).
         let wanted = self.config.embedder;
-        let other = match self.embedder.get() {
-            Some(e) if wanted.is_some_and(|k| k != e.kind()) => Some(embedder::load(
-                &self.config,
-                self.location.embedder_id(),
-                EmbedderUse::Ingest,
-            )?),
+        let usage = if opts.reindex {
+            EmbedderUse::Rebuild
+        } else {
+            EmbedderUse::Ingest
+        };
+        let loaded = self.loaded_embedder();
+        let other = match &loaded {
+            Some(e)
+                if wanted.is_some_and(|k| k != e.kind())
+                    || (opts.reindex
+                        && e.minilm_runtime()
+                            .is_some_and(|r| r != MiniLmRuntime::Engine)) =>
+            {
+                Some(Arc::new(embedder::load(
+                    &self.config,
+                    self.location.embedder_id(),
+                    usage,
+                )?))
+            }
             Some(_) => None,
             None => {
                 let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-                if self.embedder.get().is_none() {
-                    let e = embedder::load(
-                        &self.config,
-                        self.location.embedder_id(),
-                        EmbedderUse::Ingest,
-                    )?;
-                    let _ = self.embedder.set(e);
+                if self.loaded_embedder().is_none() {
+                    let e = embedder::load(&self.config, self.location.embedder_id(), usage)?;
+                    *self.embedder.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(e));
                 }
                 None
             }
         };
         let embedder = match &other {
-            Some(e) => e,
+            Some(e) => e.clone(),
             None => self.embedder()?,
         };
-        let report = crate::ingest::ingest(&self.location, embedder, paths, opts, on_event)?;
+        let report = crate::ingest::ingest(&self.location, &embedder, paths, opts, on_event)?;
         if let Some(e) = other {
             // Queries now go to an index of the new embedder: use it, and forget the last
             // query's vector of the old one.
-            let _ = self.embedder.set(e);
+            *self.embedder.write().unwrap_or_else(|p| p.into_inner()) = Some(e);
             *self
                 .last_query
                 .lock()
@@ -630,16 +642,29 @@ impl Rag {
     }
 
     /// The embedder of queries (loaded on first use): the index's own.
-    fn embedder(&self) -> Result<&TextEmbedder> {
-        if let Some(e) = self.embedder.get() {
+    fn embedder(&self) -> Result<Arc<TextEmbedder>> {
+        if let Some(e) = self.loaded_embedder() {
             return Ok(e);
         }
         let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = self.embedder.get() {
+        if let Some(e) = self.loaded_embedder() {
             return Ok(e);
         }
-        let e = embedder::load(&self.config, self.index_embedder_id(), EmbedderUse::Query)?;
-        Ok(self.embedder.get_or_init(|| e))
+        let e = Arc::new(embedder::load(
+            &self.config,
+            self.index_embedder_id(),
+            EmbedderUse::Query,
+        )?);
+        *self.embedder.write().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        Ok(e)
+    }
+
+    /// The embedder loaded so far, if any.
+    fn loaded_embedder(&self) -> Option<Arc<TextEmbedder>> {
+        self.embedder
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The embedder id of the index queries go to: that of the snapshot already open (a search

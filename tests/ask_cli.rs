@@ -498,3 +498,55 @@ fn questions_without_words_or_in_another_language() {
     let a = ask_json(index, &[], "Wer hat die Brücke entworfen?");
     assert_eq!(a["abstained"], true, "{a:#}");
 }
+
+/// An index whose MiniLM vectors came from candle's BERT (as every one made before rag's
+/// engine: its embedder id lacks `:q8`) keeps being served by candle, so queries match its
+/// vectors; a rebuild moves it to the engine, and the same `Rag` then queries it with the
+/// engine.
+#[test]
+fn a_candle_minilm_index_is_served_by_candle_until_rebuilt() {
+    if common::minilm_dir().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    let corpus = corpus();
+    let engine_id = "minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256:q8";
+    let candle_id = "minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256";
+    let mut config = rag::Config::new(common::rag_home());
+    config.minilm_runtime = Some(rag::MiniLmRuntime::Candle);
+    let r = rag::Rag::open(&idx, config).unwrap();
+    r.ingest_with(
+        std::slice::from_ref(&corpus),
+        &rag::IngestOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.info().unwrap().embedder, candle_id);
+    drop(r);
+
+    let question = "Which engineer drew the plans of the bridge?";
+    let top = |r: &rag::Rag| {
+        let found = r.search(question).expect("search");
+        found.passages[0].path.clone()
+    };
+    // Default config (the engine for new indexes): this index is still queried by candle (an
+    // engine vector would be refused as another embedder's).
+    let r = rag::Rag::open(&idx, rag::Config::new(common::rag_home())).unwrap();
+    assert!(top(&r).ends_with("harbour-bridge.md"));
+    // A new file goes in through candle too: the index keeps one embedder.
+    let more = dir.path().join("more");
+    std::fs::create_dir(&more).unwrap();
+    std::fs::write(more.join("note.md"), "The lighthouse keeper is Ada Brandt.").unwrap();
+    r.ingest_with(&[more], &rag::IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(r.info().unwrap().embedder, candle_id);
+    // A rebuild moves it to the engine, and the same Rag serves it.
+    let opts = rag::IngestOptions {
+        reindex: true,
+        ..rag::IngestOptions::default()
+    };
+    r.ingest_with(&[corpus], &opts, &mut |_| {}).unwrap();
+    assert_eq!(r.info().unwrap().embedder, engine_id);
+    assert!(top(&r).ends_with("harbour-bridge.md"));
+}

@@ -1,18 +1,22 @@
 //! Embedding throughput of all-MiniLM-L6-v2: cut a text into chunks of about N word-piece
 //! tokens, embed them in one call, report tokens per second (median of three runs).
 //!
-//!     cargo run --release --example minilm_speed -- [--threads 2] [--chunks 64] [--tokens 200] [--batch-tokens 2048] [FILE]
+//!     cargo run --release --example minilm_speed -- [--threads 2] [--chunks 64] [--tokens 200] [--batch-tokens 2048] [--runtime engine|candle|both] [FILE]
+//!
+//! `--runtime both` (the default) times the engine and candle on the same chunks and reports
+//! the ratio and the lowest cosine between their vectors.
 //!
 //! FILE defaults to the SQuAD article $RAG_SHARED/data/squad-v1.1-dev/articles/Black_Death.txt
 //! (RAG_SHARED defaults to ../shared); its words are reused from the start when it runs out.
 use std::path::PathBuf;
 use std::time::Instant;
 
-use rag_model::{MiniLm, MiniLmOptions};
+use rag_model::{MiniLm, MiniLmOptions, MiniLmRuntime};
 
 fn main() -> anyhow::Result<()> {
     let (mut threads, mut chunks, mut tokens, mut file) = (2usize, 64usize, 200usize, None);
     let mut opts = MiniLmOptions::default();
+    let mut runtimes = vec![MiniLmRuntime::Engine, MiniLmRuntime::Candle];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = || -> anyhow::Result<usize> {
@@ -26,6 +30,14 @@ fn main() -> anyhow::Result<()> {
             "--chunks" => chunks = num()?,
             "--tokens" => tokens = num()?,
             "--batch-tokens" => opts.batch_tokens = num()?,
+            "--runtime" => {
+                runtimes = match args.next().as_deref() {
+                    Some("engine") => vec![MiniLmRuntime::Engine],
+                    Some("candle") => vec![MiniLmRuntime::Candle],
+                    Some("both") => vec![MiniLmRuntime::Engine, MiniLmRuntime::Candle],
+                    other => anyhow::bail!("--runtime engine|candle|both, not {other:?}"),
+                }
+            }
             _ => file = Some(PathBuf::from(a)),
         }
     }
@@ -38,14 +50,48 @@ fn main() -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
 
-    let t = Instant::now();
     let home = std::env::var_os("RAG_HOME").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rag"),
         PathBuf::from,
     );
-    let model = MiniLm::load_with(&home.join("models").join(rag_model::MINILM_DIR), opts)?;
-    let load_s = t.elapsed().as_secs_f64();
+    let dir = home.join("models").join(rag_model::MINILM_DIR);
+    let mut results = Vec::new();
+    for runtime in runtimes {
+        let t = Instant::now();
+        let model = MiniLm::load_with(
+            &dir,
+            MiniLmOptions {
+                runtime,
+                ..opts.clone()
+            },
+        )?;
+        let load_s = t.elapsed().as_secs_f64();
+        results.push(run(&model, &text, chunks, tokens, threads, load_s)?);
+    }
+    if let [(engine_tps, engine), (candle_tps, candle)] = &results[..] {
+        let worst = engine
+            .iter()
+            .zip(candle)
+            .map(|(a, b)| rag_model::cosine(a, b))
+            .fold(f32::INFINITY, f32::min);
+        println!(
+            "engine / candle: {:.2}x; lowest cosine between their vectors {worst:.6}",
+            engine_tps / candle_tps
+        );
+    }
+    Ok(())
+}
 
+/// Embed `chunks` chunks of about `tokens` tokens three times; print and return tokens per
+/// second (the median run) and the vectors.
+fn run(
+    model: &MiniLm,
+    text: &str,
+    chunks: usize,
+    tokens: usize,
+    threads: usize,
+    load_s: f64,
+) -> anyhow::Result<(f64, Vec<Vec<f32>>)> {
     // Whole words while the chunk holds at most `tokens` tokens ([CLS] and [SEP] included);
     // BERT splits at whitespace, so a chunk's count is the sum of its words' counts.
     let mut words = text.split_whitespace().cycle().peekable();
@@ -77,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             model.embed(&refs).map(|_| t.elapsed().as_secs_f64())
         })
         .collect::<Result<_, _>>()?;
+    let vectors = model.embed(&refs)?;
     times.sort_by(f64::total_cmp);
     let s = times[1];
     println!(
@@ -88,5 +135,5 @@ fn main() -> anyhow::Result<()> {
         times[1],
         times[2]
     );
-    Ok(())
+    Ok((total as f64 / s, vectors))
 }

@@ -50,7 +50,7 @@ pub use gguf::GgufFile;
 pub use hparams::{HiddenLayer, LlamaConfig};
 pub use llama::{Fed, KvCache, Llama, Logits, WeightFormat};
 pub use minilm::wordpiece::WordPiece;
-pub use minilm::{MiniLm, MiniLmOptions, MINILM_DIR};
+pub use minilm::{MiniLm, MiniLmOptions, Runtime as MiniLmRuntime, MINILM_DIR};
 pub use model::{
     default_threads, set_threads, Model, ModelInfo, ModelOptions, PromptFormat, DEFAULT_MAX_CONTEXT,
 };

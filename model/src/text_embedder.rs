@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::embed::{EmbedOptions, Embedder};
 use crate::error::Result;
 use crate::llama::WeightFormat;
-use crate::minilm::MiniLm;
+use crate::minilm::{MiniLm, MiniLmOptions, Runtime};
 use crate::model::{Model, ModelOptions};
 
 /// The embedder of a new index when none is asked for: all-MiniLM-L6-v2. On SciFact it
@@ -84,9 +84,27 @@ impl TextEmbedder {
         Ok(Self::Llama(Embedder::new(Arc::new(model), embed)))
     }
 
-    /// Load all-MiniLM-L6-v2 from `dir` (see [`MiniLm::load`]).
+    /// Load all-MiniLM-L6-v2 from `dir` on rag's own engine (see [`MiniLm::load`]).
     pub fn minilm(dir: &Path) -> Result<Self> {
-        Ok(Self::MiniLm(Box::new(MiniLm::load(dir)?)))
+        Self::minilm_on(dir, Runtime::Engine)
+    }
+
+    /// Load all-MiniLM-L6-v2 from `dir` on the given runtime (an index's own, see
+    /// [`Runtime::of_id`]).
+    pub fn minilm_on(dir: &Path, runtime: Runtime) -> Result<Self> {
+        let opts = MiniLmOptions {
+            runtime,
+            ..MiniLmOptions::default()
+        };
+        Ok(Self::MiniLm(Box::new(MiniLm::load_with(dir, opts)?)))
+    }
+
+    /// The MiniLM runtime, for a MiniLM embedder.
+    pub fn minilm_runtime(&self) -> Option<Runtime> {
+        match self {
+            Self::Llama(_) => None,
+            Self::MiniLm(m) => Some(m.runtime()),
+        }
     }
 
     /// Which kind this is.
@@ -141,6 +159,10 @@ mod tests {
     fn kinds_and_variants_from_ids() {
         assert_eq!(
             EmbedderKind::of_id("minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256"),
+            EmbedderKind::MiniLm
+        );
+        assert_eq!(
+            EmbedderKind::of_id("minilm:all-MiniLM-L6-v2:53aa51172d14:mean:256:q8"),
             EmbedderKind::MiniLm
         );
         let llama = "llama:SmolLM2-135M-Instruct.Q4_1.gguf:98362432:mean:final";

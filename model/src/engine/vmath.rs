@@ -26,6 +26,7 @@ const EXP_POLY: [f32; 7] = [
 /// e^x as the AVX2 code computes it: x clamped to [-87, 88], x = n ln2 + r with
 /// n = round(x log2 e), a degree-6 polynomial in r, times 2^n; 0 below -87 (and for NaN).
 /// Relative error below 3e-7.
+#[inline]
 pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(EXP_MIN, EXP_MAX);
     let n = (xc * LOG2E).round_ties_even();
@@ -67,7 +68,7 @@ pub fn silu_mul_with(k: Kernels, g: &mut [f32], u: &[f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) mod avx2 {
+pub(crate) mod avx2 {
     use super::{EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2E};
     use std::arch::x86_64::*;
 

@@ -685,9 +685,10 @@ pub(super) fn group_sets(groups: usize, tokens: usize) -> impl Iterator<Item = (
 }
 
 /// The Q4_0 / Q4_1 / Q5_0 / Q5_1 kernels for one instruction set: `$vnni` says whether
-/// `vpdpbusd` sums the products (exactly, as the 16-bit sums do: the same bits).
+/// `vpdpbusd` sums the products (exactly, as the 16-bit sums do: the same bits), `$dp` which
+/// encoding of it (AVX-VNNI's, or AVX512-VNNI's on 256-bit registers).
 macro_rules! q45_kernels {
-    ($gemm:ident, $groups:ident, $features:tt, $vnni:literal) => {
+    ($gemm:ident, $groups:ident, $features:tt, $vnni:literal, $dp:ident) => {
         /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 (the caller checked the sizes).
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $gemm<const FIVE: bool, const MIN: bool>(
@@ -768,7 +769,7 @@ macro_rules! q45_kernels {
                         let w = u.w[g][c];
                         for p in 0..P {
                             if $vnni {
-                                lo[p][g] = _mm256_dpbusd_avx_epi32(lo[p][g], w, x[p]);
+                                lo[p][g] = $dp(lo[p][g], w, x[p]);
                                 continue;
                             }
                             let m = _mm256_maddubs_epi16(w, x[p]);
@@ -806,83 +807,133 @@ macro_rules! q45_kernels {
     };
 }
 
-q45_kernels!(gemm_x8_q45, q45_groups, "avx2,fma,f16c", false);
+q45_kernels!(
+    gemm_x8_q45,
+    q45_groups,
+    "avx2,fma,f16c",
+    false,
+    _mm256_dpbusd_avx_epi32
+);
 q45_kernels!(
     gemm_x8_q45_vnni,
     q45_groups_vnni,
     "avx2,fma,f16c,avxvnni",
-    true
+    true,
+    _mm256_dpbusd_avx_epi32
+);
+q45_kernels!(
+    gemm_x8_q45_vnni512,
+    q45_groups_vnni512,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    true,
+    _mm256_dpbusd_epi32
 );
 
-/// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes): |w| into `maddubs`, w's
-/// sign moved onto the activation, each chunk widened to 32 bits (two products of up to
-/// 127 · 128 already fill 16 bits).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn gemm_x8_q8(
-    packed: &[u8],
-    acts: &[BlockQ8],
-    nb: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    for (g0, n) in group_sets(packed.len() / (nb * (16 + 256)), acts.len() / nb) {
-        let f = match n {
-            1 => q8_groups::<1, 1>,
-            2 => q8_groups::<2, 1>,
-            3 => q8_groups::<3, 1>,
-            // Two tokens a step measured slower here (0.83-1.0x): with |w| and w's sign
-            // both needed, the registers run out.
-            _ => q8_groups::<SHARE, 1>,
-        };
-        f(g0, packed, acts, nb, out, ldo);
-    }
+/// The Q8_0 kernels for one instruction set: |w| against the activation with w's sign moved
+/// onto it, each chunk's products summed to 32 bits by `maddubs` + `madd`, or by `vpdpbusd`
+/// where `$vnni`. The same bits either way: |w| is at most 128 (w = -128 stays 0x80) and the
+/// signed activation byte at least -128, so a pair of products lies in [-32768, 32512] and the
+/// 16-bit sums of `maddubs` never saturate; both compute each 32-bit sum exactly.
+macro_rules! q8_kernels {
+    ($gemm:ident, $groups:ident, $features:tt, $vnni:literal, $dp:ident) => {
+        /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes).
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $gemm(
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            for (g0, n) in group_sets(packed.len() / (nb * (16 + 256)), acts.len() / nb) {
+                let f = match n {
+                    1 => $groups::<1, 1>,
+                    2 => $groups::<2, 1>,
+                    3 => $groups::<3, 1>,
+                    // Two tokens a step measured slower here (0.83-1.0x): with |w| and w's
+                    // sign both needed, the registers run out.
+                    _ => $groups::<SHARE, 1>,
+                };
+                f(g0, packed, acts, nb, out, ldo);
+            }
+        }
+
+        /// Groups `g0..g0 + G` of the Q8_0 kernel.
+        #[target_feature(enable = $features)]
+        unsafe fn $groups<const G: usize, const P: usize>(
+            g0: usize,
+            packed: &[u8],
+            acts: &[BlockQ8],
+            nb: usize,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
+                u.d[g] = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+                for c in 0..8 {
+                    let w = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                    u.w[g][c] = w;
+                    u.aw[g][c] = _mm256_sign_epi8(w, w);
+                }
+            };
+            let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
+                let ones = _mm256_set1_epi16(1);
+                let mut isum = [[_mm256_setzero_si256(); G]; P];
+                for c in 0..8 {
+                    let x: [__m256i; P] = std::array::from_fn(|p| {
+                        _mm256_set1_epi32(
+                            (a[p].qs.as_ptr().add(4 * c) as *const i32).read_unaligned(),
+                        )
+                    });
+                    for g in 0..G {
+                        let (w, aw) = (u.w[g][c], u.aw[g][c]);
+                        for p in 0..P {
+                            let sx = _mm256_sign_epi8(x[p], w);
+                            isum[p][g] = if $vnni {
+                                $dp(isum[p][g], aw, sx)
+                            } else {
+                                let m = _mm256_maddubs_epi16(aw, sx);
+                                _mm256_add_epi32(isum[p][g], _mm256_madd_epi16(m, ones))
+                            };
+                        }
+                    }
+                }
+                for p in 0..P {
+                    let ad = _mm256_set1_ps(a[p].d);
+                    for g in 0..G {
+                        let f = _mm256_cvtepi32_ps(isum[p][g]);
+                        acc[p][g] = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[p][g]);
+                    }
+                }
+            };
+            let mut u = Unpacked::<G>::new();
+            let shape = (nb, 1, 16 + 256);
+            x8_loop::<G, P, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
+        }
+    };
 }
 
-/// Groups `g0..g0 + G` of [`gemm_x8_q8`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_groups<const G: usize, const P: usize>(
-    g0: usize,
-    packed: &[u8],
-    acts: &[BlockQ8],
-    nb: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
-        u.d[g] = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-        for c in 0..8 {
-            let w = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
-            u.w[g][c] = w;
-            u.aw[g][c] = _mm256_sign_epi8(w, w);
-        }
-    };
-    let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
-        let ones = _mm256_set1_epi16(1);
-        let mut isum = [[_mm256_setzero_si256(); G]; P];
-        for c in 0..8 {
-            let x: [__m256i; P] = std::array::from_fn(|p| {
-                _mm256_set1_epi32((a[p].qs.as_ptr().add(4 * c) as *const i32).read_unaligned())
-            });
-            for g in 0..G {
-                let (w, aw) = (u.w[g][c], u.aw[g][c]);
-                for p in 0..P {
-                    let m = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x[p], w));
-                    isum[p][g] = _mm256_add_epi32(isum[p][g], _mm256_madd_epi16(m, ones));
-                }
-            }
-        }
-        for p in 0..P {
-            let ad = _mm256_set1_ps(a[p].d);
-            for g in 0..G {
-                let f = _mm256_cvtepi32_ps(isum[p][g]);
-                acc[p][g] = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[p][g]);
-            }
-        }
-    };
-    let mut u = Unpacked::<G>::new();
-    let shape = (nb, 1, 16 + 256);
-    x8_loop::<G, P, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
-}
+q8_kernels!(
+    gemm_x8_q8,
+    q8_groups,
+    "avx2,fma,f16c",
+    false,
+    _mm256_dpbusd_avx_epi32
+);
+q8_kernels!(
+    gemm_x8_q8_vnni,
+    q8_groups_vnni,
+    "avx2,fma,f16c,avxvnni",
+    true,
+    _mm256_dpbusd_avx_epi32
+);
+q8_kernels!(
+    gemm_x8_q8_vnni512,
+    q8_groups_vnni512,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    true,
+    _mm256_dpbusd_epi32
+);
 
 /// [`super::vec_dot_rows`] (the caller checked the sizes), asking for the row four ahead
 /// while each is computed: the weights of a single-token step stream from memory once.

@@ -126,7 +126,8 @@ unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
     std::array::from_fn(|i| _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top)))
 }
 
-/// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used.
+/// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used, `$dp` which
+/// encoding of it (AVX-VNNI's, or AVX512-VNNI's on 256-bit registers).
 macro_rules! k_kernels {
     (
         $k45:ident,
@@ -136,7 +137,8 @@ macro_rules! k_kernels {
         $q6k_groups:ident,
         $q6k_gemv:ident,
         $features:tt,
-        $vnni:literal
+        $vnni:literal,
+        $dp:ident
     ) => {
         /// [`super::gemm_x8`] for Q4_K / Q5_K (the caller checked the sizes): per 32-column
         /// sub-block as the Q4_1 / Q5_1 kernel, with the scale `d·sc` and the minimum
@@ -185,7 +187,7 @@ macro_rules! k_kernels {
                         for k in 0..8 {
                             let x = piece(a, k);
                             for g in 0..G {
-                                isum[g] = _mm256_dpbusd_avx_epi32(isum[g], u.w[g][8 * j + k], x);
+                                isum[g] = $dp(isum[g], u.w[g][8 * j + k], x);
                             }
                         }
                     } else {
@@ -276,7 +278,7 @@ macro_rules! k_kernels {
                             for i in 0..2 {
                                 let x = piece(a[i], k);
                                 if $vnni {
-                                    isum[i] = _mm256_dpbusd_avx_epi32(isum[i], w[i], x);
+                                    isum[i] = $dp(isum[i], w[i], x);
                                 } else {
                                     s16[i] =
                                         _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w[i], x));
@@ -357,10 +359,9 @@ macro_rules! k_kernels {
                             let mut corr = _mm256_setzero_si256();
                             for k in 4 * e..4 * e + 4 {
                                 let x = piece(a, k);
-                                corr = _mm256_dpbusd_avx_epi32(corr, off, x);
+                                corr = $dp(corr, off, x);
                                 for g in 0..G {
-                                    isum[g] =
-                                        _mm256_dpbusd_avx_epi32(isum[g], u.w[g][8 * j + k], x);
+                                    isum[g] = $dp(isum[g], u.w[g][8 * j + k], x);
                                 }
                             }
                             for g in 0..G {
@@ -445,7 +446,7 @@ macro_rules! k_kernels {
                                     let x = piece(&act[8 * b + 4 * h + i], k);
                                     if $vnni {
                                         let e = k / 4;
-                                        isum[i][e] = _mm256_dpbusd_avx_epi32(isum[i][e], w, x);
+                                        isum[i][e] = $dp(isum[i][e], w, x);
                                     } else {
                                         s16[i] =
                                             _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, x));
@@ -488,7 +489,8 @@ k_kernels!(
     q6k_groups,
     q6k_gemv,
     "avx2,fma,f16c",
-    false
+    false,
+    _mm256_dpbusd_avx_epi32
 );
 k_kernels!(
     gemm_x8_k45_vnni,
@@ -498,5 +500,17 @@ k_kernels!(
     q6k_groups_vnni,
     q6k_gemv_vnni,
     "avx2,fma,f16c,avxvnni",
-    true
+    true,
+    _mm256_dpbusd_avx_epi32
+);
+k_kernels!(
+    gemm_x8_k45_vnni512,
+    k45_groups_vnni512,
+    k45_gemv_vnni512,
+    gemm_x8_q6k_vnni512,
+    q6k_groups_vnni512,
+    q6k_gemv_vnni512,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    true,
+    _mm256_dpbusd_epi32
 );

@@ -117,11 +117,12 @@ pub fn set_kernels(k: Kernels) -> Kernels {
 /// 0 = not chosen yet, 1 = on, 2 = off.
 static VNNI: AtomicU8 = AtomicU8::new(0);
 
-/// Whether the x8 kernels of Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants use AVX-VNNI's
-/// `vpdpbusd` (four byte products summed straight into 32 bits; Q8_0's kernel does not: its
-/// 16-bit pair sums can saturate, which `vpdpbusd` would not reproduce): where the CPU has it (detected once), unless [`set_vnni`]
-/// turned it off. The results are the same bits either way (both compute each integer sum
-/// exactly); only the speed differs.
+/// Whether the x8 kernels of every block format use `vpdpbusd` (four byte products summed
+/// straight into 32 bits; AVX-VNNI's encoding, or AVX512-VNNI's on 256-bit registers where
+/// only that one exists, as on AMD Zen 4): where the CPU has either (detected once), unless
+/// [`set_vnni`] turned it off. The results are the same bits either way (both compute each
+/// integer sum exactly; Q8_0's 16-bit pair sums never saturate, see `quant/avx2.rs`); only
+/// the speed differs.
 pub fn vnni() -> bool {
     match VNNI.load(Ordering::Relaxed) {
         1 => true,
@@ -139,16 +140,42 @@ pub fn vnni() -> bool {
     }
 }
 
-/// Whether this CPU has AVX-VNNI besides AVX2, FMA and F16C.
-pub fn vnni_available() -> bool {
+/// Which encoding of `vpdpbusd` this CPU has besides AVX2, FMA and F16C (detected once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VnniForm {
+    /// AVX-VNNI (VEX; Intel Alder Lake and later, AMD Zen 5).
+    Avx,
+    /// AVX512-VNNI with AVX512VL (EVEX on 256-bit registers; Intel Ice Lake servers, AMD
+    /// Zen 4).
+    Avx512,
+}
+
+pub(crate) fn vnni_form() -> Option<VnniForm> {
     #[cfg(target_arch = "x86_64")]
     {
-        avx2_available() && is_x86_feature_detected!("avxvnni")
+        static DETECTED: std::sync::OnceLock<Option<VnniForm>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            if !avx2_available() {
+                None
+            } else if is_x86_feature_detected!("avxvnni") {
+                Some(VnniForm::Avx)
+            } else if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+            {
+                Some(VnniForm::Avx512)
+            } else {
+                None
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        None
     }
+}
+
+/// Whether this CPU has AVX-VNNI or AVX512-VNNI (with AVX512VL) besides AVX2, FMA and F16C.
+pub fn vnni_available() -> bool {
+    vnni_form().is_some()
 }
 
 /// Use AVX-VNNI where available (`true`) or the AVX2 instructions alone (`false`, for
@@ -380,6 +407,18 @@ unsafe fn gemm_x8_raw(
     match effective(k) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected; sizes checked by the caller.
+        Kernels::Avx2 if vnni() && vnni_form() == Some(VnniForm::Avx512) => match ty {
+            QType::Q4_0 => avx2::gemm_x8_q45_vnni512::<false, false>(packed, acts, nb, out, ldo),
+            QType::Q4_1 => avx2::gemm_x8_q45_vnni512::<false, true>(packed, acts, nb, out, ldo),
+            QType::Q5_0 => avx2::gemm_x8_q45_vnni512::<true, false>(packed, acts, nb, out, ldo),
+            QType::Q5_1 => avx2::gemm_x8_q45_vnni512::<true, true>(packed, acts, nb, out, ldo),
+            QType::Q4K => avx2_k::gemm_x8_k45_vnni512::<false>(packed, acts, nb, out, ldo),
+            QType::Q5K => avx2_k::gemm_x8_k45_vnni512::<true>(packed, acts, nb, out, ldo),
+            QType::Q6K => avx2_k::gemm_x8_q6k_vnni512(packed, acts, nb, out, ldo),
+            _ => avx2::gemm_x8_q8_vnni512(packed, acts, nb, out, ldo),
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected; sizes checked by the caller.
         Kernels::Avx2 => match ty {
             QType::Q4_0 if vnni() => {
                 avx2::gemm_x8_q45_vnni::<false, false>(packed, acts, nb, out, ldo)
@@ -403,6 +442,7 @@ unsafe fn gemm_x8_raw(
             QType::Q4K => avx2_k::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
             QType::Q5K => avx2_k::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
             QType::Q6K => avx2_k::gemm_x8_q6k(packed, acts, nb, out, ldo),
+            _ if vnni() => avx2::gemm_x8_q8_vnni(packed, acts, nb, out, ldo),
             _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo),
         },
         _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo),

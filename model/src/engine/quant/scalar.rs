@@ -89,8 +89,8 @@ pub(super) unsafe fn gemm_x8_body(
                     let d = rd_f16(blk, 2 * r);
                     let mut isum = 0i32;
                     if nq == 32 {
-                        // Q8_0: |w| against a with w's sign, byte pairs saturated as
-                        // maddubs does.
+                        // Q8_0: |w| against a with w's sign, byte pairs clamped as maddubs
+                        // does (a bound they never reach: |w| <= 128, signed a >= -128).
                         let p = |c: usize| {
                             let w = q[r][c] as i8;
                             w.unsigned_abs() as i32 * sign8(a.qs[c], w) as i32

@@ -602,12 +602,12 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     for q in acts[1].qs.iter_mut() {
         *q = 127;
     }
-    // (kernels, AVX-VNNI on) of each run: all but Q8_0's AVX2 kernels have a VNNI form.
+    // (kernels, AVX-VNNI on) of each run.
     let mut kernels = vec![(Kernels::Scalar, false)];
     if avx2_available() {
         kernels.push((Kernels::Avx2, false));
     }
-    if vnni_available() && ty != QType::Q8_0 {
+    if vnni_available() {
         kernels.push((Kernels::Avx2, true));
     }
     let mut all = Vec::new();
