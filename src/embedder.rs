@@ -2,7 +2,8 @@
 //! a new index. Whether an existing index accepts it is decided in one place, the index's
 //! manifest ([`rag_index::Manifest::check_embedder`]).
 use rag_model::{
-    variant_of_id, EmbedOptions, EmbedderKind, MiniLmRuntime, TextEmbedder, DEFAULT_EMBEDDER,
+    llama_format_of_id, variant_of_id, EmbedOptions, EmbedderKind, MiniLmRuntime, TextEmbedder,
+    WeightFormat, DEFAULT_EMBEDDER,
 };
 
 use crate::config::Config;
@@ -16,18 +17,26 @@ pub(crate) enum EmbedderUse {
     Ingest,
     /// Embedding queries: the kind the index was built with wins, whatever is configured.
     Query,
-    /// Rebuilding an index from scratch (`--reindex`): as [`EmbedderUse::Ingest`], but a
-    /// MiniLM index gets the configured runtime (by default rag's engine) whatever made its
-    /// old vectors.
+    /// Rebuilding an index from scratch (`--reindex`): as [`EmbedderUse::Ingest`], but the
+    /// embedder runs as for a new index (rag's engine; for MiniLM the configured runtime),
+    /// whatever made the old vectors.
     Rebuild,
 }
 
-/// The embedder for an index built by `index_id` (`None`: no index yet). For [`EmbedderUse::Ingest`]: the kind `config.embedder`
-/// names, else the index's own, else [`DEFAULT_EMBEDDER`]; for [`EmbedderUse::Query`] the
-/// index's own comes first. A Llama embedder holds the model with dense f32 weights (the fast
-/// path for batches). A MiniLM embedder runs on the runtime that made the index's vectors
-/// (candle for an index built before the engine), the configured one (by default rag's
-/// engine) for a new or rebuilt one.
+/// Whether `e` runs as a new index's embedder would (so a rebuild can keep it).
+pub(crate) fn as_for_new(config: &Config, e: &TextEmbedder) -> bool {
+    let minilm = config.minilm_runtime.unwrap_or(MiniLmRuntime::Engine);
+    e.minilm_runtime().is_none_or(|r| r == minilm)
+        && e.llama_format()
+            .is_none_or(|f| f == WeightFormat::Quantized)
+}
+
+/// The embedder for an index built by `index_id` (`None`: no index yet). For
+/// [`EmbedderUse::Ingest`]: the kind `config.embedder` names, else the index's own, else
+/// [`DEFAULT_EMBEDDER`]; for [`EmbedderUse::Query`] the index's own comes first. It runs as
+/// the index's vectors were made (candle's f32 BERT or dense f32 Llama weights for an index
+/// built before rag's engine); a new or rebuilt index gets the engine (for MiniLM, the
+/// configured runtime, by default the engine).
 pub(crate) fn load(
     config: &Config,
     index_id: Option<String>,
@@ -60,7 +69,24 @@ pub(crate) fn load(
                     embed.layer = l;
                 }
             }
-            TextEmbedder::llama(&config.embed_model_path()?, &config.model_options(), embed)?
+            // The weights that made a Llama index's vectors embed its queries and new files:
+            // candle's dense f32 for one made before the engine; the engine's quantized ones
+            // for a new or rebuilt index.
+            let format = match index_id.as_deref() {
+                Some(id)
+                    if usage != EmbedderUse::Rebuild
+                        && EmbedderKind::of_id(id) == EmbedderKind::Llama =>
+                {
+                    llama_format_of_id(id)
+                }
+                _ => WeightFormat::Quantized,
+            };
+            TextEmbedder::llama(
+                &config.embed_model_path()?,
+                &config.model_options(),
+                embed,
+                format,
+            )?
         }
         EmbedderKind::MiniLm => {
             // The runtime that made a MiniLM index's vectors embeds its queries and its new

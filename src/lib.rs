@@ -50,6 +50,6 @@ pub use rag_model::{
     EmbedderKind, GenerateParams, HiddenLayer, MiniLmRuntime, Pooling, StopReason, TemplateFamily,
     MINILM_DIR,
 };
-pub use retrieve::{Mode, RetrieveOptions};
+pub use retrieve::{Mode, RetrieveOptions, LLAMA_DENSE_WEIGHT};
 pub use server::{Server, ServerOptions};
 pub use store::{copy_index, Location};

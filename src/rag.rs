@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use rag_index::{ChunkRecord, Hit, Store};
-use rag_model::{MiniLmRuntime, Model, PromptFormat, TextEmbedder, WeightFormat};
+use rag_model::{Model, PromptFormat, TextEmbedder, WeightFormat};
 use serde::Serialize;
 
 use crate::answerability::Fitted;
@@ -271,8 +271,8 @@ impl Rag {
     ) -> Result<IngestReport> {
         // The embedder asked for, when it is another than the one loaded (to rebuild the index
         // with it, say), serves this ingest alone.
-        // So does a rebuild of an index whose MiniLM vectors came from another runtime than the
-        // configured one (it is rebuilt on that).
+        // So does a rebuild of an index whose vectors were made otherwise than a new index's
+        // would be (candle's f32 weights before the engine): it is rebuilt as a new one.
         let wanted = self.config.embedder;
         let usage = if opts.reindex {
             EmbedderUse::Rebuild
@@ -283,9 +283,7 @@ impl Rag {
         let other = match &loaded {
             Some(e)
                 if wanted.is_some_and(|k| k != e.kind())
-                    || (opts.reindex
-                        && e.minilm_runtime()
-                            .is_some_and(|r| r != MiniLmRuntime::Engine)) =>
+                    || (opts.reindex && !embedder::as_for_new(&self.config, e)) =>
             {
                 Some(Arc::new(embedder::load(
                     &self.config,

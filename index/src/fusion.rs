@@ -18,6 +18,15 @@ pub struct SearchOptions {
     /// The RRF constant. Default 60, the value of the original paper (Cormack et al., 2009),
     /// which damps the influence of the first ranks.
     pub rrf_k: f64,
+    /// Weight of the dense list in the fusion (BM25's is 1). Default 1: the two lists count
+    /// alike. Below 1 a weak embedder (an untuned decoder's hidden states) only reorders
+    /// BM25's hits instead of dragging them down (docs/EVAL.md).
+    #[serde(default = "one")]
+    pub dense_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for SearchOptions {
@@ -27,6 +36,7 @@ impl Default for SearchOptions {
             bm25_depth: 50,
             dense_depth: 50,
             rrf_k: 60.0,
+            dense_weight: 1.0,
         }
     }
 }
@@ -38,6 +48,21 @@ impl Default for SearchOptions {
 /// so the order depends only on the input, and two stores that rank alike but number their
 /// chunks differently fuse alike. An id repeated within one list counts once, at its best rank.
 pub fn rrf(lists: &[Vec<u64>], rrf_k: f64) -> Vec<(u64, f64)> {
+    rrf_weighted(lists, &vec![1.0; lists.len()], rrf_k)
+}
+
+/// [`rrf`] with a weight per list: score(d) = sum over lists of w / (rrf_k + rank). Ties as
+/// in [`rrf`].
+///
+/// ```
+/// use rag_index::rrf_weighted;
+/// // Chunk 2 is first in the second list only; at weight 0.5 chunk 1 (second in the first)
+/// // passes it.
+/// let fused = rrf_weighted(&[vec![3, 1], vec![2, 3]], &[1.0, 0.5], 60.0);
+/// assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), [3, 1, 2]);
+/// ```
+pub fn rrf_weighted(lists: &[Vec<u64>], weights: &[f64], rrf_k: f64) -> Vec<(u64, f64)> {
+    assert_eq!(lists.len(), weights.len(), "one weight per list");
     // Rank per list (usize::MAX where absent), by id.
     let mut ranks: HashMap<u64, Vec<usize>> = HashMap::new();
     for (l, list) in lists.iter().enumerate() {
@@ -51,11 +76,16 @@ pub fn rrf(lists: &[Vec<u64>], rrf_k: f64) -> Vec<(u64, f64)> {
     let mut out: Vec<(u64, f64, Vec<usize>)> = ranks
         .into_iter()
         .map(|(id, r)| {
-            // Summed smallest rank first: the floating-point sum then depends only on the
-            // ranks, not on the order of the lists.
-            let mut sorted: Vec<usize> = r.iter().copied().filter(|&x| x != usize::MAX).collect();
-            sorted.sort_unstable();
-            let score = sorted.iter().map(|&x| 1.0 / (rrf_k + x as f64)).sum();
+            // Largest term first: the floating-point sum then depends only on the ranks and
+            // weights, not on the order of the lists.
+            let mut terms: Vec<f64> = r
+                .iter()
+                .zip(weights)
+                .filter(|(&x, _)| x != usize::MAX)
+                .map(|(&x, w)| w / (rrf_k + x as f64))
+                .collect();
+            terms.sort_unstable_by(|a, b| b.total_cmp(a));
+            let score = terms.iter().sum();
             (id, score, r)
         })
         .collect();
@@ -106,19 +136,23 @@ pub(crate) fn fuse(bm25: &[(u64, f32)], dense: &[(u64, f32)], opts: &SearchOptio
             .get_or_insert((rank + 1, score));
     }
     let ids = |l: &[(u64, f32)]| l.iter().map(|x| x.0).collect::<Vec<u64>>();
-    rrf(&[ids(bm25), ids(dense)], opts.rrf_k)
-        .into_iter()
-        .take(opts.k)
-        .map(|(id, score)| {
-            let (bm25, dense) = by_id.get(&id).copied().unwrap_or_default();
-            Fused {
-                id,
-                score,
-                bm25,
-                dense,
-            }
-        })
-        .collect()
+    rrf_weighted(
+        &[ids(bm25), ids(dense)],
+        &[1.0, opts.dense_weight],
+        opts.rrf_k,
+    )
+    .into_iter()
+    .take(opts.k)
+    .map(|(id, score)| {
+        let (bm25, dense) = by_id.get(&id).copied().unwrap_or_default();
+        Fused {
+            id,
+            score,
+            bm25,
+            dense,
+        }
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::hparams::HiddenLayer;
+use crate::llama::WeightFormat;
 use crate::model::Model;
 
 /// How token states become one vector.
@@ -22,6 +23,22 @@ pub enum Pooling {
     Mean,
     /// The last token's state (the only one that has seen the whole sequence).
     LastToken,
+    /// Echo embeddings (Springer et al., 2024): the model reads "Rewrite the sentence: TEXT,
+    /// rewritten sentence: TEXT" and the states of the second copy are averaged. A decoder's
+    /// token sees only what precedes it; in the second copy every token has seen the whole
+    /// text once.
+    Echo,
+}
+
+impl Pooling {
+    /// The name in ids and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::LastToken => "last",
+            Self::Echo => "echo",
+        }
+    }
 }
 
 impl std::str::FromStr for Pooling {
@@ -30,25 +47,52 @@ impl std::str::FromStr for Pooling {
         match s {
             "mean" => Ok(Self::Mean),
             "last" | "last-token" => Ok(Self::LastToken),
-            _ => Err(format!("unknown pooling '{s}' (mean, last)")),
+            "echo" => Ok(Self::Echo),
+            _ => Err(format!("unknown pooling '{s}' (mean, last, echo)")),
         }
     }
 }
 
 /// The pooling and layer written at the end of an embedder id (`...:mean:final`,
-/// `...:last:layer15`), as [`Embedder::id`] writes them; `None` if `id` does not end so.
+/// `...:last:layer15`, then `:q` for the engine's vectors), as [`Embedder::id`] writes them;
+/// `None` if `id` does not end so.
+///
+/// ```
+/// use rag_model::{variant_of_id, HiddenLayer, Pooling};
+/// let engine = "llama:SmolLM2-135M-Instruct.Q4_1.gguf:98362432:mean:final:q";
+/// assert_eq!(variant_of_id(engine), Some((Pooling::Mean, HiddenLayer::Final)));
+/// assert_eq!(variant_of_id("llama:m.gguf:1:last:layer15"), Some((Pooling::LastToken, HiddenLayer::After(15))));
+/// ```
 pub fn variant_of_id(id: &str) -> Option<(Pooling, HiddenLayer)> {
+    let id = id.strip_suffix(ENGINE_SUFFIX).unwrap_or(id);
     let mut parts = id.rsplitn(3, ':');
     let layer = match parts.next()? {
         "final" => HiddenLayer::Final,
         l => HiddenLayer::After(l.strip_prefix("layer")?.parse().ok()?),
     };
-    let pooling = match parts.next()? {
-        "mean" => Pooling::Mean,
-        "last" => Pooling::LastToken,
-        _ => return None,
-    };
+    let pooling = parts.next()?.parse().ok()?;
     Some((pooling, layer))
+}
+
+/// What ends the id of a Llama embedder that runs on rag's engine (the GGUF's own quantized
+/// weights); ids without it are of dense f32 weights on candle, as every Llama index made
+/// before the engine embedded.
+const ENGINE_SUFFIX: &str = ":q";
+
+/// How a Llama embedder's weights are held, from its id: [`WeightFormat::Quantized`] (rag's
+/// engine) for ids that end in `:q`, else [`WeightFormat::F32`].
+///
+/// ```
+/// use rag_model::{llama_format_of_id, WeightFormat};
+/// assert_eq!(llama_format_of_id("llama:m.gguf:1:mean:final:q"), WeightFormat::Quantized);
+/// assert_eq!(llama_format_of_id("llama:m.gguf:1:mean:final"), WeightFormat::F32);
+/// ```
+pub fn llama_format_of_id(id: &str) -> WeightFormat {
+    if id.ends_with(ENGINE_SUFFIX) {
+        WeightFormat::Quantized
+    } else {
+        WeightFormat::F32
+    }
 }
 
 /// Embedding settings.
@@ -74,8 +118,9 @@ impl Default for EmbedOptions {
     }
 }
 
-/// Turns texts into unit vectors with a loaded model (load it with dense weights,
-/// [`crate::WeightFormat::F32`], for speed).
+/// Turns texts into unit vectors with a loaded model: on rag's engine
+/// ([`WeightFormat::Quantized`], the GGUF's own weights, unpadded batches) or on candle's dense
+/// f32 weights ([`WeightFormat::F32`], as indexes made before the engine were).
 pub struct Embedder {
     model: Arc<Model>,
     opts: EmbedOptions,
@@ -88,7 +133,8 @@ impl Embedder {
     }
 
     /// Identifies what made the vectors, so an index refuses vectors from anything else:
-    /// model file name and size, pooling and layer.
+    /// model file name and size, pooling and layer, and `:q` when rag's engine runs the
+    /// GGUF's quantized weights.
     pub fn id(&self) -> String {
         let m = &self.model;
         let name = m
@@ -96,15 +142,22 @@ impl Embedder {
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let size = m.info().file_size;
-        let pooling = match self.opts.pooling {
-            Pooling::Mean => "mean",
-            Pooling::LastToken => "last",
-        };
+        let pooling = self.opts.pooling.name();
         let layer = match self.opts.layer {
             HiddenLayer::Final => "final".to_string(),
             HiddenLayer::After(n) => format!("layer{n}"),
         };
-        format!("llama:{name}:{size}:{pooling}:{layer}")
+        let engine = if self.weight_format() == WeightFormat::Quantized {
+            ENGINE_SUFFIX
+        } else {
+            ""
+        };
+        format!("llama:{name}:{size}:{pooling}:{layer}{engine}")
+    }
+
+    /// How the model's weights are held.
+    pub fn weight_format(&self) -> WeightFormat {
+        self.model.llama.weight_format()
     }
 
     /// The vector dimension.
@@ -120,28 +173,49 @@ impl Embedder {
     /// Embed texts; vectors come back in input order. Document text is never parsed for
     /// special tokens.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let seqs: Vec<Vec<u32>> = texts
+        let tok = &self.model.tokenizer;
+        // Each sequence and where its pooled states start.
+        let (seqs, starts): (Vec<Vec<u32>>, Vec<usize>) = texts
             .iter()
             .map(|t| {
-                let mut ids = self.model.tokenizer.encode(t, true, false);
+                if self.opts.pooling == Pooling::Echo {
+                    let mut ids = tok.encode(ECHO_PREFIX, true, false);
+                    let mid = tok.encode(ECHO_MIDDLE, false, false);
+                    let mut text = tok.encode(t, false, false);
+                    let room = self.opts.max_tokens.saturating_sub(ids.len() + mid.len()) / 2;
+                    text.truncate(room.max(1));
+                    if text.is_empty() {
+                        text.extend(tok.eos_id());
+                    }
+                    ids.extend_from_slice(&text);
+                    ids.extend_from_slice(&mid);
+                    let start = ids.len();
+                    ids.extend_from_slice(&text);
+                    return (ids, start);
+                }
+                let mut ids = tok.encode(t, true, false);
                 ids.truncate(self.opts.max_tokens);
                 if ids.is_empty() {
                     // An empty text still gets a vector: that of the BOS/EOS token alone.
-                    ids.extend(
-                        self.model
-                            .tokenizer
-                            .bos_id()
-                            .or(self.model.tokenizer.eos_id()),
-                    );
+                    ids.extend(tok.bos_id().or(tok.eos_id()));
                 }
-                ids
+                (ids, 0)
             })
-            .collect();
-        by_length(&seqs, self.opts.batch_tokens, |batch| self.embed_ids(batch))
+            .unzip();
+        by_length(&seqs, self.opts.batch_tokens, |idx, batch| {
+            let from: Vec<usize> = idx.iter().map(|&i| starts[i]).collect();
+            self.embed_from(batch, &from)
+        })
     }
 
-    /// Embed token sequences in one right-padded batch.
+    /// Embed token sequences in one batch, pooling the whole of each.
     pub fn embed_ids(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        self.embed_from(seqs, &vec![0; seqs.len()])
+    }
+
+    /// Embed token sequences in one batch (padded on candle, packed on the engine), mean
+    /// pooling from `from[i]` on (echo pooling: the second copy).
+    fn embed_from(&self, seqs: &[&[u32]], from: &[usize]) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -164,12 +238,12 @@ impl Embedder {
         let hidden = hidden.to_vec3::<f32>()?;
         Ok(hidden
             .iter()
-            .zip(&lengths)
-            .map(|(states, &n)| {
+            .zip(lengths.iter().zip(from))
+            .map(|(states, (&n, &from))| {
                 let mut v = match self.opts.pooling {
-                    Pooling::Mean => {
+                    Pooling::Mean | Pooling::Echo => {
                         let mut acc = vec![0f32; states[0].len()];
-                        for row in &states[..n] {
+                        for row in &states[from.min(n - 1)..n] {
                             for (a, x) in acc.iter_mut().zip(row) {
                                 *a += x;
                             }
@@ -185,12 +259,17 @@ impl Embedder {
     }
 }
 
+/// The text around the first copy of an echo embedding's input, and between the copies.
+const ECHO_PREFIX: &str = "Rewrite the sentence: ";
+const ECHO_MIDDLE: &str = ", rewritten sentence: ";
+
 /// Embed token sequences in batches of similar length, each at most `batch_tokens` padded
-/// tokens (or one sequence), `forward` embedding one batch; vectors come back in input order.
+/// tokens (or one sequence), `forward` embedding one batch (given the sequences' indices in
+/// `seqs` too); vectors come back in input order.
 pub(crate) fn by_length(
     seqs: &[Vec<u32>],
     batch_tokens: usize,
-    mut forward: impl FnMut(&[&[u32]]) -> Result<Vec<Vec<f32>>>,
+    mut forward: impl FnMut(&[usize], &[&[u32]]) -> Result<Vec<Vec<f32>>>,
 ) -> Result<Vec<Vec<f32>>> {
     // Sort by length so each batch pads little; restore order at the end.
     let mut order: Vec<usize> = (0..seqs.len()).collect();
@@ -203,7 +282,7 @@ pub(crate) fn by_length(
             end += 1;
         }
         let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| &seqs[i][..]).collect();
-        for (k, v) in forward(&batch)?.into_iter().enumerate() {
+        for (k, v) in forward(&order[start..end], &batch)?.into_iter().enumerate() {
             out[order[start + k]] = v;
         }
         start = end;

@@ -43,7 +43,9 @@ mod template;
 mod text_embedder;
 mod tokenizer;
 
-pub use embed::{cosine, normalize, variant_of_id, EmbedOptions, Embedder, Pooling};
+pub use embed::{
+    cosine, llama_format_of_id, normalize, variant_of_id, EmbedOptions, Embedder, Pooling,
+};
 pub use error::{ModelError, Result};
 pub use generate::{greedy, Cancel, GenerateParams, Generation, Session, StopReason};
 pub use gguf::GgufFile;

@@ -75,11 +75,18 @@ pub enum TextEmbedder {
 }
 
 impl TextEmbedder {
-    /// Load a Llama embedder over the GGUF at `path` (dense f32 weights: the fast path for
-    /// batches of chunks).
-    pub fn llama(path: &Path, opts: &ModelOptions, embed: EmbedOptions) -> Result<Self> {
+    /// Load a Llama embedder over the GGUF at `path` with its weights held as `format`:
+    /// [`WeightFormat::Quantized`] (rag's engine, for new indexes) or [`WeightFormat::F32`]
+    /// (candle's dense weights, as indexes made before the engine were embedded; see
+    /// [`crate::llama_format_of_id`]).
+    pub fn llama(
+        path: &Path,
+        opts: &ModelOptions,
+        embed: EmbedOptions,
+        format: WeightFormat,
+    ) -> Result<Self> {
         let mut opts = opts.clone();
-        opts.format = WeightFormat::F32;
+        opts.format = format;
         let model = Model::load(path, &opts)?;
         Ok(Self::Llama(Embedder::new(Arc::new(model), embed)))
     }
@@ -97,6 +104,14 @@ impl TextEmbedder {
             ..MiniLmOptions::default()
         };
         Ok(Self::MiniLm(Box::new(MiniLm::load_with(dir, opts)?)))
+    }
+
+    /// How a Llama embedder's weights are held, for a Llama embedder.
+    pub fn llama_format(&self) -> Option<WeightFormat> {
+        match self {
+            Self::Llama(e) => Some(e.weight_format()),
+            Self::MiniLm(_) => None,
+        }
     }
 
     /// The MiniLM runtime, for a MiniLM embedder.

@@ -224,3 +224,60 @@ fn quantized_and_f32_embeddings_agree() {
     let c = rag_model::cosine(&a[0], &b[0]);
     assert!(c > 0.99, "cosine {c}");
 }
+
+/// Echo pooling on the engine: the text read twice after "Rewrite the sentence: ", its
+/// second copy's states averaged; the ids of the two embedders tell them apart, and a text's
+/// vector does not depend on its batch.
+#[test]
+fn echo_pooling_averages_the_second_copy() {
+    let Some(q) = model() else { return };
+    let m = Arc::new(Model::load(q.path(), &ModelOptions::default()).unwrap());
+    let opts = EmbedOptions {
+        pooling: rag_model::Pooling::Echo,
+        ..EmbedOptions::default()
+    };
+    let echo = Embedder::new(m.clone(), opts);
+    let mean = Embedder::new(m.clone(), EmbedOptions::default());
+    assert!(echo.id().ends_with(":echo:final:q"), "{}", echo.id());
+    assert!(mean.id().ends_with(":mean:final:q"), "{}", mean.id());
+    assert_eq!(
+        rag_model::variant_of_id(&echo.id()),
+        Some((rag_model::Pooling::Echo, HiddenLayer::Final))
+    );
+    let text = "Grounded answers cite their sources.";
+    let got = echo.embed(&[text]).unwrap().remove(0);
+    // By hand: the same sequence, the mean of the last copy's final states.
+    let tok = m.tokenizer();
+    let body = tok.encode(text, false, false);
+    let mut ids = tok.encode("Rewrite the sentence: ", true, false);
+    ids.extend_from_slice(&body);
+    ids.extend(tok.encode(", rewritten sentence: ", false, false));
+    ids.extend_from_slice(&body);
+    let input = Tensor::new(&ids[..], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let states = m
+        .llama()
+        .forward_hidden(&input, None, None, HiddenLayer::Final)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let mut want = vec![0f32; states[0].len()];
+    for row in &states[ids.len() - body.len()..] {
+        want.iter_mut().zip(row).for_each(|(w, x)| *w += x);
+    }
+    rag_model::normalize(&mut want);
+    let c = rag_model::cosine(&got, &want);
+    assert!(c > 0.99999, "echo vs by hand: cosine {c}");
+    // Not the mean over the text read once.
+    let once = mean.embed(&[text]).unwrap().remove(0);
+    assert!(rag_model::cosine(&got, &once) < 0.999);
+    // Batched with others, the same vector.
+    let batch = echo
+        .embed(&["A kitten on a rug.", text, "Paris is in France."])
+        .unwrap();
+    assert!(rag_model::cosine(&batch[1], &got) > 0.99999);
+}

@@ -63,8 +63,9 @@ pub struct GlobalArgs {
 
 #[derive(Args)]
 pub struct LlamaVariantArgs {
-    /// Llama embedder of a new index: pooling of the hidden states (mean or last token).
-    #[arg(long, value_name = "mean|last")]
+    /// Llama embedder of a new index: pooling of the hidden states (mean, last token, or echo:
+    /// the text read twice, its second copy averaged)
+    #[arg(long, value_name = "mean|last|echo")]
     pub pooling: Option<Pooling>,
     /// Llama embedder of a new index: hidden states after this block (0-based) instead of the
     /// final normed layer.

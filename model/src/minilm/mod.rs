@@ -253,7 +253,9 @@ impl MiniLm {
     /// text's vector does not depend on what it is batched with.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let seqs: Vec<Vec<u32>> = texts.iter().map(|t| self.encode(t)).collect();
-        by_length(&seqs, self.opts.batch_tokens, |batch| self.embed_ids(batch))
+        by_length(&seqs, self.opts.batch_tokens, |_, batch| {
+            self.embed_ids(batch)
+        })
     }
 
     /// The runtime in use.

@@ -61,8 +61,9 @@ pub fn bench_search(config: Config, args: BenchSearchArgs) -> Result<serde_json:
         &["warm up the index and the embedder"],
         args.depth,
         None,
+        None,
     )?;
-    let runs = run_queries(&rag, &texts, args.depth, None)?;
+    let runs = run_queries(&rag, &texts, args.depth, None, None)?;
     let info = rag.info()?;
     let modes: Vec<serde_json::Value> = MODES
         .iter()

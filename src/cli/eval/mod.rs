@@ -119,9 +119,17 @@ pub struct EvalRetrievalArgs {
     embedder: Option<EmbedderKind>,
     #[command(flatten)]
     variant: LlamaVariantArgs,
-    /// Evaluate only the first N queries.
+    /// Evaluate only the first N queries (after --skip).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Pass over the first N queries (with --limit: fit a setting on some queries, report on
+    /// the others).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    skip: usize,
+    /// Weight of the dense list in the hybrid fusion, BM25's being 1 (default: 1 for MiniLM,
+    /// 0.05 for Llama hidden states).
+    #[arg(long, value_name = "W")]
+    dense_weight: Option<f64>,
     /// Index only the judged documents plus others up to N in all (a smaller corpus for
     /// comparing slow configurations; not comparable with full-corpus figures).
     #[arg(long, value_name = "N")]
@@ -162,11 +170,7 @@ fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
     let variant = match (kind, args.variant.pooling, args.variant.layer) {
         (EmbedderKind::Llama, p, l) if p.is_some() || l.is_some() => format!(
             "-{}-{}",
-            if p == Some(Pooling::LastToken) {
-                "last"
-            } else {
-                "mean"
-            },
+            p.unwrap_or(Pooling::Mean).name(),
             l.map_or("final".to_string(), |n| format!("layer{n}"))
         ),
         _ => String::new(),
@@ -212,6 +216,8 @@ fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
     let opts = RetrievalOptions {
         depth: args.depth.unwrap_or(RetrievalOptions::default().depth),
         limit: args.limit,
+        skip: args.skip,
+        dense_weight: args.dense_weight,
         query_instruction: args.query_instruction,
     };
     let r = eval_retrieval(&rag, &set, &opts, ingest)?;

@@ -192,8 +192,13 @@ pub struct RetrievalOptions {
     /// abstracts make one or two chunks each, so 200 chunks give at least 100 documents for
     /// recall@100.
     pub depth: usize,
-    /// Queries evaluated (the first n); `None` for all.
+    /// Queries evaluated (the first n after `skip`); `None` for all.
     pub limit: Option<usize>,
+    /// Queries passed over first (to fit on some queries and report on the others).
+    pub skip: usize,
+    /// Weight of the dense list in the hybrid fusion (BM25's is 1); `None`: the default for the
+    /// index's embedder ([`rag::LLAMA_DENSE_WEIGHT`] for Llama states, 1 for MiniLM).
+    pub dense_weight: Option<f64>,
     /// Text put before each query for the dense embedding only (BM25 sees the bare query), as
     /// instruction-tuned embedders expect. `None`: the bare query.
     pub query_instruction: Option<String>,
@@ -204,6 +209,8 @@ impl Default for RetrievalOptions {
         Self {
             depth: 200,
             limit: None,
+            skip: 0,
+            dense_weight: None,
             query_instruction: None,
         }
     }
@@ -307,6 +314,7 @@ pub fn eval_retrieval(
     let queries: Vec<&(String, String)> = set
         .queries
         .iter()
+        .skip(opts.skip)
         .take(opts.limit.unwrap_or(usize::MAX))
         .collect();
     let id_of: HashMap<String, &str> = set
@@ -315,7 +323,13 @@ pub fn eval_retrieval(
         .map(|(id, _, _)| (file_stem_of(id), id.as_str()))
         .collect();
     let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
-    let runs = run_queries(rag, &texts, opts.depth, opts.query_instruction.as_deref())?;
+    let runs = run_queries(
+        rag,
+        &texts,
+        opts.depth,
+        opts.dense_weight,
+        opts.query_instruction.as_deref(),
+    )?;
     let mut reports = Vec::new();
     for (m, mode) in MODES.iter().enumerate() {
         let (mut nd, mut r10, mut r100, mut mrr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -372,7 +386,8 @@ pub struct QueryRuns {
     pub hnsw_recall: Vec<f64>,
 }
 
-/// Run every query through every retriever of [`MODES`] at `depth`, by the retrieval step of
+/// Run every query through every retriever of [`MODES`] at `depth` (hybrid weighing the dense
+/// list by `dense_weight`), by the retrieval step of
 /// `rag ask` ([`Rag::retrieve`]), timing each search (the query is embedded once, timed on its
 /// own). The ranking is scored as BEIR scores it, before duplicate collapsing, which would
 /// otherwise deepen the fused lists. `instruction`, when given, is put before each query for
@@ -381,6 +396,7 @@ pub fn run_queries(
     rag: &Rag,
     queries: &[&str],
     depth: usize,
+    dense_weight: Option<f64>,
     instruction: Option<&str>,
 ) -> Result<QueryRuns> {
     let mut runs = QueryRuns {
@@ -396,6 +412,7 @@ pub fn run_queries(
         mode,
         duplicate_jaccard: None,
         query_prefix: instruction.map(str::to_string),
+        dense_weight,
         ..RetrieveOptions::default()
     };
     for text in queries {
