@@ -53,7 +53,8 @@ impl Default for WriterOptions {
 pub struct IndexWriter {
     dir: PathBuf,
     fields: Fields,
-    writer: tantivy::IndexWriter<TantivyDocument>,
+    /// `None` only while dropping (see [`Drop`]).
+    writer: Option<tantivy::IndexWriter<TantivyDocument>>,
     vectors: VectorAppender,
     manifest: Manifest,
     /// path -> hash and chunk count, as of the last commit.
@@ -163,7 +164,7 @@ impl IndexWriter {
         Ok(IndexWriter {
             dir: dir.to_path_buf(),
             fields,
-            writer,
+            writer: Some(writer),
             vectors,
             manifest,
             committed: catalog.docs,
@@ -226,16 +227,14 @@ impl IndexWriter {
         chunks: &[NewChunk],
         vectors: &[Vec<f32>],
     ) -> Result<(), IndexError> {
-        self.writer
-            .delete_term(Term::from_field_text(self.fields.path, path));
+        let writer = self.writer.as_mut().expect("tantivy writer until drop");
+        writer.delete_term(Term::from_field_text(self.fields.path, path));
         if chunks.is_empty() {
-            self.writer
-                .add_document(self.fields.marker_doc(path, content_hash))?;
+            writer.add_document(self.fields.marker_doc(path, content_hash))?;
         }
         for (chunk, v) in chunks.iter().zip(vectors) {
             let id = self.vectors.push(v)?;
-            self.writer
-                .add_document(self.fields.chunk_doc(id, path, content_hash, chunk))?;
+            writer.add_document(self.fields.chunk_doc(id, path, content_hash, chunk))?;
         }
         self.pending.insert(
             path.to_string(),
@@ -258,6 +257,8 @@ impl IndexWriter {
         };
         if known {
             self.writer
+                .as_mut()
+                .expect("tantivy writer until drop")
                 .delete_term(Term::from_field_text(self.fields.path, path));
             self.pending.insert(path.to_string(), None);
             self.dirty = true;
@@ -300,7 +301,11 @@ impl IndexWriter {
         let payload = next.to_json();
 
         // (2) The tantivy commit, carrying the new manifest: the point of truth.
-        let mut prepared = self.writer.prepare_commit()?;
+        let mut prepared = self
+            .writer
+            .as_mut()
+            .expect("tantivy writer until drop")
+            .prepare_commit()?;
         prepared.set_payload(&payload);
         #[cfg(test)]
         crash_point(CrashPoint::Prepared)?;
@@ -392,6 +397,14 @@ impl Drop for IndexWriter {
     fn drop(&mut self) {
         if self.poisoned.is_none() {
             let _ = self.dump_graph();
+        }
+        // Wait for tantivy's background merges before the lock goes. Dropping its writer only
+        // flags them to stop: a merge whose end was already scheduled still publishes a
+        // meta.json and deletes the merged segments' files, so the next writer, opened
+        // meanwhile from the older meta.json, would commit a list of segments whose files are
+        // gone (seen under 16 clients uploading, once embedding got fast enough).
+        if let Some(w) = self.writer.take() {
+            let _ = w.wait_merging_threads();
         }
     }
 }
