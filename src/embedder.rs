@@ -72,15 +72,13 @@ pub(crate) fn load(
             // The weights that made a Llama index's vectors embed its queries and new files:
             // candle's dense f32 for one made before the engine; the engine's quantized ones
             // for a new or rebuilt index.
-            let format = match index_id.as_deref() {
-                Some(id)
-                    if usage != EmbedderUse::Rebuild
-                        && EmbedderKind::of_id(id) == EmbedderKind::Llama =>
-                {
-                    llama_format_of_id(id)
-                }
-                _ => WeightFormat::Quantized,
-            };
+            let format = as_made(
+                index_id.as_deref(),
+                usage,
+                EmbedderKind::Llama,
+                llama_format_of_id,
+                WeightFormat::Quantized,
+            );
             TextEmbedder::llama(
                 &config.embed_model_path()?,
                 &config.model_options(),
@@ -92,18 +90,31 @@ pub(crate) fn load(
             // The runtime that made a MiniLM index's vectors embeds its queries and its new
             // files (the two runtimes' vectors agree to a cosine of 0.999, not to the bit);
             // a new or rebuilt index gets the configured one, by default the engine.
-            let runtime = match index_id.as_deref() {
-                Some(id)
-                    if usage != EmbedderUse::Rebuild
-                        && EmbedderKind::of_id(id) == EmbedderKind::MiniLm =>
-                {
-                    MiniLmRuntime::of_id(id)
-                }
-                _ => config.minilm_runtime.unwrap_or(MiniLmRuntime::Engine),
-            };
+            let runtime = as_made(
+                index_id.as_deref(),
+                usage,
+                EmbedderKind::MiniLm,
+                MiniLmRuntime::of_id,
+                config.minilm_runtime.unwrap_or(MiniLmRuntime::Engine),
+            );
             TextEmbedder::minilm_on(&config.minilm_path()?, runtime)?
         }
     })
+}
+
+/// How the vectors of an existing index of `kind` were made, read from its id by `of_id`,
+/// unless `usage` rebuilds it or there is no such index: then `fresh`, as for a new one.
+fn as_made<T>(
+    index_id: Option<&str>,
+    usage: EmbedderUse,
+    kind: EmbedderKind,
+    of_id: impl Fn(&str) -> T,
+    fresh: T,
+) -> T {
+    match index_id {
+        Some(id) if usage != EmbedderUse::Rebuild && EmbedderKind::of_id(id) == kind => of_id(id),
+        _ => fresh,
+    }
 }
 
 #[cfg(test)]

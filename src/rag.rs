@@ -433,8 +433,13 @@ impl Rag {
     /// # Ok::<(), rag::Error>(())
     /// ```
     pub fn search(&self, question: &str) -> Result<Search> {
+        self.search_with(question, &self.options)
+    }
+
+    /// [`Rag::search`] with other settings than [`Rag::options`] (a filter of one request,
+    /// say).
+    pub fn search_with(&self, question: &str, opts: &AskOptions) -> Result<Search> {
         let question = ask::check_question(question)?;
-        let opts = &self.options;
         let found = self.retrieve(question, &opts.retrieve)?;
         let evidence = retrieve::evidence(&*self.index()?, question, &found.hits)?;
         let tl = Instant::now();

@@ -446,6 +446,52 @@ fn an_empty_index_fills_through_uploads() {
     assert!(r.json()["text"].as_str().unwrap().contains("Ilse Marwick"));
     assert_eq!(r.json()["name"], "ferries.md");
 
+    // Filters of one request: the Markdown file passes type:md and not type:pdf, nor a date
+    // after its own; a bad expression is a 400 that names the forms.
+    let passages = |query: &str| {
+        let r = request(
+            &s.addr,
+            "GET",
+            &format!("/api/search?q=night+ferry{query}"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["passages"].as_array().unwrap().len()
+    };
+    assert!(passages("&filter=type:md") > 0);
+    assert_eq!(passages("&filter=type:pdf"), 0);
+    assert_eq!(passages("&filter=type:md&filter=after:2999-01-01"), 0);
+    assert!(passages("&filter=before:2999-01-01&filter=type:MD,txt") > 0);
+    let r = request(
+        &s.addr,
+        "GET",
+        "/api/search?q=ferry&filter=kind:pdf",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("type:EXT"), "{}", r.text());
+    let r = request(
+        &s.addr,
+        "POST",
+        "/api/ask",
+        &[("Content-Type", "application/json")],
+        br#"{"question": "Who is the captain of the night ferry?", "filter": ["type:pdf"]}"#,
+    );
+    let events = sse(&r.text());
+    let answer = &events.last().unwrap().1;
+    assert_eq!(answer["abstained"], true, "{answer}");
+    assert_eq!(events[0].1["passages"].as_array().unwrap().len(), 0);
+    let r = request(
+        &s.addr,
+        "POST",
+        "/api/ask",
+        &[("Content-Type", "application/json")],
+        br#"{"question": "Who is the captain?", "filter": ["after:yesterday"]}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+
     let r = request(&s.addr, "GET", "/api/documents", &[], b"");
     let docs = r.json()["documents"].as_array().unwrap().clone();
     assert_eq!(docs.len(), 1, "{docs:?}");

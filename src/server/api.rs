@@ -68,17 +68,84 @@ pub(crate) async fn health(State(app): State<Arc<App>>) -> Response {
     .into_response()
 }
 
-#[derive(Deserialize)]
-pub(crate) struct SearchQuery {
-    q: String,
-}
-
-pub(crate) async fn search(State(app): State<Arc<App>>, Query(q): Query<SearchQuery>) -> Response {
+/// `GET /api/search?q=QUESTION[&filter=EXPR]...`: the passages `ask` would use. Each `filter`
+/// is one expression of [`crate::parse_filters`] (`type:pdf`, `path:/docs/`,
+/// `after:2024-01-01`), all of which must hold; they narrow the server's own filter, if any.
+pub(crate) async fn search(
+    State(app): State<Arc<App>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let mut q = None;
+    let mut filters = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "q" => q = Some(v),
+            "filter" => filters.push(v),
+            _ => {}
+        }
+    }
+    let Some(q) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the question is missing: /api/search?q=...".to_string(),
+        );
+    };
+    let opts = match request_options(&app, &filters) {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
     let rag = Arc::clone(&app);
-    match blocking(move || rag.rag.search(&q.q)).await {
+    match blocking(move || rag.rag.search_with(&q, &opts)).await {
         Ok(found) => Json(found).into_response(),
         Err(resp) => resp,
     }
+}
+
+/// The server's settings with this request's filter expressions added to its filter (or the
+/// `400` naming the bad expression).
+fn request_options(app: &App, filters: &[String]) -> Result<crate::ask::AskOptions, Response> {
+    let mut opts = app.rag.options().clone();
+    if !filters.is_empty() {
+        let own = crate::parse_filters(filters).map_err(|e| lib_error(&e))?;
+        opts.retrieve.filter = narrow(&opts.retrieve.filter, own)
+            .map_err(|msg| error(StatusCode::BAD_REQUEST, msg))?;
+    }
+    Ok(opts)
+}
+
+/// The documents both filters let through, or why there are none (the server's filter, from
+/// `rag serve --filter`, and a request's).
+fn narrow(
+    server: &rag_index::Filter,
+    mut request: rag_index::Filter,
+) -> Result<rag_index::Filter, String> {
+    let refused = |what: &str| {
+        format!(
+            "the filter asks for {what} outside the server's own filter: no document could match"
+        )
+    };
+    request.path_prefix = match (server.path_prefix.clone(), request.path_prefix) {
+        (Some(a), Some(b)) if b.starts_with(&a) => Some(b),
+        (Some(a), Some(b)) if a.starts_with(&b) => Some(a),
+        (Some(_), Some(b)) => return Err(refused(&format!("documents under {b}"))),
+        (a, b) => b.or(a),
+    };
+    if !server.file_types.is_empty() {
+        if request.file_types.is_empty() {
+            request.file_types = server.file_types.clone();
+        } else {
+            request.file_types.retain(|t| server.file_types.contains(t));
+            if request.file_types.is_empty() {
+                return Err(refused("file types"));
+            }
+        }
+    }
+    request.modified_after = request.modified_after.max(server.modified_after);
+    request.modified_before = match (request.modified_before, server.modified_before) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(request)
 }
 
 #[derive(Deserialize)]
@@ -89,6 +156,9 @@ pub(crate) struct AskBody {
     history: Vec<String>,
     #[serde(default)]
     answer: Option<AnswerMode>,
+    /// Filter expressions (see [`search`]), all of which must hold.
+    #[serde(default)]
+    filter: Vec<String>,
 }
 
 /// What `/api/ask` streams.
@@ -150,7 +220,10 @@ pub(crate) async fn ask(State(app): State<Arc<App>>, Json(body): Json<AskBody>) 
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let mut opts = app.rag.options().clone();
+    let mut opts = match request_options(&app, &body.filter) {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
     // A flag of this request's own: the settings' one is shared by every clone.
     opts.generate.cancel = rag_model::Cancel::default();
     if let Some(mode) = body.answer {
@@ -168,7 +241,8 @@ pub(crate) async fn ask(State(app): State<Arc<App>>, Json(body): Json<AskBody>) 
         // The passages first: a search does not need the model.
         let a = Arc::clone(&app);
         let q = admitted.standalone.clone();
-        match blocking(move || a.rag.search(&q)).await {
+        let search_opts = opts.clone();
+        match blocking(move || a.rag.search_with(&q, &search_opts)).await {
             Ok(found) => {
                 let v = json!({
                     "question": admitted.question,

@@ -25,7 +25,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -198,6 +198,21 @@ def run(driver, base, key, out_dir, tmp_dir, state):
     driver.find_element(By.ID, "passage-close").click()
     wait_for(driver, "#passage to close", lambda d: not d.find_element(By.ID, "passage").is_displayed())
     ok("passage closed")
+
+    # ---- the same question limited to PDFs (the corpus has none): nothing to cite ----
+    driver.find_element(By.ID, "new-conversation").click()
+    wait_for(driver, "the conversation to clear",
+             lambda d: not d.find_elements(By.CSS_SELECTOR, "#conversation .turn"))
+    step(f"ask {q1!r} with the file-type filter on PDF")
+    Select(driver.find_element(By.ID, "filter-type")).select_by_value("pdf")
+    turn = ask(driver, q1)
+    wrap = turn.find_element(By.CSS_SELECTOR, ".answer-wrap")
+    check("abstained" in (wrap.get_attribute("class") or ""),
+          f"with only PDFs allowed the answer is not abstained: {turn.text!r}")
+    check(not turn.find_elements(By.CSS_SELECTOR, ".sources .source"),
+          "with only PDFs allowed the answer lists sources")
+    Select(driver.find_element(By.ID, "filter-type")).select_by_value("")
+    ok("filtered to PDFs: abstained, no sources; filter reset")
 
     # ---- a question the documents do not answer ----
     driver.find_element(By.ID, "new-conversation").click()
