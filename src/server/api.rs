@@ -69,7 +69,7 @@ pub(crate) async fn health(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /api/search?q=QUESTION[&filter=EXPR]...`: the passages `ask` would use. Each `filter`
-/// is one expression of [`crate::parse_filters`] (`type:pdf`, `path:/docs/`,
+/// is one expression of [`crate::filter::parse_filters`] (`type:pdf`, `path:/docs/`,
 /// `after:2024-01-01`), all of which must hold; they narrow the server's own filter, if any.
 pub(crate) async fn search(
     State(app): State<Arc<App>>,
@@ -106,7 +106,7 @@ pub(crate) async fn search(
 fn request_options(app: &App, filters: &[String]) -> Result<crate::ask::AskOptions, Response> {
     let mut opts = app.rag.options().clone();
     if !filters.is_empty() {
-        let own = crate::parse_filters(filters).map_err(|e| lib_error(&e))?;
+        let own = crate::filter::parse_filters(filters).map_err(|e| lib_error(&e))?;
         opts.retrieve.filter = narrow(&opts.retrieve.filter, own)
             .map_err(|msg| error(StatusCode::BAD_REQUEST, msg))?;
     }
