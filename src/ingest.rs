@@ -10,13 +10,19 @@
 //! (an abstract, a note) no longer go through the embedder one or two chunks at a time. The files
 //! of a batch are written, and their events sent, in walk order once it is embedded; a commit
 //! only ever follows whole files.
+//!
+//! Files are read, hashed, parsed and chunked on a thread of their own, at most
+//! `PARSED_AHEAD` files ahead of the embedder, so a slow parser (a PDF) and the embedder overlap.
+//! [`StageTimes`] then adds up time spent on two threads: `parse` and `chunk` can overlap
+//! `embed` and `index`.
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use rag_index::{NewChunk, StoreWriter};
-use rag_ingest::{ChunkOptions, TokenCounter, WalkEntry, WalkOptions};
+use rag_ingest::{ChunkOptions, DocKind, TokenCounter, WalkEntry, WalkOptions};
 use rag_model::TextEmbedder;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -107,7 +113,9 @@ pub enum IngestEvent {
     Committed { documents: usize, chunks: usize },
 }
 
-/// Seconds per stage of an ingest (in [`IngestReport::stages`]).
+/// Seconds per stage of an ingest (in [`IngestReport::stages`]). `parse` and `chunk` run on a
+/// thread of their own beside `embed` and `index`, so the stages can add up to more than the
+/// run's [`IngestReport::seconds`].
 ///
 /// ```no_run
 /// # let rag = rag::Rag::open(".rag", rag::Config::new("/home/me/.cache/rag"))?;
@@ -219,73 +227,51 @@ pub(crate) fn ingest(
     on_event(&IngestEvent::Started { files });
 
     let counter = Counter(embedder);
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut batch = Batch {
-        files: Vec::new(),
-        chunks: 0,
-        pending: 0,
-        last_commit: Instant::now(),
-    };
-    for entry in entries {
-        let (path, kind) = match entry {
-            WalkEntry::File { path, kind, .. } => (path, kind),
-            WalkEntry::Skipped { path, reason } => {
-                report.skip(path, reason, on_event);
-                continue;
-            }
-            WalkEntry::Failed { path, reason } => {
-                report.fail(path, reason, on_event);
-                continue;
-            }
+    // Files are read, parsed and chunked on a thread of their own, a bounded number of files
+    // ahead of the embedder, and handed over in walk order.
+    let seen = std::thread::scope(|s| -> Result<HashSet<String>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PARSED_AHEAD);
+        let (before, counter, chunk) = (&before, &counter, &opts.chunk);
+        // The main thread's stack size: the loaders were written for it (a deep document's
+        // tree, bounded, still recurses).
+        let parser = std::thread::Builder::new()
+            .name("rag-parse".into())
+            .stack_size(8 << 20)
+            .spawn_scoped(s, move || parse_files(entries, before, counter, chunk, tx))
+            .expect("the system could not start the parsing thread");
+        let mut batch = Batch {
+            files: Vec::new(),
+            chunks: 0,
+            pending: 0,
+            last_commit: Instant::now(),
         };
-        let key = path.to_string_lossy().into_owned();
-        seen.insert(key.clone());
-        let tp = Instant::now();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                report.stages.parse += tp.elapsed().as_secs_f64();
-                report.fail(path, format!("cannot read: {e}"), on_event);
-                continue;
+        // On an error `rx` is dropped on the way out, so the parser's next send fails and it
+        // stops; the scope then joins it.
+        for parsed in rx {
+            match parsed {
+                Parsed::Skipped { path, reason } => report.skip(path, reason, on_event),
+                Parsed::Failed { path, reason } => report.fail(path, reason, on_event),
+                Parsed::Unchanged { path } => {
+                    report.unchanged += 1;
+                    on_event(&file_event(path, FileStatus::Unchanged, 0, None, vec![]));
+                }
+                Parsed::Loaded(file) => {
+                    batch.chunks += file.chunks.len();
+                    batch.files.push(*file);
+                    if batch.chunks >= opts.batch_chunks.max(1) {
+                        batch.flush(embedder, writer.as_mut(), &mut report, opts, on_event)?;
+                    }
+                }
             }
-        };
-        let hash = hex_sha256(&bytes);
-        if before.get(&key) == Some(&hash) {
-            report.unchanged += 1;
-            on_event(&file_event(path, FileStatus::Unchanged, 0, None, vec![]));
-            continue;
         }
-        let doc = rag_ingest::load_bytes(&path, kind, &bytes);
-        report.stages.parse += tp.elapsed().as_secs_f64();
-        let doc = match doc {
-            Ok(d) => d,
-            // Nothing to index is not a failure.
-            Err(e @ rag_ingest::LoadError::Empty { .. }) => {
-                report.skip(path, e.to_string(), on_event);
-                continue;
-            }
-            Err(e) => {
-                report.fail(path, e.to_string(), on_event);
-                continue;
-            }
-        };
-        let tc = Instant::now();
-        let chunks = rag_ingest::chunk(&doc, &counter, &opts.chunk);
-        report.stages.chunk += tc.elapsed().as_secs_f64();
-        batch.chunks += chunks.len();
-        batch.files.push(Loaded {
-            modified: modified_time(&path),
-            path,
-            key,
-            hash,
-            doc,
-            chunks,
-        });
-        if batch.chunks >= opts.batch_chunks.max(1) {
-            batch.flush(embedder, writer.as_mut(), &mut report, opts, on_event)?;
-        }
-    }
-    batch.flush(embedder, writer.as_mut(), &mut report, opts, on_event)?;
+        batch.flush(embedder, writer.as_mut(), &mut report, opts, on_event)?;
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        report.stages.parse += parsed.parse;
+        report.stages.chunk += parsed.chunk;
+        Ok(parsed.seen)
+    })?;
 
     // Documents under an ingested root that no longer exist are removed.
     let gone: Vec<&String> = before
@@ -310,6 +296,117 @@ pub(crate) fn ingest(
     commit(writer.as_mut(), &mut report, on_event)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// How many files the parsing thread may have read and chunked ahead of the embedder.
+const PARSED_AHEAD: usize = 16;
+
+/// One walked file as the parsing thread hands it over.
+enum Parsed {
+    Skipped {
+        path: PathBuf,
+        reason: String,
+    },
+    Failed {
+        path: PathBuf,
+        reason: String,
+    },
+    /// Its content hash is the one already indexed.
+    Unchanged {
+        path: PathBuf,
+    },
+    /// Boxed: the channel's slots are sized for the largest variant.
+    Loaded(Box<Loaded>),
+}
+
+/// What the parsing thread leaves behind: every walked file's key, and its stage times.
+struct ParseDone {
+    seen: HashSet<String>,
+    parse: f64,
+    chunk: f64,
+}
+
+/// Reads, hashes, loads and chunks each walked file in order, sending each to `tx`; stops early
+/// when the receiving side is gone (the ingest failed).
+fn parse_files(
+    entries: Vec<WalkEntry>,
+    before: &HashMap<String, String>,
+    counter: &Counter<'_>,
+    chunk: &ChunkOptions,
+    tx: SyncSender<Parsed>,
+) -> ParseDone {
+    let mut done = ParseDone {
+        seen: HashSet::new(),
+        parse: 0.0,
+        chunk: 0.0,
+    };
+    for entry in entries {
+        let parsed = match entry {
+            WalkEntry::File { path, kind, .. } => {
+                parse_file(path, kind, before, counter, chunk, &mut done)
+            }
+            WalkEntry::Skipped { path, reason } => Parsed::Skipped { path, reason },
+            WalkEntry::Failed { path, reason } => Parsed::Failed { path, reason },
+        };
+        if tx.send(parsed).is_err() {
+            break;
+        }
+    }
+    done
+}
+
+fn parse_file(
+    path: PathBuf,
+    kind: DocKind,
+    before: &HashMap<String, String>,
+    counter: &Counter<'_>,
+    chunk: &ChunkOptions,
+    done: &mut ParseDone,
+) -> Parsed {
+    let key = path.to_string_lossy().into_owned();
+    done.seen.insert(key.clone());
+    let tp = Instant::now();
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            done.parse += tp.elapsed().as_secs_f64();
+            let reason = format!("cannot read: {e}");
+            return Parsed::Failed { path, reason };
+        }
+    };
+    let hash = hex_sha256(&bytes);
+    if before.get(&key) == Some(&hash) {
+        return Parsed::Unchanged { path };
+    }
+    let doc = rag_ingest::load_bytes(&path, kind, &bytes);
+    done.parse += tp.elapsed().as_secs_f64();
+    let doc = match doc {
+        Ok(d) => d,
+        // Nothing to index is not a failure.
+        Err(e @ rag_ingest::LoadError::Empty { .. }) => {
+            return Parsed::Skipped {
+                path,
+                reason: e.to_string(),
+            }
+        }
+        Err(e) => {
+            return Parsed::Failed {
+                path,
+                reason: e.to_string(),
+            }
+        }
+    };
+    let tc = Instant::now();
+    let chunks = rag_ingest::chunk(&doc, counter, chunk);
+    done.chunk += tc.elapsed().as_secs_f64();
+    Parsed::Loaded(Box::new(Loaded {
+        modified: modified_time(&path),
+        path,
+        key,
+        hash,
+        doc,
+        chunks,
+    }))
 }
 
 /// A file loaded and chunked, waiting for its batch to be embedded.

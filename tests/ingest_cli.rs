@@ -87,6 +87,28 @@ fn hostile_corpus_then_noop_update_and_delete() {
     assert!(!out.contains("panicked"), "{out}");
     let r = summary(&o);
     assert_eq!(r["indexed"], 4, "{out}"); // zebra, volcano, page, latin1
+
+    // Files are parsed on their own thread and embedded in batches, yet every file's event
+    // comes once, and the indexed ones in the walk's order (sorted by path).
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "file")
+        .collect();
+    let paths = |status: Option<&str>| -> Vec<String> {
+        events
+            .iter()
+            .filter(|v| status.is_none_or(|s| v["status"] == s))
+            .map(|v| v["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut all = paths(None);
+    assert_eq!(all.len(), 9, "{out}");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 9, "each file once: {out}");
+    let indexed = paths(Some("indexed"));
+    assert!(indexed.is_sorted(), "{out}");
     assert!(
         r["failed"].as_u64().unwrap() >= 2,
         "binary, broken pdf: {out}"
