@@ -5,7 +5,8 @@ use rag_index::Filter;
 use crate::error::{Error, Result};
 
 /// Filter expressions (`rag search --filter`, the server's `filter`) as one [`Filter`]: every
-/// one must hold.
+/// one must hold, so a second expression of a kind narrows the first (`type:pdf,md type:md` is
+/// `type:md`), and one that leaves nothing to match is an error.
 ///
 /// `path:PREFIX`: documents under PREFIX; a relative prefix is made absolute from the current
 /// folder (stored paths are absolute), keeping a trailing `/` so that `path:docs/` does not
@@ -22,27 +23,25 @@ pub fn parse_filters(values: &[impl AsRef<str>]) -> Result<Filter> {
     let mut filter = Filter::default();
     for s in values {
         let s = s.as_ref();
+        let mut one = Filter::default();
         if let Some(prefix) = s.strip_prefix("path:") {
             ensure(!prefix.is_empty(), || {
                 "filter `path:` needs a path after the colon".into()
             })?;
-            ensure(filter.path_prefix.is_none(), || {
-                format!("filter `{s}`: give one path: filter (a document is under one folder)")
-            })?;
-            filter.path_prefix = Some(absolute_prefix(prefix)?);
+            one.path_prefix = Some(absolute_prefix(prefix)?);
         } else if let Some(types) = s.strip_prefix("type:") {
             let list: Vec<&str> = types.split(',').map(str::trim).collect();
             ensure(
                 list.iter().all(|t| !t.trim_start_matches('.').is_empty()),
                 || format!("filter `{s}`: the form is type:EXT[,EXT...], e.g. type:pdf,docx"),
             )?;
-            filter = filter.with_file_types(list);
+            one = one.with_file_types(list);
         } else if let Some(day) = s.strip_prefix("after:") {
-            filter.modified_after = Some(
+            one.modified_after = Some(
                 unix_day(day).map_err(|e| Error::InvalidOption(format!("filter `{s}`: {e}")))?,
             );
         } else if let Some(day) = s.strip_prefix("before:") {
-            filter.modified_before = Some(
+            one.modified_before = Some(
                 unix_day(day).map_err(|e| Error::InvalidOption(format!("filter `{s}`: {e}")))?,
             );
         } else {
@@ -52,8 +51,43 @@ pub fn parse_filters(values: &[impl AsRef<str>]) -> Result<Filter> {
                  before:YYYY-MM-DD (files modified on or after / before that day)"
             )));
         }
+        filter = both(&filter, one).map_err(|what| {
+            Error::InvalidOption(format!(
+                "filter `{s}` asks for {what} outside the filters before it: no document could \
+                 match them all"
+            ))
+        })?;
     }
     Ok(filter)
+}
+
+/// The documents both filters let through: the deeper of two nested path prefixes, the file
+/// types in both lists, the later `after` and the earlier `before`. When no document could
+/// match both (two folders apart, no file type in common), what part of `b` clashes with `a`
+/// (`"documents under /x/"`, `"file types"`).
+pub(crate) fn both(a: &Filter, mut b: Filter) -> std::result::Result<Filter, String> {
+    b.path_prefix = match (a.path_prefix.clone(), b.path_prefix) {
+        (Some(x), Some(y)) if y.starts_with(&x) => Some(y),
+        (Some(x), Some(y)) if x.starts_with(&y) => Some(x),
+        (Some(_), Some(y)) => return Err(format!("documents under {y}")),
+        (x, y) => y.or(x),
+    };
+    if !a.file_types.is_empty() {
+        if b.file_types.is_empty() {
+            b.file_types = a.file_types.clone();
+        } else {
+            b.file_types.retain(|t| a.file_types.contains(t));
+            if b.file_types.is_empty() {
+                return Err("file types".into());
+            }
+        }
+    }
+    b.modified_after = b.modified_after.max(a.modified_after);
+    b.modified_before = match (b.modified_before, a.modified_before) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    Ok(b)
 }
 
 /// The Unix time of 00:00 UTC on the day `YYYY-MM-DD`.
@@ -160,7 +194,29 @@ mod tests {
             let e = parse_filters(&[bad]).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
-        assert!(parse_filters(&["path:/a/", "path:/b/"]).is_err());
+        let e = parse_filters(&["path:/a/", "path:/b/"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("path:/b/") && e.contains("no document"), "{e}");
+        // Every expression must hold: a second one of a kind narrows the first.
+        let f = parse_filters(&["path:/a/", "path:/a/b/", "type:pdf,md", "type:md,docx"]).unwrap();
+        assert_eq!(f.path_prefix.as_deref(), Some("/a/b/"));
+        assert_eq!(f.file_types, ["md"]);
+        let e = parse_filters(&["type:pdf", "type:md"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("type:md") && e.contains("file types"), "{e}");
+        let f = parse_filters(&[
+            "after:2024-01-01",
+            "after:2023-01-01",
+            "before:2024-03-01",
+            "before:2025-01-01",
+        ])
+        .unwrap();
+        assert_eq!(
+            (f.modified_after, f.modified_before),
+            (Some(1_704_067_200), Some(1_709_251_200))
+        );
         assert!(parse_filters(&[] as &[&str]).unwrap().is_empty());
     }
 }

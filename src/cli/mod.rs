@@ -57,7 +57,8 @@ enum Command {
     /// Chat with the model, without retrieval (the closed-book baseline).
     #[command(after_help = chat::EXAMPLES)]
     Chat(chat::ChatArgs),
-    /// Index files and folders (txt, md, html, pdf) for search and questions.
+    /// Index files and folders (txt, md, html, pdf, docx, pptx, xlsx, csv, epub) for search and
+    /// questions.
     #[command(after_help = ingest::EXAMPLES)]
     Ingest(ingest::IngestArgs),
     /// Answer a question from the indexed documents, citing the passages used.

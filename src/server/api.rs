@@ -107,45 +107,15 @@ fn request_options(app: &App, filters: &[String]) -> Result<crate::ask::AskOptio
     let mut opts = app.rag.options().clone();
     if !filters.is_empty() {
         let own = crate::filter::parse_filters(filters).map_err(|e| lib_error(&e))?;
-        opts.retrieve.filter = narrow(&opts.retrieve.filter, own)
-            .map_err(|msg| error(StatusCode::BAD_REQUEST, msg))?;
+        opts.retrieve.filter = crate::filter::both(&opts.retrieve.filter, own).map_err(|what| {
+            let msg = format!(
+                "the filter asks for {what} outside the server's own filter: no document could \
+                 match"
+            );
+            error(StatusCode::BAD_REQUEST, msg)
+        })?;
     }
     Ok(opts)
-}
-
-/// The documents both filters let through, or why there are none (the server's filter, from
-/// `rag serve --filter`, and a request's).
-fn narrow(
-    server: &rag_index::Filter,
-    mut request: rag_index::Filter,
-) -> Result<rag_index::Filter, String> {
-    let refused = |what: &str| {
-        format!(
-            "the filter asks for {what} outside the server's own filter: no document could match"
-        )
-    };
-    request.path_prefix = match (server.path_prefix.clone(), request.path_prefix) {
-        (Some(a), Some(b)) if b.starts_with(&a) => Some(b),
-        (Some(a), Some(b)) if a.starts_with(&b) => Some(a),
-        (Some(_), Some(b)) => return Err(refused(&format!("documents under {b}"))),
-        (a, b) => b.or(a),
-    };
-    if !server.file_types.is_empty() {
-        if request.file_types.is_empty() {
-            request.file_types = server.file_types.clone();
-        } else {
-            request.file_types.retain(|t| server.file_types.contains(t));
-            if request.file_types.is_empty() {
-                return Err(refused("file types"));
-            }
-        }
-    }
-    request.modified_after = request.modified_after.max(server.modified_after);
-    request.modified_before = match (request.modified_before, server.modified_before) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    Ok(request)
 }
 
 #[derive(Deserialize)]
