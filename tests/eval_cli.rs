@@ -155,3 +155,65 @@ fn qa_on_two_squad_questions() {
     let recall = r["retrieval"]["recall_at_k"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&recall));
 }
+
+#[test]
+fn pages_on_questions_about_one_pdf() {
+    let Some((dir, home)) = home() else { return };
+    let shared = std::env::var_os("RAG_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let pdf = shared.join("data/pdf-samples/pdfminer/dmca.pdf");
+    if !pdf.exists() {
+        eprintln!("SKIP: no {}", pdf.display());
+        return;
+    }
+    // The DMCA summary beside a decoy note, and three questions whose pages are known.
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("law")).unwrap();
+    std::fs::copy(&pdf, docs.join("law/dmca.pdf")).unwrap();
+    std::fs::write(
+        docs.join("notes.txt"),
+        "Shopping list: bread, tea, apples. Call the plumber on Monday.",
+    )
+    .unwrap();
+    let questions = dir.path().join("q.jsonl");
+    std::fs::write(
+        &questions,
+        [
+            r#"{"question": "When was the DMCA signed into law, and by which president?", "file": "law/dmca.pdf", "pages": [1]}"#,
+            r#"{"question": "What kinds of designs does the Vessel Hull Design Protection Act protect?", "file": "law/dmca.pdf", "pages": [17]}"#,
+            r#"{"question": "How does the notice and takedown procedure work for copyright owners?", "file": "law/dmca.pdf", "pages": [12]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let (q, d) = (questions.to_str().unwrap(), docs.to_str().unwrap());
+    let o = rag(
+        &["eval", "pages", "--questions", q, "--docs", d, "--json"],
+        &home,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["questions"], 3, "{r:#}");
+    let hybrid = r["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mode"] == "hybrid")
+        .expect("a hybrid row");
+    // Easy questions with the words of their page: the document first, each page in the top
+    // 10 (their pages are right: a wrong page number would never be found).
+    assert_eq!(hybrid["doc_at_1"], 1.0, "{r:#}");
+    assert_eq!(hybrid["page_at_10"], 1.0, "{r:#}");
+    assert_eq!(r["runs"].as_array().unwrap().len(), 3);
+
+    // A question whose file is not in --docs is refused, naming the file.
+    std::fs::write(
+        &questions,
+        r#"{"question": "q?", "file": "law/missing.pdf", "pages": [1]}"#,
+    )
+    .unwrap();
+    let o = rag(&["eval", "pages", "--questions", q, "--docs", d], &home);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("missing.pdf"), "{}", text(&o));
+}

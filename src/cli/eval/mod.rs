@@ -1,7 +1,9 @@
 //! `rag eval`: measured quality, each run comparing configurations on the same index:
-//! retrieval metrics on a BEIR-format set ([`retrieval`]) and answer metrics on SQuAD ([`qa`]).
+//! retrieval metrics on a BEIR-format set ([`retrieval`]), the right page of long PDFs
+//! ([`pages`]) and answer metrics on SQuAD ([`qa`]).
 pub mod fit;
 pub mod metrics;
+pub mod pages;
 pub mod qa;
 pub mod retrieval;
 
@@ -41,6 +43,36 @@ $RAG_HOME/eval/SET-EMBEDDER (again: nothing to do), unless --index says otherwis
 The articles are ingested into $RAG_HOME/eval/squad-EMBEDDER (again: nothing to do) unless
 --index says otherwise.")]
     Qa(EvalQaArgs),
+    /// The right document and the right page for questions about long PDFs: doc@k, page@k and
+    /// MRR of BM25, dense and hybrid retrieval, and how many `rag ask` would turn away.
+    #[command(after_help = "Examples:
+  rag eval pages                              43 questions over $RAG_SHARED/data/pdf-samples
+  rag eval pages --embedder llama --json
+  rag eval pages --questions my.jsonl --docs ~/reports
+
+A question file has one JSON object a line: {\"question\": \"...\", \"file\": \"sub/doc.pdf\",
+\"pages\": [3]}, the file relative to --docs, pages counted from 1. The documents are ingested
+into $RAG_HOME/eval/pdf-samples-EMBEDDER (again: nothing to do) unless --index says otherwise.")]
+    Pages(EvalPagesArgs),
+}
+
+#[derive(Args)]
+pub struct EvalPagesArgs {
+    /// Question file (JSON lines). Default: the built-in set over $RAG_SHARED/data/pdf-samples.
+    #[arg(long, value_name = "FILE")]
+    questions: Option<PathBuf>,
+    /// The folder the questions' files are in (and what is ingested).
+    #[arg(long, value_name = "DIR")]
+    docs: Option<PathBuf>,
+    /// Index directory (default $RAG_HOME/eval/pdf-samples-EMBEDDER).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Embedder of the index: llama or minilm.
+    #[arg(long, value_name = "llama|minilm")]
+    embedder: Option<EmbedderKind>,
+    /// Print the whole report (scores and every question's ranks) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -150,7 +182,58 @@ pub fn run(config: Config, command: EvalCommand) -> Result<()> {
     match command {
         EvalCommand::Retrieval(args) => run_retrieval(config, args),
         EvalCommand::Qa(args) => run_qa(config, args),
+        EvalCommand::Pages(args) => run_pages(config, args),
     }
+}
+
+fn run_pages(mut config: Config, args: EvalPagesArgs) -> Result<()> {
+    let questions = match &args.questions {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| rag::Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            pages::parse_questions(&text, &path.display().to_string())?
+        }
+        None => pages::parse_questions(pages::BUILT_IN, "the built-in question set")?,
+    };
+    let docs = args
+        .docs
+        .unwrap_or_else(|| pages::default_docs(&shared_dir()));
+    pages::check_files(&questions, &docs)?;
+    let kind = args
+        .embedder
+        .or(config.embedder)
+        .unwrap_or(DEFAULT_EMBEDDER);
+    config.embedder = Some(kind);
+    let name = docs
+        .file_name()
+        .map_or("docs".into(), |n| n.to_string_lossy().into_owned());
+    let index = args
+        .index
+        .unwrap_or_else(|| config.home.join("eval").join(format!("{name}-{kind}")));
+    eprintln!(
+        "{} questions over {}; index {}",
+        questions.len(),
+        docs.display(),
+        index.display()
+    );
+    let rag = Rag::open(&index, config)?;
+    let report = rag.ingest(&[docs])?;
+    if report.indexed > 0 || report.removed > 0 {
+        eprintln!(
+            "ingest: {} files, {} chunks in {:.1}s",
+            report.indexed, report.chunks, report.seconds
+        );
+    }
+    let r = pages::eval_pages(&rag, &questions)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        output::json(&mut out, &r)?;
+    } else {
+        write!(out, "{}", r.table())?;
+    }
+    Ok(())
 }
 
 fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
