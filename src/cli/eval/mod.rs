@@ -227,11 +227,20 @@ fn run_pages(mut config: Config, args: EvalPagesArgs) -> Result<()> {
         );
     }
     let r = pages::eval_pages(&rag, &questions)?;
+    print_report(args.json, &r, || r.table())
+}
+
+/// A report as JSON (`--json`) or as its plain-text table.
+fn print_report(
+    json: bool,
+    report: &impl serde::Serialize,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.json {
-        output::json(&mut out, &r)?;
+    if json {
+        output::json(&mut out, report)?;
     } else {
-        write!(out, "{}", r.table())?;
+        write!(out, "{}", table())?;
     }
     Ok(())
 }
@@ -304,13 +313,7 @@ fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
         query_instruction: args.query_instruction,
     };
     let r = eval_retrieval(&rag, &set, &opts, ingest)?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        output::json(&mut out, &r)?;
-    } else {
-        write!(out, "{}", r.table())?;
-    }
-    Ok(())
+    print_report(args.json, &r, || r.table())
 }
 
 fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
