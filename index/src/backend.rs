@@ -196,6 +196,13 @@ pub trait StoreWriter: Send {
     fn remove_document(&mut self, path: &str) -> Result<(), IndexError>;
     /// Make the changes durable and visible.
     fn commit(&mut self) -> Result<(), IndexError>;
+    /// After a bulk load ([`copy`]): let the store arrange what it holds for searching. The
+    /// embedded store has nothing to do; Milvus seals the written data into segments (Milvus
+    /// Lite searches unsealed rows by rebuilding their BM25 index for every query: 88 ms a
+    /// BM25 search at 10,208 chunks sealed, seconds unsealed).
+    fn seal(&mut self) -> Result<(), IndexError> {
+        Ok(())
+    }
 }
 
 /// What [`copy`] did.
@@ -242,5 +249,8 @@ pub fn copy(
         }
     }
     to.commit()?;
+    if report.copied > 0 {
+        to.seal()?;
+    }
     Ok(report)
 }

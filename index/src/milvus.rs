@@ -7,7 +7,7 @@
 //!
 //! | collection | one row per | fields |
 //! |---|---|---|
-//! | `NAME` | chunk | `chunk_id` (primary key), `path`, `content_hash`, `embedder`, `ord` (position in the document), `title`, `heading`, `page_start`/`page_end` (0 = none), `byte_start`/`byte_end`, `modified` (the file's modification time, Unix seconds; 0 = unknown; absent from collections written before rag recorded it), `text`, `search_text` (title, heading and text: analyzed, BM25 function), `sparse` (BM25 output), `dense` (HNSW, cosine) |
+//! | `NAME` | chunk | `chunk_id` (primary key), `path`, `content_hash`, `embedder`, `ord` (position in the document), `title`, `heading`, `page_start`/`page_end` (0 = none), `byte_start`/`byte_end`, `modified` (the file's modification time, Unix seconds; 0 = unknown; absent from collections written before rag recorded it), `text`, `search_text` (title, heading and text as rag's analyzer makes their terms, lowercased and stemmed, split at the spaces by the server's BM25 function; collections made before 2026-12-05 hold the text, analyzed by the server), `sparse` (BM25 output), `dense` (HNSW, cosine) |
 //! | `NAME_files` | document | `path` (primary key), `content_hash` (empty until a first version is committed), `chunks`, `pending` (versions being written: JSON pairs of hash and chunk count), `embedder`, and a constant 2-d vector (Milvus wants one per collection) |
 //!
 //! # Writes, and two machines on one collection
@@ -30,7 +30,10 @@
 //!
 //! # Searches
 //!
-//! BM25 and dense search run on the server; hybrid search sends both at once and fuses the two
+//! BM25 and dense search run on the server. rag analyzes the text it writes and the queries it
+//! sends with the embedded store's analyzer, so both stores search the same terms whatever the
+//! server's analyzers do (Milvus Lite has no stemmer), and scores them with the same k1 and b.
+//! Hybrid search sends both at once and fuses the two
 //! lists by rag's own RRF ([`crate::fusion::rrf`]), as the embedded store does, so each hit
 //! carries its rank in both. Milvus returns BM25 scores negated; they are turned back. "Exact"
 //! search is the HNSW search with its candidate list at Milvus's maximum (32,768), exact for
@@ -67,6 +70,9 @@ const MAX_VARCHAR: usize = 65_535;
 const MAX_PATH: usize = 4_096;
 const MAX_TITLE: usize = 2_048;
 const FILES_SUFFIX: &str = "_files";
+/// The description of a `search_text` field that holds rag's analyzed terms. Collections made
+/// before it hold the text itself, analyzed (stemmed, on a Milvus server) by the server.
+const TERMS_MARK: &str = "terms analyzed by rag (en_stem)";
 /// Milvus's largest `limit` of a search.
 const MAX_TOPK: usize = 16_384;
 
@@ -295,14 +301,16 @@ impl Conn {
             .add_field(int("byte_end"))
             .add_field(int("modified"))
             .add_field(varchar("text", MAX_VARCHAR))
+            // rag's own analyzer's terms, which the server only splits at the spaces
+            // (Milvus Lite ignores a stemmer filter: docs/EVAL.md).
             .add_field(
                 varchar("search_text", MAX_VARCHAR)
+                    .description(TERMS_MARK)
                     .enable_analyzer(true)
                     .enable_match(true)
                     .analyzer_params(json!({
                         "tokenizer": "standard",
-                        "filter": ["lowercase", "asciifolding",
-                                   {"type": "stemmer", "language": "english"}]
+                        "filter": ["lowercase"]
                     })),
             )
             .add_field(
@@ -323,10 +331,15 @@ impl Conn {
                     .input_fields(["search_text"])
                     .output_fields(["sparse"]),
             );
-        let hnsw: HashMap<String, String> = [("M", "16"), ("efConstruction", "200")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let params = |kv: &[(&str, &str)]| -> HashMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let hnsw = params(&[("M", "16"), ("efConstruction", "200")]);
+        // BM25 as the embedded store (tantivy) scores it: a Milvus server's defaults, which
+        // Milvus Lite's are not (k1 = 1.5).
+        let bm25 = params(&[("bm25_k1", "1.2"), ("bm25_b", "0.75")]);
         let req = CreateCollectionRequest::builder()
             .collection_name(a.collection.clone())
             .schema(chunks)
@@ -339,7 +352,8 @@ impl Conn {
                 IndexParam::new()
                     .field_name("sparse")
                     .index_type(IndexType::SparseInvertedIndex)
-                    .metric_type(MetricType::Bm25),
+                    .metric_type(MetricType::Bm25)
+                    .extra_params(bm25),
             ])
             .build()
             .map_err(|e| self.err("creating the collection", e))?;
@@ -384,8 +398,8 @@ impl Conn {
             .map_err(|e| self.err(format!("loading collection {collection}"), e))
     }
 
-    /// The dimension of the `dense` field, and whether chunks have a `modified` field.
-    fn layout(&self) -> Result<(usize, bool), IndexError> {
+    /// What the collection's schema says about how it was made.
+    fn layout(&self) -> Result<Layout, IndexError> {
         let client = self.client.clone();
         let name = self.address.collection.clone();
         let req = DescribeCollectionRequest::builder()
@@ -396,10 +410,22 @@ impl Conn {
             .map_err(|e| self.err(format!("describing collection {name}"), e))?;
         let fields = desc.description().get_schema().get_fields();
         let dates = fields.iter().any(|f| f.get_name() == "modified");
+        // Milvus Lite forgets field descriptions; the analyzer tells too: older collections
+        // had the server stem.
+        let terms = fields.iter().any(|f| {
+            f.get_name() == "search_text"
+                && (f.get_description() == TERMS_MARK
+                    || f.get_analyzer_params()
+                        .is_ok_and(|p| !p.is_null() && !p.to_string().contains("stemmer")))
+        });
         fields
             .iter()
             .find(|f| f.get_name() == "dense")
-            .map(|f| (f.get_dimension() as usize, dates))
+            .map(|f| Layout {
+                dim: f.get_dimension() as usize,
+                dates,
+                terms,
+            })
             .ok_or_else(|| {
                 self.err(
                     "reading the collection",
@@ -620,6 +646,18 @@ impl Conn {
     }
 }
 
+/// What a chunk collection's schema says about how it was made.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// The dimension of the `dense` field.
+    dim: usize,
+    /// Whether chunks have a `modified` field.
+    dates: bool,
+    /// Whether `search_text` holds rag's analyzed terms ([`TERMS_MARK`]), and BM25 queries are
+    /// sent analyzed too.
+    terms: bool,
+}
+
 /// Primary keys to delete: chunk ids, or document paths.
 enum Keys {
     Chunks(Vec<i64>),
@@ -809,8 +847,7 @@ pub struct MilvusStore {
     analyzer: TextAnalyzer,
     /// Document frequencies already asked for (this view's counts do not change).
     doc_freq: std::sync::Mutex<HashMap<String, usize>>,
-    /// Whether chunks have a `modified` field.
-    dates: bool,
+    layout: Layout,
 }
 
 impl MilvusStore {
@@ -825,23 +862,23 @@ impl MilvusStore {
         }
         conn.load(&address.collection)?;
         conn.load(&address.files())?;
-        let (dim, dates) = conn.layout()?;
+        let layout = conn.layout()?;
         let (documents, embedder) = conn.documents()?;
-        let manifest = conn.manifest(embedder, dim, documents.len())?;
+        let manifest = conn.manifest(embedder, layout.dim, documents.len())?;
         Ok(MilvusStore {
             conn,
             manifest,
             documents,
             analyzer: analyzer(ANALYZER_EN_STEM).expect("built-in analyzer"),
             doc_freq: std::sync::Mutex::new(HashMap::new()),
-            dates,
+            layout,
         })
     }
 
     /// The fields a chunk is read from.
     fn fields(&self) -> Vec<&'static str> {
         let mut f = CHUNK_FIELDS.to_vec();
-        if self.dates {
+        if self.layout.dates {
             f.push("modified");
         }
         f
@@ -849,7 +886,7 @@ impl MilvusStore {
 
     /// The filter expression of `filter`, or why this collection cannot apply it.
     fn expression(&self, filter: &Filter) -> Result<String, IndexError> {
-        if filter.has_dates() && !self.dates {
+        if filter.has_dates() && !self.layout.dates {
             return Err(IndexError::NoDates {
                 store: self.location(),
             });
@@ -949,12 +986,25 @@ impl MilvusStore {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<(u64, f32)>, IndexError> {
-        if k == 0 || self.analyze(query).is_empty() {
+        let terms = self.analyze(query);
+        if k == 0 || terms.is_empty() {
             return Ok(Vec::new());
         }
+        // Each term once, as the embedded store asks.
+        let text = if self.layout.terms {
+            let mut once: Vec<String> = Vec::with_capacity(terms.len());
+            for t in terms {
+                if !once.contains(&t) {
+                    once.push(t);
+                }
+            }
+            once.join(" ")
+        } else {
+            query.to_string()
+        };
         let req = self.request(
             "sparse",
-            SearchVectors::EmbeddedText(vec![query.to_string()]),
+            SearchVectors::EmbeddedText(vec![text]),
             k.min(MAX_TOPK),
             &self.expression(filter)?,
             None,
@@ -1134,8 +1184,9 @@ impl Store for MilvusStore {
             let counts = std::thread::scope(|s| {
                 let handles: Vec<_> = missing
                     .iter()
-                    .map(|(_, surface)| {
-                        let filter = format!("TEXT_MATCH(search_text, {})", quote(surface));
+                    .map(|(term, surface)| {
+                        let word = if self.layout.terms { term } else { surface };
+                        let filter = format!("TEXT_MATCH(search_text, {})", quote(word));
                         let conn = &self.conn;
                         s.spawn(move || conn.count(&conn.address.collection, &filter))
                     })
@@ -1202,8 +1253,9 @@ pub struct MilvusWriter {
     embedder_id: String,
     /// The `NAME_files` rows as this writer knows them.
     files: HashMap<String, FileRow>,
-    /// Whether chunks have a `modified` field.
-    dates: bool,
+    layout: Layout,
+    /// What BM25 terms are made with, when the collection holds rag's terms.
+    analyzer: TextAnalyzer,
 }
 
 impl MilvusWriter {
@@ -1244,7 +1296,8 @@ impl MilvusWriter {
         }
         conn.load(&address.collection)?;
         conn.load(&address.files())?;
-        let (have_dim, dates) = conn.layout()?;
+        let layout = conn.layout()?;
+        let have_dim = layout.dim;
         let (files, have_id) = conn.files()?;
         if have_dim != dim || have_id.as_deref().is_some_and(|h| h != embedder_id) {
             return Err(IndexError::EmbedderMismatch {
@@ -1262,7 +1315,8 @@ impl MilvusWriter {
             manifest,
             embedder_id: embedder_id.to_string(),
             files,
-            dates,
+            layout,
+            analyzer: analyzer(ANALYZER_EN_STEM).expect("built-in analyzer"),
         })
     }
 }
@@ -1327,7 +1381,13 @@ impl StoreWriter for MilvusWriter {
             let title = clip(c.title.as_deref().unwrap_or(""), MAX_TITLE);
             let heading = clip(c.heading.as_deref().unwrap_or(""), MAX_PATH);
             let text = clip(&c.text, MAX_VARCHAR);
-            let search = clip(&search_text(title, heading, text), MAX_VARCHAR).to_string();
+            let search = search_text(title, heading, text);
+            let search = if self.layout.terms {
+                crate::schema::terms(&self.analyzer, &search).join(" ")
+            } else {
+                search
+            };
+            let search = clip(&search, MAX_VARCHAR).to_string();
             let (ps, pe) = c.pages.unwrap_or((0, 0));
             let mut row = json!({
                 "chunk_id": chunk_id(path, content_hash, ord) as i64,
@@ -1345,7 +1405,7 @@ impl StoreWriter for MilvusWriter {
                 "search_text": search,
                 "dense": v,
             });
-            if self.dates {
+            if self.layout.dates {
                 row["modified"] = json!(c.modified.unwrap_or(0));
             }
             rows.push(row);
@@ -1405,6 +1465,19 @@ impl StoreWriter for MilvusWriter {
             .delete_ids(&a.files(), Keys::Paths(vec![path.to_string()]), &doing)?;
         self.files.remove(path);
         Ok(())
+    }
+
+    /// Flush both collections (one segment each for a copy, rather than rows Milvus Lite
+    /// re-indexes for every search).
+    fn seal(&mut self) -> Result<(), IndexError> {
+        let a = &self.conn.address;
+        let req = FlushRequest::builder()
+            .collection_names([a.collection.clone(), a.files()])
+            .build()
+            .map_err(|e| self.conn.err("flushing", e))?;
+        let client = self.conn.client.clone();
+        block(async move { client.flush(req).await.map(|_| ()) })
+            .map_err(|e| self.conn.err(format!("flushing {}", a.collection), e))
     }
 
     /// Each write is already applied (and in Milvus's log) when it returns, so a commit only

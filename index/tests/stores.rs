@@ -146,6 +146,12 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
     let w8 = s.term_weights("gamma common").unwrap();
     let get = |t: &str| w8.iter().find(|(x, _)| x == t).unwrap().1;
     assert!(get("gamma") > get("common"), "{w8:?}");
+    // Words match in another inflection ("word" finds "words"), and count so in IDF, on
+    // every store (Milvus Lite's own analyzer has no stemmer).
+    assert_eq!(s.bm25("Word", 20, &none).unwrap().len(), 9);
+    assert_eq!(s.bm25("sections", 20, &none).unwrap().len(), 9);
+    let word = s.term_weights("word").unwrap();
+    assert!(word[0].1 < get("gamma"), "{word:?} {w8:?}");
     assert_eq!(s.analyze("Running dogs"), vec!["run", "dog"]);
 
     // Export gives the chunks back in order with their vectors.
