@@ -292,8 +292,29 @@ fn embedded_index_copied_into_milvus_answers_the_same() {
     let q = "When did the Kessel Harbour Bridge open?";
     let here = json(&ok(&["search", "--json", "--index", i, q]));
     let there = json(&ok(&["search", "--json", "--store", &store, q]));
-    let top = |v: &Value| v["passages"][0]["text"].as_str().unwrap().to_string();
-    assert_eq!(top(&here), top(&there));
+    // The same passages; their order may differ where BM25 does (the embedded store weighs
+    // title and heading as fields of their own, Milvus reads them once with the text), but
+    // the one holding the answer is in the top two of both.
+    let texts = |v: &Value| -> Vec<String> {
+        v["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (a, b) = (texts(&here), texts(&there));
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(a.clone()), sorted(b.clone()));
+    for top in [&a, &b] {
+        assert!(
+            top[..2].iter().any(|t| t.contains("14 May 1912")),
+            "{top:?}"
+        );
+    }
 }
 
 #[test]
