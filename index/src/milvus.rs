@@ -986,19 +986,13 @@ impl MilvusStore {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<(u64, f32)>, IndexError> {
-        let terms = self.analyze(query);
+        let terms = crate::schema::distinct_terms(&self.analyzer, query);
         if k == 0 || terms.is_empty() {
             return Ok(Vec::new());
         }
         // Each term once, as the embedded store asks.
         let text = if self.layout.terms {
-            let mut once: Vec<String> = Vec::with_capacity(terms.len());
-            for t in terms {
-                if !once.contains(&t) {
-                    once.push(t);
-                }
-            }
-            once.join(" ")
+            terms.join(" ")
         } else {
             query.to_string()
         };

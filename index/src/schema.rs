@@ -192,6 +192,18 @@ pub(crate) fn terms(analyzer: &TextAnalyzer, text: &str) -> Vec<String> {
     terms
 }
 
+/// The distinct terms of `text` as `analyzer` makes them, in the order they first appear: a
+/// BM25 query asks for each term once, in both stores.
+pub(crate) fn distinct_terms(analyzer: &TextAnalyzer, text: &str) -> Vec<String> {
+    let mut once: Vec<String> = Vec::new();
+    for t in terms(analyzer, text) {
+        if !once.contains(&t) {
+            once.push(t);
+        }
+    }
+    once
+}
+
 /// Register our analyzers on a tantivy index (tantivy stores only their names).
 pub(crate) fn register_analyzers(index: &tantivy::Index) {
     for name in [ANALYZER_EN_STEM, ANALYZER_SIMPLE] {

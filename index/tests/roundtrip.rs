@@ -377,3 +377,52 @@ fn analyze_and_term_weights() {
     assert!(w[2].1 > w[1].1 && w[1].1 > w[0].1);
     assert!(idx.term_weights("  ,; ").unwrap().is_empty());
 }
+
+/// A term scores its best field, not the sum of its text, heading and title matches: a chunk
+/// whose title and heading repeat the one query term its text has ranks below a chunk whose
+/// text has both query terms (summed, the repeats won: 1 + 0.5 + 0.3 times the rare term's
+/// score against the rare term plus a common one).
+#[test]
+fn bm25_counts_a_term_once_across_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(3);
+    let mut w = IndexWriter::open(dir.path(), "test/emb", DIM, false).unwrap();
+    let mut put = |path: &str, title: &str, heading: &str, text: &str| {
+        let c = NewChunk {
+            title: Some(title.to_string()),
+            heading: Some(heading.to_string()),
+            ..chunk(text, rng.unit(DIM))
+        };
+        w.replace_document(path, "h", vec![c]).unwrap();
+    };
+    put(
+        "repeats.txt",
+        "Glacier",
+        "Glacier",
+        "A glacier moves slowly downhill.",
+    );
+    put(
+        "both.txt",
+        "Notes",
+        "Notes",
+        "A glacier carves the valley floor.",
+    );
+    // "valley" is common: its weight is low.
+    for i in 0..6 {
+        put(
+            &format!("v{i}.txt"),
+            "Other",
+            "Other",
+            "The valley is green.",
+        );
+    }
+    w.commit().unwrap();
+    let idx = Index::open(dir.path()).unwrap();
+    let hits = idx.search_bm25("glacier valley", 3).unwrap();
+    assert_eq!(hits[0].chunk.path, "both.txt", "{hits:?}");
+    assert_eq!(hits[1].chunk.path, "repeats.txt", "{hits:?}");
+    // A word only the heading holds still finds the chunk.
+    let hits = idx.search_bm25("notes", 3).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].chunk.path, "both.txt");
+}
