@@ -294,6 +294,11 @@ pub(crate) fn ingest(
         ));
     }
     commit(writer.as_mut(), &mut report, on_event)?;
+    if report.indexed + report.removed > 0 {
+        let ts = Instant::now();
+        writer.seal()?;
+        report.stages.index += ts.elapsed().as_secs_f64();
+    }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -196,10 +196,11 @@ pub trait StoreWriter: Send {
     fn remove_document(&mut self, path: &str) -> Result<(), IndexError>;
     /// Make the changes durable and visible.
     fn commit(&mut self) -> Result<(), IndexError>;
-    /// After a bulk load ([`copy`]): let the store arrange what it holds for searching. The
-    /// embedded store has nothing to do; Milvus seals the written data into segments (Milvus
-    /// Lite searches unsealed rows by rebuilding their BM25 index for every query: at 10,208
-    /// chunks, 300 queries took 2 minutes sealed and had not finished in 30 unsealed).
+    /// After a bulk load ([`copy`], or an ingest that changed something): let the store
+    /// arrange what it holds for searching. The embedded store has nothing to do; Milvus seals
+    /// the written data into segments (Milvus Lite searches unsealed rows by rebuilding their
+    /// BM25 index for every query: at 10,208 chunks, 300 queries took 2 minutes sealed and had
+    /// not finished in 30 unsealed).
     fn seal(&mut self) -> Result<(), IndexError> {
         Ok(())
     }

@@ -134,6 +134,7 @@ pub fn bench_store(config: &Config, args: &BenchStoreArgs) -> Result<serde_json:
         }
     }
     writer.commit()?;
+    writer.seal()?;
     drop(writer);
     let ingest_secs = t0.elapsed().as_secs_f64();
     eprintln!();
