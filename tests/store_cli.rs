@@ -292,7 +292,7 @@ fn embedded_index_copied_into_milvus_answers_the_same() {
     let q = "When did the Kessel Harbour Bridge open?";
     let here = json(&ok(&["search", "--json", "--index", i, q]));
     let there = json(&ok(&["search", "--json", "--store", &store, q]));
-    // The same passages; their order may differ where BM25 does (the embedded store weighs
+    // The same passages; their order may differ where BM25 does (the embedded store scores
     // title and heading as fields of their own, Milvus reads them once with the text), but
     // the one holding the answer is in the top two of both.
     let texts = |v: &Value| -> Vec<String> {

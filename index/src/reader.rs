@@ -31,10 +31,6 @@ pub const HEADING_BOOST: f32 = 0.5;
 /// BM25 weight of a match in the document title, relative to the text (1.0). Lower than the
 /// heading: every chunk of the document carries the title.
 pub const TITLE_BOOST: f32 = 0.3;
-// A term scores the best of its three fields, not their sum: a title is often in the text
-// too (a Markdown file's first heading, an abstract's title line), and the sum counted it up
-// to three times. SciFact BM25 nDCG@10 0.653 summed, 0.681 at the best; weights and the
-// alternatives measured in docs/EVAL.md.
 
 /// A read-only view of the last commit of an index. `Send + Sync`: share it across threads.
 ///
@@ -154,8 +150,11 @@ impl Index {
 
     /// The query as BM25 sees it: the analyzed terms of `text`, each once, each scoring the
     /// best of its match in the text, the heading ([`HEADING_BOOST`]) and the title
-    /// ([`TITLE_BOOST`]); the terms' scores add up. No query syntax: quotes, `+`, `-`, `:` and
-    /// parentheses are ordinary characters, so any user text is a valid query.
+    /// ([`TITLE_BOOST`]); the terms' scores add up. The best field, not the sum of the three: a
+    /// title is often in the text too (a Markdown file's first heading, an abstract's title
+    /// line), and the sum counted it up to three times (SciFact BM25 nDCG@10 0.653 summed, 0.681
+    /// at the best; the alternatives measured in docs/EVAL.md). No query syntax: quotes, `+`,
+    /// `-`, `:` and parentheses are ordinary characters, so any user text is a valid query.
     fn bm25_query(&self, text: &str, filter: &Filter) -> Option<Box<dyn Query>> {
         let terms = crate::schema::distinct_terms(&self.analyzer, text);
         if terms.is_empty() {
