@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 /// ```
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The folder in `home` where a Llama embedder keeps its calibration statistics
+/// ([`rag_model::EmbedOptions::stats_dir`]).
+pub const EMBED_STATS_DIR: &str = "embed-stats";
+
 /// Which models serve an index, and how they run.
 ///
 /// ```
@@ -56,6 +60,10 @@ pub struct Config {
     /// Hidden layer of a new Llama-embedder index. Default `None`: the index's own, or the
     /// final one.
     pub embed_layer: Option<HiddenLayer>,
+    /// Whether a new Llama-embedder index standardizes its vectors
+    /// ([`rag_model::EmbedOptions::standardize`]). Default `None`: as the index was built, or
+    /// yes for a new one.
+    pub embed_standardize: Option<bool>,
     /// Compute threads. Default `None`: the number of cores. Never more: the kernels' pool
     /// busy-waits, so extra threads cost far more than they gain.
     pub threads: Option<usize>,
@@ -89,6 +97,7 @@ impl std::fmt::Debug for Config {
             .field("minilm_runtime", &self.minilm_runtime)
             .field("embed_pooling", &self.embed_pooling)
             .field("embed_layer", &self.embed_layer)
+            .field("embed_standardize", &self.embed_standardize)
             .field("threads", &self.threads)
             .field("template", &self.template)
             .field("context", &self.context)
@@ -118,6 +127,7 @@ impl Config {
             minilm_runtime: None,
             embed_pooling: None,
             embed_layer: None,
+            embed_standardize: None,
             threads: None,
             template: None,
             context: None,

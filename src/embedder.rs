@@ -2,11 +2,11 @@
 //! a new index. Whether an existing index accepts it is decided in one place, the index's
 //! manifest ([`rag_index::Manifest::check_embedder`]).
 use rag_model::{
-    llama_format_of_id, variant_of_id, EmbedOptions, EmbedderKind, MiniLmRuntime, TextEmbedder,
-    WeightFormat, DEFAULT_EMBEDDER,
+    llama_format_of_id, standardized_of_id, variant_of_id, EmbedOptions, EmbedderKind,
+    MiniLmRuntime, TextEmbedder, WeightFormat, DEFAULT_EMBEDDER,
 };
 
-use crate::config::Config;
+use crate::config::{Config, EMBED_STATS_DIR};
 use crate::error::Result;
 
 /// What an embedder is loaded for.
@@ -29,6 +29,8 @@ pub(crate) fn as_for_new(config: &Config, e: &TextEmbedder) -> bool {
     e.minilm_runtime().is_none_or(|r| r == minilm)
         && e.llama_format()
             .is_none_or(|f| f == WeightFormat::Quantized)
+        && (e.kind() != EmbedderKind::Llama
+            || standardized_of_id(&e.id()) == config.embed_standardize.unwrap_or(true))
 }
 
 /// The embedder for an index built by `index_id` (`None`: no index yet). For
@@ -60,6 +62,11 @@ pub(crate) fn load(
             if let Some((pooling, layer)) = from_index {
                 embed.pooling = pooling;
                 embed.layer = layer;
+                // Standardized as the index's vectors are; a rebuild is standardized as a new
+                // index would be.
+                if usage != EmbedderUse::Rebuild {
+                    embed.standardize = index_id.as_deref().is_some_and(standardized_of_id);
+                }
             }
             if usage != EmbedderUse::Query || from_index.is_none() {
                 if let Some(p) = config.embed_pooling {
@@ -68,7 +75,11 @@ pub(crate) fn load(
                 if let Some(l) = config.embed_layer {
                     embed.layer = l;
                 }
+                if let Some(z) = config.embed_standardize {
+                    embed.standardize = z;
+                }
             }
+            embed.stats_dir = Some(config.home.join(EMBED_STATS_DIR));
             // The weights that made a Llama index's vectors embed its queries and new files:
             // candle's dense f32 for one made before the engine; the engine's quantized ones
             // for a new or rebuilt index.

@@ -38,7 +38,7 @@ mod store;
 
 pub use answerability::Decision;
 pub use ask::{AbstainReason, Answer, AnswerMode, AskOptions, AskTimings, Citation, OnText, Quote};
-pub use config::{default_model_in, Config, DEFAULT_MODEL_FILE};
+pub use config::{default_model_in, Config, DEFAULT_MODEL_FILE, EMBED_STATS_DIR};
 pub use error::{Error, Result};
 pub use filter::parse_filters;
 pub use followup::standalone_question;
@@ -46,12 +46,12 @@ pub use ingest::{FileStatus, IngestEvent, IngestOptions, IngestReport, StageTime
 pub use prompt::{source_label, Passage, NOT_FOUND};
 pub use quote::QuoteOptions;
 pub use rag::{Document, IndexInfo, Rag, Retrieval, Search};
-pub use rag_index::{ChunkRecord, CopyReport, Filter, Hit, Retriever};
+pub use rag_index::{ChunkRecord, CopyReport, Filter, Fusion, Hit, Retriever};
 pub use rag_ingest::{ChunkOptions, WalkOptions};
 pub use rag_model::{
     EmbedderKind, GenerateParams, HiddenLayer, MiniLmRuntime, Pooling, StopReason, TemplateFamily,
     MINILM_DIR,
 };
-pub use retrieve::{Mode, RetrieveOptions, LLAMA_DENSE_WEIGHT};
+pub use retrieve::{Mode, RetrieveOptions, LLAMA_DENSE_WEIGHT, LLAMA_FUSION};
 pub use server::{Server, ServerOptions};
 pub use store::{copy_index, Location};

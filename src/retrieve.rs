@@ -1,11 +1,11 @@
-//! The one retrieval path of `ask`, `search` and `eval`: hybrid search (BM25 + vectors,
-//! reciprocal-rank fusion) or one retriever alone, near-duplicate chunks collapsed, the top `k`
+//! The one retrieval path of `ask`, `search` and `eval`: hybrid search (BM25 + vectors, fused
+//! by reciprocal ranks or by scaled scores, as suits the index's embedder) or one retriever alone, near-duplicate chunks collapsed, the top `k`
 //! kept; and a measure of how much the best passages cover the question ([`evidence`]), on which
 //! rag abstains before asking the model anything. What to rank lives here; the index does the
 //! searching.
 use std::collections::HashSet;
 
-use rag_index::{Filter, Hit, SearchOptions, Store};
+use rag_index::{Filter, Fusion, Hit, SearchOptions, Store};
 use rag_model::EmbedderKind;
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,10 @@ pub struct RetrieveOptions {
     /// index's embedder, 1 for MiniLM and [`LLAMA_DENSE_WEIGHT`] for Llama hidden states.
     #[serde(default)]
     pub dense_weight: Option<f64>,
+    /// How hybrid search combines its lists. Default `None`: by the index's embedder,
+    /// reciprocal ranks for MiniLM and scaled scores ([`LLAMA_FUSION`]) for Llama hidden states.
+    #[serde(default)]
+    pub fusion: Option<Fusion>,
     pub mode: Mode,
     /// Two chunks whose word-trigram sets overlap at least this much (Jaccard) count as one;
     /// the lower-ranked is dropped. Default `Some(0.8)`: copies of a file, or a page repeated
@@ -124,6 +128,7 @@ impl Default for RetrieveOptions {
             dense_depth: 50,
             rrf_k: 60.0,
             dense_weight: None,
+            fusion: None,
             mode: Mode::Hybrid,
             duplicate_jaccard: Some(0.8),
             min_evidence: 0.4,
@@ -133,14 +138,17 @@ impl Default for RetrieveOptions {
     }
 }
 
-/// The weight of a Llama-states index's dense list in hybrid fusion. An untuned decoder's
-/// hidden states retrieve far worse than BM25 (SciFact subset nDCG@10: 0.25 mean-pooled, 0.35
-/// echo against 0.77), and fused at equal weight they drag BM25 down (0.57, 0.61); at 0.05,
-/// fitted on the first 150 SciFact test queries, they only reorder BM25's hits and lift it on
-/// the other 150 (0.751 to 0.764 mean-pooled, 0.768 echo; docs/EVAL.md). That fit was against
-/// BM25 summing its three fields; against the best-field BM25 the held-out half gives BM25
-/// 0.765, hybrid 0.758 at this weight and 0.767 at 0.02 (re-fitting it is the next step).
-pub const LLAMA_DENSE_WEIGHT: f64 = 0.05;
+/// The weight of a Llama-states index's dense list in hybrid fusion ([`LLAMA_FUSION`]). An
+/// untuned decoder's hidden states retrieve far worse than BM25 (SciFact subset nDCG@10: 0.25
+/// mean-pooled against 0.795), and fused at equal weight they drag BM25 down. Fitted on the
+/// first 150 SciFact test queries (the best of 0.1 to 1) and measured on the other 150: BM25
+/// 0.765, hybrid 0.774 (docs/EVAL.md).
+pub const LLAMA_DENSE_WEIGHT: f64 = 0.2;
+
+/// How a Llama-states index fuses its lists: by scaled scores, so that the weak dense list
+/// moves a BM25 hit only where it is clearly surer of it than of the rest. Reciprocal ranks at
+/// any weight gave nothing over BM25 alone (0.795 at best, against 0.803 this way; docs/EVAL.md).
+pub const LLAMA_FUSION: Fusion = Fusion::Scores;
 
 /// Run the retrievers and return the top `opts.k` distinct hits, best first. `vector` is the
 /// query embedding, which every mode but BM25 needs.
@@ -166,6 +174,7 @@ pub(crate) fn retrieve(
         }
     };
     let filter = &opts.filter;
+    let kind = EmbedderKind::of_id(&index.manifest().embedder_id);
     let hits = match opts.mode {
         Mode::Bm25 => index.bm25(query, want, filter)?,
         Mode::Dense => index.dense(vector, want, filter)?,
@@ -178,11 +187,13 @@ pub(crate) fn retrieve(
                 bm25_depth: opts.bm25_depth.max(want),
                 dense_depth: opts.dense_depth.max(want),
                 rrf_k: opts.rrf_k,
-                dense_weight: opts.dense_weight.unwrap_or_else(|| {
-                    match EmbedderKind::of_id(&index.manifest().embedder_id) {
-                        EmbedderKind::MiniLm => 1.0,
-                        EmbedderKind::Llama => LLAMA_DENSE_WEIGHT,
-                    }
+                dense_weight: opts.dense_weight.unwrap_or(match kind {
+                    EmbedderKind::MiniLm => 1.0,
+                    EmbedderKind::Llama => LLAMA_DENSE_WEIGHT,
+                }),
+                fusion: opts.fusion.unwrap_or(match kind {
+                    EmbedderKind::MiniLm => Fusion::Rrf,
+                    EmbedderKind::Llama => LLAMA_FUSION,
                 }),
             },
             filter,

@@ -1,4 +1,5 @@
-//! Reciprocal-rank fusion of ranked lists, and the options of a hybrid search.
+//! Fusion of ranked lists (reciprocal ranks, or scaled scores), and the options of a hybrid
+//! search.
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,44 @@ pub struct SearchOptions {
     /// BM25's hits instead of dragging them down (docs/EVAL.md).
     #[serde(default = "one")]
     pub dense_weight: f64,
+    /// How the two lists combine. Default [`Fusion::Rrf`].
+    #[serde(default)]
+    pub fusion: Fusion,
+}
+
+/// How a hybrid search combines its BM25 and dense lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal ranks ([`rrf_weighted`]): only the ranks count, so neither retriever's score
+    /// scale matters. The default: MiniLM's hybrid is best with it (docs/EVAL.md).
+    #[default]
+    Rrf,
+    /// Scaled scores ([`score_weighted`]): how far ahead of the rest of its list a chunk is
+    /// counts, not only its rank. Better for a weak dense list that should reorder BM25's hits
+    /// where it is confident, as an untuned decoder's hidden states (docs/EVAL.md).
+    Scores,
+}
+
+impl Fusion {
+    /// The name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rrf => "rrf",
+            Self::Scores => "scores",
+        }
+    }
+}
+
+impl std::str::FromStr for Fusion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rrf" => Ok(Self::Rrf),
+            "scores" => Ok(Self::Scores),
+            _ => Err(format!("unknown fusion {s:?}: use rrf or scores")),
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -37,6 +76,7 @@ impl Default for SearchOptions {
             dense_depth: 50,
             rrf_k: 60.0,
             dense_weight: 1.0,
+            fusion: Fusion::Rrf,
         }
     }
 }
@@ -97,6 +137,64 @@ pub fn rrf_weighted(lists: &[Vec<u64>], weights: &[f64], rrf_k: f64) -> Vec<(u64
     out.into_iter().map(|(id, score, _)| (id, score)).collect()
 }
 
+/// Score fusion: each list's scores are scaled to 0..1 over that list (its best 1, its worst 0;
+/// every hit 1 where all score alike), and a chunk's fused score is the weighted sum of its
+/// scaled scores, 0 for a list that does not hold it.
+///
+/// Each list is `(id, score)`, best first. Sorted by fused score, best first; ties as in
+/// [`rrf_weighted`] (by the rank in the first list, then the second, ..., then by id). An id
+/// repeated within one list counts once, at its best rank.
+///
+/// ```
+/// use rag_index::score_weighted;
+/// // Chunk 1 is far ahead in the second list; chunk 2 only just ahead in the first.
+/// let bm25 = vec![(2, 10.0), (1, 9.9), (3, 0.0)];
+/// let dense = vec![(1, 0.9), (2, 0.2), (3, 0.1)];
+/// let fused = score_weighted(&[bm25, dense], &[1.0, 0.2]);
+/// assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3]);
+/// ```
+pub fn score_weighted(lists: &[Vec<(u64, f32)>], weights: &[f64]) -> Vec<(u64, f64)> {
+    assert_eq!(lists.len(), weights.len(), "one weight per list");
+    let mut by_id: HashMap<u64, (Vec<f64>, Vec<usize>)> = HashMap::new();
+    for (l, list) in lists.iter().enumerate() {
+        let (lo, hi) = list
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                (lo.min(f64::from(x.1)), hi.max(f64::from(x.1)))
+            });
+        let span = hi - lo;
+        for (i, &(id, score)) in list.iter().enumerate() {
+            let (terms, ranks) = by_id
+                .entry(id)
+                .or_insert_with(|| (vec![0.0; lists.len()], vec![usize::MAX; lists.len()]));
+            if ranks[l] != usize::MAX {
+                continue;
+            }
+            ranks[l] = i + 1;
+            let scaled = if span > 0.0 && span.is_finite() {
+                (f64::from(score) - lo) / span
+            } else {
+                1.0
+            };
+            terms[l] = weights[l] * scaled;
+        }
+    }
+    let mut out: Vec<(u64, f64, Vec<usize>)> = by_id
+        .into_iter()
+        .map(|(id, (mut terms, ranks))| {
+            // Largest term first, as in `rrf_weighted`: the sum depends on the values only.
+            terms.sort_unstable_by(|a, b| b.total_cmp(a));
+            (id, terms.iter().sum(), ranks)
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| a.2.cmp(&b.2))
+            .then(a.0.cmp(&b.0))
+    });
+    out.into_iter().map(|(id, score, _)| (id, score)).collect()
+}
+
 /// A 1-based rank and the retriever's score, if the retriever found the chunk.
 type RankScore = Option<(usize, f32)>;
 
@@ -117,7 +215,7 @@ impl Fused {
 }
 
 /// The first `opts.k` of a BM25 list and a dense list, each `(chunk id, score)` best first,
-/// fused by [`rrf`]. Every store fuses through this, so the same two lists give the same
+/// fused by `opts.fusion`. Every store fuses through this, so the same two lists give the same
 /// hits whichever store ranked them.
 pub(crate) fn fuse(bm25: &[(u64, f32)], dense: &[(u64, f32)], opts: &SearchOptions) -> Vec<Fused> {
     let mut by_id: HashMap<u64, (RankScore, RankScore)> = HashMap::new();
@@ -136,11 +234,11 @@ pub(crate) fn fuse(bm25: &[(u64, f32)], dense: &[(u64, f32)], opts: &SearchOptio
             .get_or_insert((rank + 1, score));
     }
     let ids = |l: &[(u64, f32)]| l.iter().map(|x| x.0).collect::<Vec<u64>>();
-    rrf_weighted(
-        &[ids(bm25), ids(dense)],
-        &[1.0, opts.dense_weight],
-        opts.rrf_k,
-    )
+    let weights = [1.0, opts.dense_weight];
+    match opts.fusion {
+        Fusion::Rrf => rrf_weighted(&[ids(bm25), ids(dense)], &weights, opts.rrf_k),
+        Fusion::Scores => score_weighted(&[bm25.to_vec(), dense.to_vec()], &weights),
+    }
     .into_iter()
     .take(opts.k)
     .map(|(id, score)| {
@@ -245,5 +343,63 @@ mod tests {
         reversed.reverse();
         let scores = |v: Vec<(u64, f64)>| v.into_iter().collect::<HashMap<u64, f64>>();
         assert_eq!(scores(rrf(&reversed, 60.0)), scores(first));
+    }
+
+    #[test]
+    fn score_fusion_hand_computed() {
+        // BM25 8, 6, 4 scale to 1, 0.5, 0; dense 0.9, 0.5 to 1, 0.
+        let out = score_weighted(
+            &[vec![(1, 8.0), (2, 6.0), (3, 4.0)], vec![(3, 0.9), (4, 0.5)]],
+            &[1.0, 0.3],
+        );
+        let want = [(1, 1.0), (2, 0.5), (3, 0.3), (4, 0.0)];
+        assert_eq!(out.len(), want.len());
+        for ((id, score), (wid, wscore)) in out.iter().zip(want) {
+            assert_eq!(*id, wid);
+            assert!(close(*score, wscore), "{id}: {score} != {wscore}");
+        }
+        // At a larger weight the dense list's best passes BM25's second.
+        let out = score_weighted(
+            &[vec![(1, 8.0), (2, 6.0), (3, 4.0)], vec![(3, 0.9), (4, 0.5)]],
+            &[1.0, 0.6],
+        );
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 3, 2, 4]);
+    }
+
+    #[test]
+    fn score_fusion_edge_cases() {
+        assert!(score_weighted(&[vec![], vec![]], &[1.0, 1.0]).is_empty());
+        // One hit, or all alike: each is its list's best (1).
+        assert_eq!(score_weighted(&[vec![(5, 3.0)]], &[0.5]), vec![(5, 0.5)]);
+        let out = score_weighted(&[vec![(5, 2.0), (6, 2.0)]], &[1.0]);
+        assert_eq!(out, vec![(5, 1.0), (6, 1.0)]);
+        // A repeat counts once, at its first (best) place.
+        let out = score_weighted(&[vec![(9, 4.0), (8, 2.0), (9, 0.0)]], &[1.0]);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [9, 8]);
+        assert!(close(out[0].1, 1.0));
+        // Equal fused scores: by the first list's rank, then the second's, then by id.
+        let out = score_weighted(
+            &[vec![(7, 1.0), (5, 0.0)], vec![(5, 1.0), (7, 0.0)]],
+            &[1.0, 1.0],
+        );
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [7, 5]);
+        // Scores that are not finite do not poison the others.
+        let out = score_weighted(&[vec![(1, f32::INFINITY), (2, 1.0)]], &[1.0]);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn fuse_by_scores_lets_a_confident_dense_hit_up() {
+        let bm25 = [(1, 10.0), (2, 9.9), (3, 1.0)];
+        let dense = [(2, 0.9), (3, 0.3), (1, 0.2)];
+        let opts = |fusion| SearchOptions {
+            k: 3,
+            dense_weight: 0.2,
+            fusion,
+            ..SearchOptions::default()
+        };
+        let ids = |f: Vec<Fused>| f.iter().map(|x| x.id).collect::<Vec<_>>();
+        assert_eq!(ids(fuse(&bm25, &dense, &opts(Fusion::Rrf))), [1, 2, 3]);
+        assert_eq!(ids(fuse(&bm25, &dense, &opts(Fusion::Scores))), [2, 1, 3]);
     }
 }

@@ -44,7 +44,8 @@ mod text_embedder;
 mod tokenizer;
 
 pub use embed::{
-    cosine, llama_format_of_id, normalize, variant_of_id, EmbedOptions, Embedder, Pooling,
+    cosine, llama_format_of_id, normalize, standardized_of_id, variant_of_id, EmbedOptions,
+    Embedder, Pooling,
 };
 pub use error::{ModelError, Result};
 pub use generate::{greedy, Cancel, GenerateParams, Generation, Session, StopReason};

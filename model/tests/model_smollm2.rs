@@ -234,10 +234,15 @@ fn echo_pooling_averages_the_second_copy() {
     let m = Arc::new(Model::load(q.path(), &ModelOptions::default()).unwrap());
     let opts = EmbedOptions {
         pooling: rag_model::Pooling::Echo,
+        standardize: false,
         ..EmbedOptions::default()
     };
     let echo = Embedder::new(m.clone(), opts);
-    let mean = Embedder::new(m.clone(), EmbedOptions::default());
+    let raw = EmbedOptions {
+        standardize: false,
+        ..EmbedOptions::default()
+    };
+    let mean = Embedder::new(m.clone(), raw);
     assert!(echo.id().ends_with(":echo:final:q"), "{}", echo.id());
     assert!(mean.id().ends_with(":mean:final:q"), "{}", mean.id());
     assert_eq!(
@@ -280,4 +285,99 @@ fn echo_pooling_averages_the_second_copy() {
         .embed(&["A kitten on a rug.", text, "Paris is in France."])
         .unwrap();
     assert!(rag_model::cosine(&batch[1], &got) > 0.99999);
+}
+
+/// Standardized vectors: each dimension of the pooled unit vector less the calibration texts'
+/// mean, over their standard deviation, then unit length again. The statistics are kept in
+/// `stats_dir` and read back by the next embedder of the same model and variant; a file made
+/// from other texts is not used. The point of it: unrelated texts no longer look alike.
+#[test]
+fn standardized_vectors_use_saved_calibration_statistics() {
+    let Some(q) = model() else { return };
+    let m = Arc::new(Model::load(q.path(), &ModelOptions::default()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbedOptions {
+        stats_dir: Some(dir.path().to_path_buf()),
+        ..EmbedOptions::default()
+    };
+    let z = Embedder::new(m.clone(), opts.clone());
+    let raw = Embedder::new(
+        m.clone(),
+        EmbedOptions {
+            standardize: false,
+            ..EmbedOptions::default()
+        },
+    );
+    assert!(z.id().ends_with(":mean:final:z1:q"), "{}", z.id());
+    assert!(rag_model::standardized_of_id(&z.id()));
+    assert!(!rag_model::standardized_of_id(&raw.id()));
+    assert_eq!(
+        rag_model::variant_of_id(&z.id()),
+        Some((rag_model::Pooling::Mean, HiddenLayer::Final))
+    );
+    let texts = [
+        "The cat sat on the mat.",
+        "A kitten was sitting on the rug.",
+        "Quarterly revenue of the semiconductor company rose by eight percent, beating forecasts.",
+    ];
+    let got = z.embed(&texts).unwrap();
+    // The statistics file, and the vectors by hand from it.
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    assert_eq!(saved["id"], z.id());
+    let floats = |k: &str| -> Vec<f32> {
+        saved[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let (mean, std) = (floats("mean"), floats("std"));
+    assert_eq!((mean.len(), std.len()), (576, 576));
+    let pooled = raw.embed(&texts).unwrap();
+    for (p, g) in pooled.iter().zip(&got) {
+        let mut want: Vec<f32> = p
+            .iter()
+            .zip(&mean)
+            .zip(&std)
+            .map(|((x, m), s)| (x - m) / s)
+            .collect();
+        rag_model::normalize(&mut want);
+        let c = rag_model::cosine(g, &want);
+        assert!(c > 0.99999, "standardized vs by hand: cosine {c}");
+    }
+    // Unrelated texts: alike before (the shared large dimensions), far apart after.
+    let cos = |v: &[Vec<f32>], i: usize, j: usize| rag_model::cosine(&v[i], &v[j]);
+    assert!(
+        cos(&pooled, 0, 2) > 0.5,
+        "raw unrelated {}",
+        cos(&pooled, 0, 2)
+    );
+    assert!(
+        cos(&got, 0, 2) < 0.3,
+        "standardized unrelated {}",
+        cos(&got, 0, 2)
+    );
+    assert!(cos(&got, 0, 1) > cos(&got, 0, 2));
+    // A second embedder reads the file: with the mean shifted by hand, its vectors move.
+    let mut shifted = saved.clone();
+    shifted["mean"] = serde_json::json!(mean.iter().map(|m| m + 0.05).collect::<Vec<_>>());
+    std::fs::write(&files[0], serde_json::to_vec(&shifted).unwrap()).unwrap();
+    let again = Embedder::new(m.clone(), opts.clone())
+        .embed(&texts)
+        .unwrap();
+    assert!(cos(&[again[0].clone(), got[0].clone()], 0, 1) < 0.9999);
+    // A file made from other calibration texts is not used: computed again, as at first.
+    shifted["calibration"] = serde_json::json!("0000000000000000");
+    std::fs::write(&files[0], serde_json::to_vec(&shifted).unwrap()).unwrap();
+    let fresh = Embedder::new(m, opts).embed(&texts).unwrap();
+    for (a, b) in fresh.iter().zip(&got) {
+        assert!(rag_model::cosine(a, b) > 0.99999);
+    }
 }

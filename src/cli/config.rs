@@ -71,6 +71,10 @@ pub struct LlamaVariantArgs {
     /// final normed layer.
     #[arg(long, value_name = "N")]
     pub layer: Option<usize>,
+    /// Llama embedder of a new index: keep the pooled states as they are, without evening out
+    /// their dimensions by the model's calibration statistics (retrieves worse; for comparison).
+    #[arg(long)]
+    pub no_standardize: bool,
 }
 
 impl LlamaVariantArgs {
@@ -78,6 +82,7 @@ impl LlamaVariantArgs {
     pub fn apply(&self, config: &mut Config) {
         config.embed_pooling = self.pooling;
         config.embed_layer = self.layer.map(HiddenLayer::After);
+        config.embed_standardize = self.no_standardize.then_some(false);
     }
 }
 

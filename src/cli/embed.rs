@@ -21,6 +21,10 @@ pub struct EmbedArgs {
     /// Weights for the embedding forward: f32 (fast), f16, quantized.
     #[arg(long, default_value = "f32")]
     weights: WeightFormat,
+    /// Leave the pooled states as they are, without standardizing their dimensions by the
+    /// model's calibration statistics (what `rag ingest --no-standardize` indexes hold).
+    #[arg(long)]
+    no_standardize: bool,
     /// Print JSON (vectors in full) instead of a summary with cosine similarities.
     #[arg(long)]
     json: bool,
@@ -37,6 +41,8 @@ pub fn run(config: &Config, args: EmbedArgs) -> Result<()> {
         EmbedOptions {
             pooling: args.pooling,
             layer: args.layer.map_or(HiddenLayer::Final, HiddenLayer::After),
+            standardize: !args.no_standardize,
+            stats_dir: Some(config.home.join(rag::EMBED_STATS_DIR)),
             ..EmbedOptions::default()
         },
     );

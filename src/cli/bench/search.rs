@@ -62,8 +62,9 @@ pub fn bench_search(config: Config, args: BenchSearchArgs) -> Result<serde_json:
         args.depth,
         None,
         None,
+        None,
     )?;
-    let runs = run_queries(&rag, &texts, args.depth, None, None)?;
+    let runs = run_queries(&rag, &texts, args.depth, None, None, None)?;
     let info = rag.info()?;
     let modes: Vec<serde_json::Value> = MODES
         .iter()

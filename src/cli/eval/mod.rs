@@ -159,9 +159,13 @@ pub struct EvalRetrievalArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     skip: usize,
     /// Weight of the dense list in the hybrid fusion, BM25's being 1 (default: 1 for MiniLM,
-    /// 0.05 for Llama hidden states).
+    /// 0.2 for Llama hidden states).
     #[arg(long, value_name = "W")]
     dense_weight: Option<f64>,
+    /// How the hybrid fuses its lists: rrf (reciprocal ranks) or scores (each list's scores
+    /// scaled to 0..1). Default: rrf for MiniLM, scores for Llama hidden states.
+    #[arg(long, value_name = "rrf|scores")]
+    fusion: Option<rag::Fusion>,
     /// Index only the judged documents plus others up to N in all (a smaller corpus for
     /// comparing slow configurations; not comparable with full-corpus figures).
     #[arg(long, value_name = "N")]
@@ -310,6 +314,7 @@ fn run_retrieval(mut config: Config, args: EvalRetrievalArgs) -> Result<()> {
         limit: args.limit,
         skip: args.skip,
         dense_weight: args.dense_weight,
+        fusion: args.fusion,
         query_instruction: args.query_instruction,
     };
     let r = eval_retrieval(&rag, &set, &opts, ingest)?;

@@ -199,6 +199,9 @@ pub struct RetrievalOptions {
     /// Weight of the dense list in the hybrid fusion (BM25's is 1); `None`: the default for the
     /// index's embedder ([`rag::LLAMA_DENSE_WEIGHT`] for Llama states, 1 for MiniLM).
     pub dense_weight: Option<f64>,
+    /// How the hybrid fuses its lists; `None`: the default for the index's embedder
+    /// ([`rag::LLAMA_FUSION`] for Llama states, reciprocal ranks for MiniLM).
+    pub fusion: Option<rag::Fusion>,
     /// Text put before each query for the dense embedding only (BM25 sees the bare query), as
     /// instruction-tuned embedders expect. `None`: the bare query.
     pub query_instruction: Option<String>,
@@ -211,6 +214,7 @@ impl Default for RetrievalOptions {
             limit: None,
             skip: 0,
             dense_weight: None,
+            fusion: None,
             query_instruction: None,
         }
     }
@@ -328,6 +332,7 @@ pub fn eval_retrieval(
         &texts,
         opts.depth,
         opts.dense_weight,
+        opts.fusion,
         opts.query_instruction.as_deref(),
     )?;
     let mut reports = Vec::new();
@@ -387,7 +392,7 @@ pub struct QueryRuns {
 }
 
 /// Run every query through every retriever of [`MODES`] at `depth` (hybrid weighing the dense
-/// list by `dense_weight`), by the retrieval step of
+/// list by `dense_weight`, fused by `fusion`), by the retrieval step of
 /// `rag ask` ([`Rag::retrieve`]), timing each search (the query is embedded once, timed on its
 /// own). The ranking is scored as BEIR scores it, before duplicate collapsing, which would
 /// otherwise deepen the fused lists. `instruction`, when given, is put before each query for
@@ -397,6 +402,7 @@ pub fn run_queries(
     queries: &[&str],
     depth: usize,
     dense_weight: Option<f64>,
+    fusion: Option<rag::Fusion>,
     instruction: Option<&str>,
 ) -> Result<QueryRuns> {
     let mut runs = QueryRuns {
@@ -413,6 +419,7 @@ pub fn run_queries(
         duplicate_jaccard: None,
         query_prefix: instruction.map(str::to_string),
         dense_weight,
+        fusion,
         ..RetrieveOptions::default()
     };
     for text in queries {
