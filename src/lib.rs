@@ -52,6 +52,8 @@ pub use rag_model::{
     EmbedderKind, GenerateParams, HiddenLayer, MiniLmRuntime, Pooling, StopReason, TemplateFamily,
     MINILM_DIR,
 };
-pub use retrieve::{Mode, RetrieveOptions, LLAMA_DENSE_WEIGHT, LLAMA_FUSION};
+pub use retrieve::{
+    Mode, RetrieveOptions, LLAMA_DENSE_WEIGHT, LLAMA_FUSION, MINILM_DENSE_WEIGHT, MINILM_FUSION,
+};
 pub use server::{Server, ServerOptions};
 pub use store::{copy_index, Location};

@@ -163,7 +163,7 @@ pub struct EvalRetrievalArgs {
     #[arg(long, value_name = "W")]
     dense_weight: Option<f64>,
     /// How the hybrid fuses its lists: rrf (reciprocal ranks) or scores (each list's scores
-    /// scaled to 0..1). Default: rrf for MiniLM, scores for Llama hidden states.
+    /// scaled to 0..1, then weighed). Default: scores.
     #[arg(long, value_name = "rrf|scores")]
     fusion: Option<rag::Fusion>,
     /// Index only the judged documents plus others up to N in all (a smaller corpus for

@@ -200,7 +200,7 @@ pub struct RetrievalOptions {
     /// index's embedder ([`rag::LLAMA_DENSE_WEIGHT`] for Llama states, 1 for MiniLM).
     pub dense_weight: Option<f64>,
     /// How the hybrid fuses its lists; `None`: the default for the index's embedder
-    /// ([`rag::LLAMA_FUSION`] for Llama states, reciprocal ranks for MiniLM).
+    /// ([`rag::MINILM_FUSION`], [`rag::LLAMA_FUSION`]).
     pub fusion: Option<rag::Fusion>,
     /// Text put before each query for the dense embedding only (BM25 sees the bare query), as
     /// instruction-tuned embedders expect. `None`: the bare query.
