@@ -114,7 +114,7 @@ pub fn rrf_weighted(lists: &[Vec<u64>], weights: &[f64], rrf_k: f64) -> Vec<(u64
             *r = (*r).min(i + 1);
         }
     }
-    let mut out: Vec<(u64, f64, Vec<usize>)> = ranks
+    let out: Vec<(u64, f64, Vec<usize>)> = ranks
         .into_iter()
         .map(|(id, r)| {
             // Largest term first: the floating-point sum then depends only on the ranks and
@@ -130,12 +130,7 @@ pub fn rrf_weighted(lists: &[Vec<u64>], weights: &[f64], rrf_k: f64) -> Vec<(u64
             (id, score, r)
         })
         .collect();
-    out.sort_unstable_by(|a, b| {
-        b.1.total_cmp(&a.1)
-            .then_with(|| a.2.cmp(&b.2))
-            .then(a.0.cmp(&b.0))
-    });
-    out.into_iter().map(|(id, score, _)| (id, score)).collect()
+    best_first(out)
 }
 
 /// Score fusion: each list's scores are scaled to 0..1 over that list (its best 1, its worst 0;
@@ -180,7 +175,7 @@ pub fn score_weighted(lists: &[Vec<(u64, f32)>], weights: &[f64]) -> Vec<(u64, f
             terms[l] = weights[l] * scaled;
         }
     }
-    let mut out: Vec<(u64, f64, Vec<usize>)> = by_id
+    let out: Vec<(u64, f64, Vec<usize>)> = by_id
         .into_iter()
         .map(|(id, (mut terms, ranks))| {
             // Largest term first, as in `rrf_weighted`: the sum depends on the values only.
@@ -188,6 +183,12 @@ pub fn score_weighted(lists: &[Vec<(u64, f32)>], weights: &[f64]) -> Vec<(u64, f
             (id, terms.iter().sum(), ranks)
         })
         .collect();
+    best_first(out)
+}
+
+/// `(id, fused score, rank in each list)` sorted best first: by score, then by the ranks list by
+/// list (`usize::MAX` where absent), then by id; the ranks dropped.
+fn best_first(mut out: Vec<(u64, f64, Vec<usize>)>) -> Vec<(u64, f64)> {
     out.sort_unstable_by(|a, b| {
         b.1.total_cmp(&a.1)
             .then_with(|| a.2.cmp(&b.2))
