@@ -44,16 +44,6 @@ pub enum Fusion {
     Scores,
 }
 
-impl Fusion {
-    /// The name on the command line and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Rrf => "rrf",
-            Self::Scores => "scores",
-        }
-    }
-}
-
 impl std::str::FromStr for Fusion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -146,10 +136,10 @@ pub fn rrf_weighted(lists: &[Vec<u64>], weights: &[f64], rrf_k: f64) -> Vec<(u64
 /// // Chunk 1 is far ahead in the second list; chunk 2 only just ahead in the first.
 /// let bm25 = vec![(2, 10.0), (1, 9.9), (3, 0.0)];
 /// let dense = vec![(1, 0.9), (2, 0.2), (3, 0.1)];
-/// let fused = score_weighted(&[bm25, dense], &[1.0, 0.2]);
+/// let fused = score_weighted(&[&bm25, &dense], &[1.0, 0.2]);
 /// assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3]);
 /// ```
-pub fn score_weighted(lists: &[Vec<(u64, f32)>], weights: &[f64]) -> Vec<(u64, f64)> {
+pub fn score_weighted(lists: &[&[(u64, f32)]], weights: &[f64]) -> Vec<(u64, f64)> {
     assert_eq!(lists.len(), weights.len(), "one weight per list");
     let mut by_id: HashMap<u64, (Vec<f64>, Vec<usize>)> = HashMap::new();
     for (l, list) in lists.iter().enumerate() {
@@ -239,7 +229,7 @@ pub(crate) fn fuse(bm25: &[(u64, f32)], dense: &[(u64, f32)], opts: &SearchOptio
     let weights = [1.0, opts.dense_weight];
     match opts.fusion {
         Fusion::Rrf => rrf_weighted(&[ids(bm25), ids(dense)], &weights, opts.rrf_k),
-        Fusion::Scores => score_weighted(&[bm25.to_vec(), dense.to_vec()], &weights),
+        Fusion::Scores => score_weighted(&[bm25, dense], &weights),
     }
     .into_iter()
     .take(opts.k)
@@ -351,7 +341,7 @@ mod tests {
     fn score_fusion_hand_computed() {
         // BM25 8, 6, 4 scale to 1, 0.5, 0; dense 0.9, 0.5 to 1, 0.
         let out = score_weighted(
-            &[vec![(1, 8.0), (2, 6.0), (3, 4.0)], vec![(3, 0.9), (4, 0.5)]],
+            &[&[(1, 8.0), (2, 6.0), (3, 4.0)], &[(3, 0.9), (4, 0.5)]],
             &[1.0, 0.3],
         );
         let want = [(1, 1.0), (2, 0.5), (3, 0.3), (4, 0.0)];
@@ -362,7 +352,7 @@ mod tests {
         }
         // At a larger weight the dense list's best passes BM25's second.
         let out = score_weighted(
-            &[vec![(1, 8.0), (2, 6.0), (3, 4.0)], vec![(3, 0.9), (4, 0.5)]],
+            &[&[(1, 8.0), (2, 6.0), (3, 4.0)], &[(3, 0.9), (4, 0.5)]],
             &[1.0, 0.6],
         );
         assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 3, 2, 4]);
@@ -370,24 +360,22 @@ mod tests {
 
     #[test]
     fn score_fusion_edge_cases() {
-        assert!(score_weighted(&[vec![], vec![]], &[1.0, 1.0]).is_empty());
+        assert!(score_weighted(&[&[], &[]], &[1.0, 1.0]).is_empty());
         // One hit, or all alike: each is its list's best (1).
-        assert_eq!(score_weighted(&[vec![(5, 3.0)]], &[0.5]), vec![(5, 0.5)]);
-        let out = score_weighted(&[vec![(5, 2.0), (6, 2.0)]], &[1.0]);
+        assert_eq!(score_weighted(&[&[(5, 3.0)]], &[0.5]), vec![(5, 0.5)]);
+        let out = score_weighted(&[&[(5, 2.0), (6, 2.0)]], &[1.0]);
         assert_eq!(out, vec![(5, 1.0), (6, 1.0)]);
         // A repeat counts once, at its first (best) place.
-        let out = score_weighted(&[vec![(9, 4.0), (8, 2.0), (9, 0.0)]], &[1.0]);
+        let out = score_weighted(&[&[(9, 4.0), (8, 2.0), (9, 0.0)]], &[1.0]);
         assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [9, 8]);
         assert!(close(out[0].1, 1.0));
         // Equal fused scores: by the first list's rank, then the second's, then by id.
-        let out = score_weighted(
-            &[vec![(7, 1.0), (5, 0.0)], vec![(5, 1.0), (7, 0.0)]],
-            &[1.0, 1.0],
-        );
+        let out = score_weighted(&[&[(7, 1.0), (5, 0.0)], &[(5, 1.0), (7, 0.0)]], &[1.0, 1.0]);
         assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [7, 5]);
         // Scores that are not finite do not poison the others.
-        let out = score_weighted(&[vec![(1, f32::INFINITY), (2, 1.0)]], &[1.0]);
+        let out = score_weighted(&[&[(1, f32::INFINITY), (2, 1.0)]], &[1.0]);
         assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|x| x.1.is_finite()), "{out:?}");
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub struct RetrievalOptions {
     /// Queries passed over first (to fit on some queries and report on the others).
     pub skip: usize,
     /// Weight of the dense list in the hybrid fusion (BM25's is 1); `None`: the default for the
-    /// index's embedder ([`rag::LLAMA_DENSE_WEIGHT`] for Llama states, 1 for MiniLM).
+    /// index's embedder ([`rag::MINILM_DENSE_WEIGHT`], [`rag::LLAMA_DENSE_WEIGHT`]).
     pub dense_weight: Option<f64>,
     /// How the hybrid fuses its lists; `None`: the default for the index's embedder
     /// ([`rag::MINILM_FUSION`], [`rag::LLAMA_FUSION`]).
