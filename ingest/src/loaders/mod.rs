@@ -12,6 +12,7 @@ mod ocr;
 mod parse;
 mod pdf;
 mod pdf_repair;
+mod pdf_table;
 mod pdf_text;
 mod pptx;
 mod xlsx;

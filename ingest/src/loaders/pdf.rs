@@ -8,6 +8,7 @@
 use super::ocr::{self, Ocr, PageOcr};
 use super::parse::{catch_quietly, Parsed};
 use super::pdf_repair;
+use super::pdf_table;
 use super::pdf_text::{expand_next_line_operators, PageText};
 use crate::document::LoadError;
 use crate::normalize::{normalize, TextBuilder};
@@ -66,7 +67,8 @@ pub(super) fn parse(
         let _ = catch_quietly(|| expand_next_line_operators(&mut doc, page));
         let extracted = catch_quietly(|| {
             let mut out = PageText::default();
-            pdf_extract::output_doc_page(&doc, &mut out, number).map(|()| out.into_text())
+            pdf_extract::output_doc_page(&doc, &mut out, number)
+                .map(|()| pdf_table::render(&out.into_lines()))
         });
         match extracted {
             Ok(Ok(text)) => {

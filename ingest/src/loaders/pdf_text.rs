@@ -7,7 +7,12 @@
 //! - a line holding right-to-left script (Arabic, Hebrew, ...) is put in reading order: its glyphs
 //!   are sorted by position and reordered visual-to-logical (PDFs draw them in visual order), and
 //!   any change of baseline ends it (its runs may be drawn in any order);
-//! - lines are otherwise kept in drawing order, exactly as pdf-extract gives them.
+//! - lines are otherwise kept in drawing order, exactly as pdf-extract gives them;
+//! - a run drawn back to the left on the same baseline (a table's second header line) is a new
+//!   word, not glued to the last one.
+//!
+//! The page comes out as [`Line`]s that keep, for level left-to-right text, each word's extent:
+//! `pdf_table` reads tables from them.
 //!
 //! [`expand_next_line_operators`] rewrites the `'` and `"` text operators, which pdf-extract 0.12.1
 //! ignores, into the equivalent `T*` + `Tj` sequences.
@@ -21,18 +26,28 @@ use pdf_extract::{
 #[derive(Debug, Default)]
 pub(super) struct PageText {
     height: f64,
-    text: String,
+    /// Finished lines, in drawing order.
+    lines: Vec<Line>,
     line: Vec<Glyph>,
+    /// Line breaks before `line` (0, 1 or 2).
+    line_breaks: usize,
     /// Whether `line` holds right-to-left script.
     line_rtl: bool,
+    /// Whether some glyph of `line` is rotated, mirrored or drawn along another axis than x.
+    line_tilted: bool,
     first_char: bool,
     last: Option<LastGlyph>,
 }
 
 #[derive(Debug)]
 struct Glyph {
-    /// Position along the baseline.
+    /// Position along the baseline (for a space: midway through the gap it stands for).
     u: f64,
+    /// Where the glyph ends along the baseline.
+    end: f64,
+    /// Position across the baseline (y, down the page, for level text).
+    v: f64,
+    size: f64,
     text: String,
 }
 
@@ -43,23 +58,94 @@ struct LastGlyph {
 }
 
 impl PageText {
-    /// The page's text (not yet normalised).
-    pub(super) fn into_text(mut self) -> String {
+    /// The page's lines, in drawing order (see `pdf_table::render` for their text).
+    pub(super) fn into_lines(mut self) -> Vec<Line> {
         self.flush_line();
-        self.text
+        self.lines
     }
 
     fn flush_line(&mut self) {
-        if std::mem::take(&mut self.line_rtl) {
+        let breaks = std::mem::take(&mut self.line_breaks);
+        let tilted = std::mem::take(&mut self.line_tilted);
+        if self.line.is_empty() {
+            self.line_rtl = false;
+            return;
+        }
+        let text = if std::mem::take(&mut self.line_rtl) {
             self.line
                 .sort_by(|a, b| a.u.partial_cmp(&b.u).unwrap_or(std::cmp::Ordering::Equal));
             let mut texts: Vec<String> = self.line.drain(..).map(|g| g.text).collect();
             visual_to_logical(&mut texts);
-            self.text.extend(texts);
+            self.lines.push(Line {
+                breaks,
+                text: texts.concat(),
+                words: None,
+            });
+            return;
         } else {
-            self.text.extend(self.line.drain(..).map(|g| g.text));
-        }
+            self.line
+                .iter()
+                .map(|g| g.text.as_str())
+                .collect::<String>()
+        };
+        let words = (!tilted).then(|| words(&self.line));
+        self.line.clear();
+        self.lines.push(Line {
+            breaks,
+            text,
+            words,
+        });
     }
+}
+
+/// A line of a page as drawn: its text, and for level left-to-right text its words' positions.
+#[derive(Debug)]
+pub(super) struct Line {
+    /// Line breaks before it: 1, or 2 where the baseline moved far (0 for the page's first).
+    pub(super) breaks: usize,
+    pub(super) text: String,
+    /// `None` for rotated or right-to-left lines.
+    pub(super) words: Option<Vec<Word>>,
+}
+
+/// A run of glyphs without a gap, with its extent on the page (points, y down).
+#[derive(Debug, Clone)]
+pub(super) struct Word {
+    pub(super) x0: f64,
+    pub(super) x1: f64,
+    /// Baseline.
+    pub(super) y: f64,
+    /// Font size.
+    pub(super) size: f64,
+    pub(super) text: String,
+}
+
+/// A level line's glyphs grouped into words at the gaps (the spaces [`PageText`] inserted, and
+/// glyphs drawn back to the left), in drawing order.
+fn words(glyphs: &[Glyph]) -> Vec<Word> {
+    let mut out: Vec<Word> = Vec::new();
+    let mut open = false;
+    for g in glyphs {
+        if g.text.trim().is_empty() {
+            open = false;
+            continue;
+        }
+        match out.last_mut() {
+            Some(w) if open && g.u >= w.x1 - g.size * 0.5 => {
+                w.x1 = w.x1.max(g.end);
+                w.text.push_str(&g.text);
+            }
+            _ => out.push(Word {
+                x0: g.u,
+                x1: g.end,
+                y: g.v,
+                size: g.size,
+                text: g.text.clone(),
+            }),
+        }
+        open = true;
+    }
+    out
 }
 
 impl OutputDev for PageText {
@@ -99,9 +185,10 @@ impl OutputDev for PageText {
         let along = |(px, py): (f64, f64)| px * dx + py * dy;
         let across = |(px, py): (f64, f64)| py * dx - px * dy;
         let u = along((x, y));
+        let v = across((x, y));
         if self.first_char {
             if let Some(last) = &self.last {
-                let dv = (across((x, y)) - across(last.origin)).abs();
+                let dv = (v - across(last.origin)).abs();
                 let end_u = along(last.end);
                 // Right-to-left runs are often drawn in reading order, so the next line may well
                 // start to the right of where the last run ended: any change of baseline breaks.
@@ -110,22 +197,32 @@ impl OutputDev for PageText {
                     + usize::from((u < end_u || rtl) && dv > size * 0.5);
                 if breaks > 0 {
                     self.flush_line();
-                    self.text.extend(std::iter::repeat_n('\n', breaks));
-                } else if u > end_u + size * 0.1 {
+                    self.line_breaks = breaks;
+                } else if u > end_u + size * 0.1 || (!rtl && u < end_u - size * 0.5) {
+                    // A gap, or a run drawn back to the left on the same baseline (a table's
+                    // second header line after the end of its first): words apart either way.
                     self.line.push(Glyph {
                         u: (u + end_u) / 2.0,
+                        end: (u + end_u) / 2.0,
+                        v,
+                        size,
                         text: " ".into(),
                     });
                 }
             }
         }
+        let advance = width * size;
         self.line.push(Glyph {
             u,
+            end: u + advance,
+            v,
+            size,
             text: char.to_string(),
         });
         self.line_rtl |= char.chars().any(is_rtl);
+        // Only level lines (drawn along +x, upright) can be read as table rows.
+        self.line_tilted |= dy.abs() >= 1e-3 || dx <= 0.0 || trm.m22 * trm.m11 <= 0.0;
         self.first_char = false;
-        let advance = width * size;
         self.last = Some(LastGlyph {
             origin: (x, y),
             end: (x + dx * advance, y + dy * advance),
