@@ -69,7 +69,10 @@ pub use backend::{copy, is_remote, CopyReport, Filter, Store, StoreWriter};
 pub use dense::{HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH_MIN, HNSW_M};
 pub use error::IndexError;
 pub use fusion::{rrf, rrf_weighted, score_weighted, Fusion, SearchOptions};
-pub use manifest::{Manifest, ANALYZER_EN_STEM, ANALYZER_SIMPLE, FORMAT_VERSION};
+pub use manifest::{
+    Manifest, ANALYZER_EN_STEM, ANALYZER_EN_STEM_V0, ANALYZER_SIMPLE, ANALYZER_SIMPLE_V0,
+    FORMAT_VERSION,
+};
 pub use reader::{Index, HEADING_BOOST, TITLE_BOOST};
 pub use record::{ChunkRecord, Hit, NewChunk, Retriever};
 pub use writer::{IndexWriter, WriterOptions};

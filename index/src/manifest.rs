@@ -20,10 +20,17 @@ pub const FORMAT_VERSION: u32 = 1;
 /// File name of the manifest inside the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
-/// Name of the English analyzer (simple tokenizer, lower-casing, ASCII folding, English stemmer).
-pub const ANALYZER_EN_STEM: &str = "rag_en_stem";
-/// Name of the analyzer without stemming (simple tokenizer, lower-casing, ASCII folding).
-pub const ANALYZER_SIMPLE: &str = "rag_simple";
+/// Name of the English analyzer (words, figures kept whole, lower-casing, ASCII folding, English
+/// stemmer): what new indexes use.
+pub const ANALYZER_EN_STEM: &str = "rag_en_stem_n";
+/// Name of the analyzer without stemming (words, figures kept whole, lower-casing, ASCII
+/// folding).
+pub const ANALYZER_SIMPLE: &str = "rag_simple_n";
+/// The English analyzer of indexes made before figures were kept whole: its tokenizer splits
+/// `41,000` into `41` and `000`. Still read.
+pub const ANALYZER_EN_STEM_V0: &str = "rag_en_stem";
+/// The analyzer without stemming of indexes made before figures were kept whole. Still read.
+pub const ANALYZER_SIMPLE_V0: &str = "rag_simple";
 
 /// Description of an index: format, embedder, analyzer, counts and times.
 ///
@@ -45,7 +52,8 @@ pub struct Manifest {
     pub chunks: usize,
     /// Committed rows of `vectors.f32` (live and dead); the next chunk id.
     pub vectors_rows: u64,
-    /// tantivy analyzer of the text fields ([`ANALYZER_EN_STEM`] or [`ANALYZER_SIMPLE`]).
+    /// tantivy analyzer of the text fields ([`ANALYZER_EN_STEM`] or [`ANALYZER_SIMPLE`]; an
+    /// older index's [`ANALYZER_EN_STEM_V0`] or [`ANALYZER_SIMPLE_V0`]).
     pub analyzer: String,
     /// Random id given to the store when it is created (changes with `--reindex`).
     pub store_id: String,

@@ -33,6 +33,9 @@
 //! BM25 and dense search run on the server. rag analyzes the text it writes and the queries it
 //! sends with the embedded store's analyzer, so both stores search the same terms whatever the
 //! server's analyzers do (Milvus Lite has no stemmer), and scores them with the same k1 and b.
+//! Collections made since figures are kept whole (`41,000` one term, [`ANALYZER_EN_STEM`]) carry a
+//! no-op length filter in `search_text`'s analyzer parameters (Milvus Lite forgets field
+//! descriptions, not those); older ones are read and written with [`ANALYZER_EN_STEM_V0`].
 //! Hybrid search sends both at once and fuses the two
 //! lists by rag's own RRF ([`crate::fusion::rrf`]), as the embedded store does, so each hit
 //! carries its rank in both. Milvus returns BM25 scores negated; they are turned back. "Exact"
@@ -53,7 +56,9 @@ use tantivy::tokenizer::TextAnalyzer;
 use crate::backend::{Filter, Store, StoreWriter};
 use crate::error::IndexError;
 use crate::fusion::{fuse, SearchOptions};
-use crate::manifest::{now_rfc3339, Manifest, ANALYZER_EN_STEM, FORMAT_VERSION};
+use crate::manifest::{
+    now_rfc3339, Manifest, ANALYZER_EN_STEM, ANALYZER_EN_STEM_V0, FORMAT_VERSION,
+};
 use crate::record::{ChunkRecord, Hit, NewChunk, Retriever};
 use crate::schema::analyzer;
 use crate::vectors::normalised;
@@ -73,6 +78,9 @@ const FILES_SUFFIX: &str = "_files";
 /// The description of a `search_text` field that holds rag's analyzed terms. Collections made
 /// before it hold the text itself, analyzed (stemmed, on a Milvus server) by the server.
 const TERMS_MARK: &str = "terms analyzed by rag (en_stem)";
+/// The `max` of the length filter that marks a collection whose terms keep figures whole
+/// ([`ANALYZER_EN_STEM`]); one without it holds [`ANALYZER_EN_STEM_V0`]'s.
+const FIGURES_MARK_MAX: usize = 255;
 /// Milvus's largest `limit` of a search.
 const MAX_TOPK: usize = 16_384;
 
@@ -308,9 +316,11 @@ impl Conn {
                     .description(TERMS_MARK)
                     .enable_analyzer(true)
                     .enable_match(true)
+                    // The length filter changes nothing (rag's terms are at most 40 bytes); it
+                    // marks terms made by the figure-aware analyzer, where descriptions are lost.
                     .analyzer_params(json!({
                         "tokenizer": "standard",
-                        "filter": ["lowercase"]
+                        "filter": ["lowercase", {"type": "length", "max": FIGURES_MARK_MAX}]
                     })),
             )
             .add_field(
@@ -418,6 +428,12 @@ impl Conn {
                     || f.get_analyzer_params()
                         .is_ok_and(|p| !p.is_null() && !p.to_string().contains("stemmer")))
         });
+        let figures = terms
+            && fields.iter().any(|f| {
+                f.get_name() == "search_text"
+                    && f.get_analyzer_params()
+                        .is_ok_and(|p| p.to_string().contains("\"length\""))
+            });
         fields
             .iter()
             .find(|f| f.get_name() == "dense")
@@ -425,6 +441,7 @@ impl Conn {
                 dim: f.get_dimension() as usize,
                 dates,
                 terms,
+                figures,
             })
             .ok_or_else(|| {
                 self.err(
@@ -625,7 +642,7 @@ impl Conn {
     fn manifest(
         &self,
         embedder: Option<String>,
-        dim: usize,
+        layout: &Layout,
         documents: usize,
     ) -> Result<Manifest, IndexError> {
         let chunks = self.count(&self.address.collection, "")?;
@@ -633,12 +650,12 @@ impl Conn {
         Ok(Manifest {
             format_version: FORMAT_VERSION,
             embedder_id: embedder.unwrap_or_default(),
-            dim,
+            dim: layout.dim,
             generation: 0,
             documents,
             chunks,
             vectors_rows: chunks as u64,
-            analyzer: ANALYZER_EN_STEM.to_string(),
+            analyzer: layout.analyzer_name().to_string(),
             store_id: self.address.to_string(),
             created_at: now.clone(),
             updated_at: now,
@@ -656,6 +673,20 @@ struct Layout {
     /// Whether `search_text` holds rag's analyzed terms ([`TERMS_MARK`]), and BM25 queries are
     /// sent analyzed too.
     terms: bool,
+    /// Whether those terms keep figures whole ([`ANALYZER_EN_STEM`]; marked by the length
+    /// filter, see [`FIGURES_MARK_MAX`]) rather than split ([`ANALYZER_EN_STEM_V0`]).
+    figures: bool,
+}
+
+impl Layout {
+    /// The analyzer that made the collection's terms, and makes its queries'.
+    fn analyzer_name(&self) -> &'static str {
+        if self.figures {
+            ANALYZER_EN_STEM
+        } else {
+            ANALYZER_EN_STEM_V0
+        }
+    }
 }
 
 /// Primary keys to delete: chunk ids, or document paths.
@@ -864,12 +895,12 @@ impl MilvusStore {
         conn.load(&address.files())?;
         let layout = conn.layout()?;
         let (documents, embedder) = conn.documents()?;
-        let manifest = conn.manifest(embedder, layout.dim, documents.len())?;
+        let manifest = conn.manifest(embedder, &layout, documents.len())?;
         Ok(MilvusStore {
             conn,
             manifest,
             documents,
-            analyzer: analyzer(ANALYZER_EN_STEM).expect("built-in analyzer"),
+            analyzer: analyzer(layout.analyzer_name()).expect("built-in analyzer"),
             doc_freq: std::sync::Mutex::new(HashMap::new()),
             layout,
         })
@@ -1303,14 +1334,14 @@ impl MilvusWriter {
             });
         }
         let committed = files.values().filter(|f| !f.hash.is_empty()).count();
-        let manifest = conn.manifest(Some(embedder_id.to_string()), dim, committed)?;
+        let manifest = conn.manifest(Some(embedder_id.to_string()), &layout, committed)?;
         Ok(MilvusWriter {
             conn,
             manifest,
             embedder_id: embedder_id.to_string(),
             files,
             layout,
-            analyzer: analyzer(ANALYZER_EN_STEM).expect("built-in analyzer"),
+            analyzer: analyzer(layout.analyzer_name()).expect("built-in analyzer"),
         })
     }
 }
@@ -1481,9 +1512,9 @@ impl StoreWriter for MilvusWriter {
         let files = self
             .conn
             .count(&self.conn.address.files(), "content_hash != \"\"")?;
-        self.manifest =
-            self.conn
-                .manifest(Some(self.embedder_id.clone()), self.manifest.dim, files)?;
+        self.manifest = self
+            .conn
+            .manifest(Some(self.embedder_id.clone()), &self.layout, files)?;
         Ok(())
     }
 }

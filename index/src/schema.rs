@@ -12,11 +12,11 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    TextAnalyzer,
+    TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
 use crate::error::{corrupt, IndexError};
-use crate::manifest::{ANALYZER_EN_STEM, ANALYZER_SIMPLE};
+use crate::manifest::{ANALYZER_EN_STEM, ANALYZER_EN_STEM_V0, ANALYZER_SIMPLE, ANALYZER_SIMPLE_V0};
 use crate::record::{ChunkRecord, NewChunk};
 
 /// Tokens longer than this (base64 blobs, hashes) are dropped from the BM25 index.
@@ -168,17 +168,110 @@ impl Fields {
 
 /// Build one of our analyzers by name (`None` for a name we do not know).
 pub(crate) fn analyzer(name: &str) -> Option<TextAnalyzer> {
-    let base = || {
-        TextAnalyzer::builder(SimpleTokenizer::default())
+    fn finish<T: Tokenizer>(tokenizer: T, stem: bool) -> TextAnalyzer {
+        let b = TextAnalyzer::builder(tokenizer)
             .filter(RemoveLongFilter::limit(MAX_TOKEN_LEN))
             .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-    };
+            .filter(AsciiFoldingFilter);
+        if stem {
+            b.filter(Stemmer::new(Language::English)).build()
+        } else {
+            b.build()
+        }
+    }
     match name {
-        ANALYZER_EN_STEM => Some(base().filter(Stemmer::new(Language::English)).build()),
-        ANALYZER_SIMPLE => Some(base().build()),
+        ANALYZER_EN_STEM => Some(finish(FigureTokenizer, true)),
+        ANALYZER_SIMPLE => Some(finish(FigureTokenizer, false)),
+        ANALYZER_EN_STEM_V0 => Some(finish(SimpleTokenizer::default(), true)),
+        ANALYZER_SIMPLE_V0 => Some(finish(SimpleTokenizer::default(), false)),
         _ => None,
     }
+}
+
+/// Words as tantivy's `SimpleTokenizer` makes them (maximal runs of alphanumeric characters),
+/// except that a figure written with thousands separators is one term without them: `41,000`
+/// is `41000`, `$1,250,000` is `1250000`. Split, its groups (`000`, `050`) are among the most
+/// common terms of any table and say nothing; whole, the figure is as rare as it is. Only a comma
+/// followed by exactly three digits joins, so `1,2,3` stays three terms; decimals stay split at
+/// the point as before (`0.965` is `0` and `965`), which a Milvus server's `standard` tokenizer
+/// would do to the terms anyway.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FigureTokenizer;
+
+/// The token stream of [`FigureTokenizer`]: all tokens of the text, made up front.
+pub(crate) struct FigureTokens {
+    tokens: Vec<Token>,
+    next: usize,
+}
+
+impl Tokenizer for FigureTokenizer {
+    type TokenStream<'a> = FigureTokens;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> FigureTokens {
+        FigureTokens {
+            tokens: figure_tokens(text),
+            next: 0,
+        }
+    }
+}
+
+impl TokenStream for FigureTokens {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
+}
+
+fn figure_tokens(text: &str) -> Vec<Token> {
+    let bytes = text.as_bytes();
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if !c.is_alphanumeric() {
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        let mut word = String::from(c);
+        while let Some(&(i, c)) = chars.peek() {
+            if c.is_alphanumeric() {
+                word.push(c);
+                end = i + c.len_utf8();
+                chars.next();
+                continue;
+            }
+            // `,ddd` after digits only, then not a fourth digit: a thousands group.
+            let group = c == ','
+                && word.bytes().all(|b| b.is_ascii_digit())
+                && bytes.len() >= i + 4
+                && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+                && !bytes.get(i + 4).is_some_and(|b| b.is_ascii_alphanumeric());
+            if !group {
+                break;
+            }
+            word.push_str(&text[i + 1..i + 4]);
+            end = i + 4;
+            chars.next();
+            for _ in 0..3 {
+                chars.next();
+            }
+        }
+        tokens.push(Token {
+            offset_from: start,
+            offset_to: end,
+            position: tokens.len(),
+            text: word,
+            position_length: 1,
+        });
+    }
+    tokens
 }
 
 /// The terms of `text` as `analyzer` makes them, in order, repeats kept.
@@ -206,9 +299,66 @@ pub(crate) fn distinct_terms(analyzer: &TextAnalyzer, text: &str) -> Vec<String>
 
 /// Register our analyzers on a tantivy index (tantivy stores only their names).
 pub(crate) fn register_analyzers(index: &tantivy::Index) {
-    for name in [ANALYZER_EN_STEM, ANALYZER_SIMPLE] {
+    for name in [
+        ANALYZER_EN_STEM,
+        ANALYZER_SIMPLE,
+        ANALYZER_EN_STEM_V0,
+        ANALYZER_SIMPLE_V0,
+    ] {
         if let Some(a) = analyzer(name) {
             index.tokenizers().register(name, a);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms_of(name: &str, text: &str) -> Vec<String> {
+        terms(&analyzer(name).unwrap(), text)
+    }
+
+    #[test]
+    fn figures_with_thousands_separators_are_one_term() {
+        assert_eq!(
+            terms_of(
+                ANALYZER_SIMPLE,
+                "At least: 41,000; tax $1,250,000 (0.965) 1,2,3 12,3456 7,000x"
+            ),
+            [
+                "at", "least", "41000", "tax", "1250000", "0", "965", "1", "2", "3", "12", "3456",
+                "7", "000x"
+            ]
+        );
+        // Offsets cover the figure as written, positions count terms.
+        let mut a = analyzer(ANALYZER_SIMPLE).unwrap();
+        let mut stream = a.token_stream("é 41,050 b");
+        let mut seen = Vec::new();
+        while let Some(t) = stream.next() {
+            seen.push((t.text.clone(), t.offset_from, t.offset_to, t.position));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("e".to_string(), 0, 2, 0),
+                ("41050".to_string(), 3, 9, 1),
+                ("b".to_string(), 10, 11, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn figure_tokenizer_splits_words_as_the_simple_tokenizer_does() {
+        let text = "Hello, wörld! It's 3.5% of (x_y) naïve-ly 北京 2026 ,,, 12,";
+        for (new, old) in [
+            (ANALYZER_EN_STEM, ANALYZER_EN_STEM_V0),
+            (ANALYZER_SIMPLE, ANALYZER_SIMPLE_V0),
+        ] {
+            assert_eq!(terms_of(new, text), terms_of(old, text));
+        }
+        // Older indexes keep their analyzer: a figure is split as it always was.
+        assert_eq!(terms_of(ANALYZER_EN_STEM_V0, "41,000"), ["41", "000"]);
+        assert_eq!(terms_of(ANALYZER_EN_STEM, "41,000"), ["41000"]);
     }
 }
