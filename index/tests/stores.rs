@@ -187,6 +187,19 @@ fn contract(open_writer: OpenWriter, open_store: OpenStore) {
     let beta = s.bm25("beta", 10, &none).unwrap();
     assert_eq!(beta.len(), 1);
     assert!(beta[0].chunk.text.contains("v2"));
+
+    // A figure with thousands separators is one term in both stores: its row is found by the
+    // figure, not by a part of it.
+    let row = common::chunk("Single: 41,050; Married: 6,680", rng.unit(DIM));
+    w.replace_document("/docs/y/tax.md", "t1", vec![row])
+        .unwrap();
+    w.commit().unwrap();
+    let s = open_store().unwrap();
+    assert_eq!(s.manifest().analyzer, rag_index::ANALYZER_EN_STEM);
+    assert_eq!(s.analyze("41,050 and 1,2"), vec!["41050", "and", "1", "2"]);
+    let hits = s.bm25("Who pays 41,050?", 5, &none).unwrap();
+    assert_eq!(paths(&hits), HashSet::from(["/docs/y/tax.md".to_string()]));
+    assert!(s.bm25("41", 5, &none).unwrap().is_empty());
     drop(w);
 
     // Another embedder is refused before any write.
