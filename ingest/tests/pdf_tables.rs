@@ -178,6 +178,53 @@ fn prose_with_wide_gaps_is_not_a_table() {
 }
 
 #[test]
+fn tables_one_after_another_keep_their_own_labels() {
+    let mut items = Vec::new();
+    for (top, labels, rows) in [
+        (
+            700.0,
+            ["Year", "Revenue", "Margin"],
+            [
+                ["2021", "1,204", "12.5%"],
+                ["2022", "1,377", "13.1%"],
+                ["2023", "1,502", "14.0%"],
+            ],
+        ),
+        (
+            630.0,
+            ["Quarter", "Units", "Price"],
+            [
+                ["Q1 2023", "310", "4.10"],
+                ["Q2 2023", "322", "4.15"],
+                ["Q3 2023", "340", "4.20"],
+            ],
+        ),
+    ] {
+        for (j, label) in labels.iter().enumerate() {
+            items.push((72.0 + 130.0 * j as f64, top, label.to_string()));
+        }
+        for (r, row) in rows.iter().enumerate() {
+            for (j, cell) in row.iter().enumerate() {
+                let y = top - 14.0 * (r + 1) as f64;
+                items.push((72.0 + 130.0 * j as f64, y, cell.to_string()));
+            }
+        }
+    }
+    items.push((72.0, 560.0, "Figures are unaudited.".to_string()));
+    let items: Vec<(f64, f64, &str)> = items.iter().map(|(x, y, t)| (*x, *y, t.as_str())).collect();
+    let text = text_of(&items);
+    assert!(
+        text.contains("Year: 2023; Revenue: 1,502; Margin: 14.0%"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Quarter: Q2 2023; Units: 322; Price: 4.15"),
+        "{text}"
+    );
+    assert!(text.ends_with("\n\nFigures are unaudited."), "{text}");
+}
+
+#[test]
 fn docling_table_figures_sit_next_to_their_labels() {
     let Some(pdf) = shared_file("data/pdf-samples/docling/2305.03393v1-pg9.pdf") else {
         return;

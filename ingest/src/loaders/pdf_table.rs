@@ -6,15 +6,22 @@
 //! `Label: value; Label: value`, as the other loaders write table rows:
 //!
 //! - a line's **cells** are its words split where the gap is wider than [`CELL_GAP`] times the font
-//!   size (words in running text are a third of that apart);
-//! - a **table** is a run of consecutive lines of two or more cells holding at least
-//!   [`MIN_ROWS`] rows of three or more cells with a digit in them; its **columns** are the union of
-//!   the cells' extents over the rows with the most cells, and those rows must have one cell in
-//!   each column (text that only happens to have wide gaps does not line up so);
-//! - the lines of the run above its first row of figures, and up to two lines just above the run
-//!   whose cells each sit over one column, are its **header**: a header cell over one column
+//!   size (words in running text are a third of that apart); a cell of more than
+//!   [`MAX_CELL_WORDS`] words is running text;
+//! - a **figure** is a cell of mostly digits (`41,000`, `(0.75)`, `12.5%`); a **row of figures**
+//!   has two or more, and they are at least half its cells;
+//! - a **table** is a run of consecutive lines of two or more short cells (a lone figure between
+//!   them, a group's first value, does not end it) holding at least [`MIN_ROWS`] rows of figures
+//!   with three or more cells; its **columns** are the union of the cells' extents over the rows
+//!   with the most cells, and those rows must have one cell in each column (text that only happens
+//!   to have wide gaps does not line up so); it ends before a line with a text cell spanning
+//!   columns (the heading after it) or a line of text cells only (the next table's labels);
+//! - the lines of the run above its first row of figures (at most [`MAX_HEADER_LINES`]), and up
+//!   to two lines just above the run, one line break apart, whose cells each sit over one column
+//!   in a font no larger than the figures', are its **header**: a header cell over one column
 //!   labels it (the lines of a column's label are joined top to bottom), a cell spanning several
-//!   columns is a caption written once above the rows;
+//!   columns, or any cell of the header lines set apart above the labels by a blank line, is a
+//!   caption written once above the rows;
 //! - when the labels repeat (a tax table printed as three blocks side by side), each block is
 //!   written out in turn, rows top to bottom, as a person reads it.
 //!
@@ -41,25 +48,30 @@ pub(super) fn render(lines: &[Line]) -> String {
     let breaks: Vec<usize> = lines.iter().map(|l| l.breaks).collect();
     let mut out = String::new();
     let mut i = 0;
-    while i < lines.len() {
-        if let Some(table) = find_table(&cells, &breaks, i) {
-            for line in &lines[i..table.start] {
-                push_line(&mut out, line.breaks, &line.text);
-            }
-            let text = table.render(&cells);
-            let breaks = if out.is_empty() { 0 } else { 2 };
-            push_line(&mut out, breaks, text.trim_end());
-            i = table.end;
-            if let Some(next) = lines.get(i) {
-                push_line(&mut out, 2, &next.text);
-                i += 1;
-            }
-            continue;
-        }
-        push_line(&mut out, lines[i].breaks, &lines[i].text);
-        i += 1;
+    // A table is a paragraph of its own: the line after it starts a new one.
+    let mut after_table = false;
+    // Each search goes on from where the last table ended, so a page is read once.
+    while let Some(table) = find_table(&cells, &breaks, i) {
+        push_lines(&mut out, &lines[i..table.start], &mut after_table);
+        let breaks = if out.is_empty() { 0 } else { 2 };
+        push_line(&mut out, breaks, table.render(&cells).trim_end());
+        after_table = true;
+        i = table.end;
     }
+    push_lines(&mut out, &lines[i..], &mut after_table);
     out
+}
+
+/// Lines as drawn; the first after a table starts a paragraph.
+fn push_lines(out: &mut String, lines: &[Line], after_table: &mut bool) {
+    for line in lines {
+        let breaks = if std::mem::take(after_table) {
+            line.breaks.max(2)
+        } else {
+            line.breaks
+        };
+        push_line(out, breaks, &line.text);
+    }
 }
 
 fn push_line(out: &mut String, breaks: usize, text: &str) {
@@ -201,12 +213,15 @@ fn table_in(
     if columns.len() != widest {
         return None;
     }
-    // Text spanning columns below the first row is no longer the table (a heading after it).
-    let end = (body..end)
+    // Text spanning columns below the first row is no longer the table (a heading after it),
+    // nor is a line of text cells only (the next table's labels).
+    let end = (body + 1..end)
         .find(|&i| {
-            row(i)
+            let cells = row(i);
+            cells
                 .iter()
                 .any(|c| !is_figure(c) && overlapped(&columns, c).len() > 1)
+                || (cells.len() >= 2 && !cells.iter().any(is_figure))
         })
         .unwrap_or(end);
     if end <= body {
@@ -310,17 +325,14 @@ impl Table {
         let mut labels: Vec<Vec<Cell>> = vec![Vec::new(); n];
         let mut caption: Vec<Cell> = Vec::new();
         for (i, line) in cells.iter().enumerate().take(self.body).skip(self.start) {
-            for cell in line
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .flat_map(|c| split_at_columns(&self.columns, c))
-            {
+            let line = line.as_deref().unwrap_or_default();
+            // Figures in a header line with several of them are a row drawn out of line, not a
+            // label ("(0.75)" under "mAP" is one).
+            let figures_are_labels = line.iter().filter(|c| is_figure(c)).count() < 2;
+            for cell in line.iter().flat_map(|c| split_at_columns(&self.columns, c)) {
+                let label = !is_figure(&cell) || (figures_are_labels && cell.words.len() == 1);
                 match overlapped(&self.columns, &cell).as_slice() {
-                    // Several figures above the first row are rows drawn out of line, not a label.
-                    [j] if i >= self.labels && !(is_figure(&cell) && cell.words.len() > 1) => {
-                        labels[*j].push(cell)
-                    }
+                    [j] if i >= self.labels && label => labels[*j].push(cell),
                     _ => caption.push(cell),
                 }
             }
