@@ -445,27 +445,7 @@ fn image_pdf(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
         .concat(),
         format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()).into_bytes(),
     ];
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
-        pdf.extend(body);
-        pdf.extend(b"\nendobj\n");
-    }
-    let xref = pdf.len();
-    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for o in offsets {
-        pdf.extend(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    pdf
+    common::pdf_file(&objects)
 }
 
 /// A scanned page (no text layer, only an image of the text) is read by OCR. The scan is made

@@ -11,10 +11,10 @@ use rag_ingest::{load_bytes, DocKind};
 use std::path::Path;
 
 /// A one-page PDF (Helvetica 10 pt) drawing each `(x, y, text)` at its position.
-fn pdf(items: &[(f64, f64, &str)]) -> Vec<u8> {
+fn pdf<S: AsRef<str>>(items: &[(f64, f64, S)]) -> Vec<u8> {
     let mut content = String::from("BT /F1 10 Tf\n");
     for (x, y, text) in items {
-        content.push_str(&format!("1 0 0 1 {x} {y} Tm ({text}) Tj\n"));
+        content.push_str(&format!("1 0 0 1 {x} {y} Tm ({}) Tj\n", text.as_ref()));
     }
     content.push_str("ET");
     let objects = [
@@ -30,28 +30,10 @@ fn pdf(items: &[(f64, f64, &str)]) -> Vec<u8> {
             content.len()
         ),
     ];
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
-    }
-    let xref = out.len();
-    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
-    for o in offsets {
-        out.extend(format!("{o:010} 00000 n \n").bytes());
-    }
-    out.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .bytes(),
-    );
-    out
+    common::pdf_file(&objects.map(String::into_bytes))
 }
 
-fn text_of(items: &[(f64, f64, &str)]) -> String {
+fn text_of<S: AsRef<str>>(items: &[(f64, f64, S)]) -> String {
     load_bytes(Path::new("table.pdf"), DocKind::Pdf, &pdf(items))
         .unwrap()
         .text
@@ -105,9 +87,7 @@ fn fmt(n: u32) -> String {
 
 #[test]
 fn side_by_side_tax_table_keeps_its_labels() {
-    let items = tax_table();
-    let items: Vec<(f64, f64, &str)> = items.iter().map(|(x, y, t)| (*x, *y, t.as_str())).collect();
-    let text = text_of(&items);
+    let text = text_of(&tax_table());
     let lines: Vec<&str> = text.lines().collect();
     // Every row is written with its labels, the multi-line ones joined top to bottom.
     let row =
@@ -211,7 +191,6 @@ fn tables_one_after_another_keep_their_own_labels() {
         }
     }
     items.push((72.0, 560.0, "Figures are unaudited.".to_string()));
-    let items: Vec<(f64, f64, &str)> = items.iter().map(|(x, y, t)| (*x, *y, t.as_str())).collect();
     let text = text_of(&items);
     assert!(
         text.contains("Year: 2023; Revenue: 1,502; Margin: 14.0%"),
