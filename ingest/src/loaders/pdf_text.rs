@@ -67,28 +67,20 @@ impl PageText {
     fn flush_line(&mut self) {
         let breaks = std::mem::take(&mut self.line_breaks);
         let tilted = std::mem::take(&mut self.line_tilted);
+        let rtl = std::mem::take(&mut self.line_rtl);
         if self.line.is_empty() {
-            self.line_rtl = false;
             return;
         }
-        let text = if std::mem::take(&mut self.line_rtl) {
+        let (text, words) = if rtl {
             self.line
                 .sort_by(|a, b| a.u.partial_cmp(&b.u).unwrap_or(std::cmp::Ordering::Equal));
-            let mut texts: Vec<String> = self.line.drain(..).map(|g| g.text).collect();
+            let mut texts: Vec<String> = self.line.iter().map(|g| g.text.clone()).collect();
             visual_to_logical(&mut texts);
-            self.lines.push(Line {
-                breaks,
-                text: texts.concat(),
-                words: None,
-            });
-            return;
+            (texts.concat(), None)
         } else {
-            self.line
-                .iter()
-                .map(|g| g.text.as_str())
-                .collect::<String>()
+            let text: String = self.line.iter().map(|g| g.text.as_str()).collect();
+            (text, (!tilted).then(|| words(&self.line)))
         };
-        let words = (!tilted).then(|| words(&self.line));
         self.line.clear();
         self.lines.push(Line {
             breaks,
