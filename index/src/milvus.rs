@@ -422,18 +422,14 @@ impl Conn {
         let dates = fields.iter().any(|f| f.get_name() == "modified");
         // Milvus Lite forgets field descriptions; the analyzer tells too: older collections
         // had the server stem.
-        let terms = fields.iter().any(|f| {
-            f.get_name() == "search_text"
-                && (f.get_description() == TERMS_MARK
-                    || f.get_analyzer_params()
-                        .is_ok_and(|p| !p.is_null() && !p.to_string().contains("stemmer")))
-        });
-        let figures = terms
-            && fields.iter().any(|f| {
-                f.get_name() == "search_text"
-                    && f.get_analyzer_params()
-                        .is_ok_and(|p| p.to_string().contains("\"length\""))
-            });
+        let search_text = fields.iter().find(|f| f.get_name() == "search_text");
+        let params = search_text
+            .and_then(|f| f.get_analyzer_params().ok())
+            .filter(|p| !p.is_null())
+            .map(|p| p.to_string());
+        let terms = search_text.is_some_and(|f| f.get_description() == TERMS_MARK)
+            || params.as_ref().is_some_and(|p| !p.contains("stemmer"));
+        let figures = terms && params.is_some_and(|p| p.contains("\"length\""));
         fields
             .iter()
             .find(|f| f.get_name() == "dense")

@@ -193,8 +193,8 @@ pub(crate) fn analyzer(name: &str) -> Option<TextAnalyzer> {
 /// is `41000`, `$1,250,000` is `1250000`. Split, its groups (`000`, `050`) are among the most
 /// common terms of any table and say nothing; whole, the figure is as rare as it is. Only a comma
 /// followed by exactly three digits joins, so `1,2,3` stays three terms; decimals stay split at
-/// the point as before (`0.965` is `0` and `965`), which a Milvus server's `standard` tokenizer
-/// would do to the terms anyway.
+/// the point as before (`0.965` is `0` and `965`), so every term stays a plain alphanumeric word
+/// that a Milvus server's `standard` tokenizer, splitting rag's terms at the spaces, keeps whole.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FigureTokenizer;
 

@@ -272,12 +272,7 @@ fn overlapped(columns: &[(f64, f64)], cell: &Cell) -> Vec<usize> {
     if !over.is_empty() {
         return over;
     }
-    let mid = (cell.x0 + cell.x1) / 2.0;
-    let distance = |j: usize| (columns[j].0 - mid).max(mid - columns[j].1).max(0.0);
-    (0..columns.len())
-        .min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
-        .into_iter()
-        .collect()
+    vec![column_of(columns, cell)]
 }
 
 /// A cell cut where a gap between its words, wider than a space, lies over a gap between
