@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{group_sets, x8_loop, SHARE};
-use super::blocks::{k_layout, x8_block_bytes, BlockQ8, QType};
+use super::blocks::{k_layout, q6k_at, x8_block_bytes, BlockQ8, QType};
 
 /// One unit (256 columns) of up to [`SHARE`] groups of eight rows of a K-quant, unpacked for
 /// the token loop: the 64 weight registers (8 rows × 4 columns of 0..63 each; register
@@ -99,31 +99,31 @@ unsafe fn unpack_q6k<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedK
     }
 }
 
-/// Q6_K: columns `4k..4k + 4` of sub-blocks `4h..4h + 4` of the unit at `blk`, as 0..63.
+/// Q6_K: columns `4k..4k + 4` of sub-blocks `4h..4h + 4` of the unit at `blk`, as 0..63:
+/// three planes ([`q6k_at`]), each one register's weights in its low six bits and two bits
+/// of the fourth register's in its top two.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
-    let l = k_layout(QType::Q6K);
-    let mask = _mm256_set1_epi8(0x0F);
-    let top = _mm256_set1_epi8(0x30);
-    let qh = _mm256_loadu_si256(blk.add(l.qh + 256 * h + 32 * k) as *const __m256i);
-    let ql0 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * k) as *const __m256i);
-    let ql1 = _mm256_loadu_si256(blk.add(l.qs + 512 * h + 32 * (k + 8)) as *const __m256i);
-    let nib = [
-        _mm256_and_si256(ql0, mask),
-        _mm256_and_si256(ql1, mask),
-        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), mask),
-        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), mask),
-    ];
-    // Bits 2i, 2i + 1 of each high-bit byte to bits 4, 5 (no bit crosses into a kept place
-    // of the other byte of a 16-bit lane).
-    let hb = [
-        _mm256_slli_epi16::<4>(qh),
-        _mm256_slli_epi16::<2>(qh),
-        qh,
-        _mm256_srli_epi16::<2>(qh),
-    ];
-    std::array::from_fn(|i| _mm256_or_si256(nib[i], _mm256_and_si256(hb[i], top)))
+    let at = blk.add(k_layout(QType::Q6K).qs + q6k_at(h, k, 0, 0, 0));
+    let p: [__m256i; 3] =
+        std::array::from_fn(|i| _mm256_loadu_si256(at.add(32 * i) as *const __m256i));
+    let low = _mm256_set1_epi8(0x3F);
+    // Each plane's top two bits to their place in the fourth weight (16-bit shifts: the
+    // masks drop what crosses from the other byte of a lane).
+    let top = _mm256_or_si256(
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<6>(p[0]), _mm256_set1_epi8(0x03)),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(p[1]), _mm256_set1_epi8(0x0C)),
+        ),
+        _mm256_and_si256(_mm256_srli_epi16::<2>(p[2]), _mm256_set1_epi8(0x30)),
+    );
+    [
+        _mm256_and_si256(p[0], low),
+        _mm256_and_si256(p[1], low),
+        _mm256_and_si256(p[2], low),
+        top,
+    ]
 }
 
 /// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used, `$dp` which

@@ -288,16 +288,45 @@ pub(super) struct KLayout {
     pub sc: usize,
     /// Q4_K / Q5_K: byte `8j + r` is sub-block `j`'s 6-bit minimum of row `r`.
     pub m: usize,
-    /// The high bits (Q5_K: bit `j` of byte `l` is the fifth bit of column `l` of sub-block
-    /// `j`; Q6_K: per 128-column half, bits `2k..2k + 2` of byte `l` are the top two bits
-    /// of column `32k + l`), in 32-byte chunks: chunk `p` holds bytes `4p..4p + 4` of
-    /// each row (row `r` at `4r`), the halves of Q6_K one after the other.
+    /// Q5_K's high bits (bit `j` of byte `l` is the fifth bit of column `l` of sub-block
+    /// `j`), in 32-byte chunks: chunk `p` holds bytes `4p..4p + 4` of each row (row `r` at
+    /// `4r`). Q4_K and Q6_K have none (the same offset as `qs`).
     pub qh: usize,
-    /// The low nibbles, in the same 32-byte chunks (Q4_K / Q5_K: byte `l` of 64-column
-    /// part `c` holds column `64c + l` low and `64c + 32 + l` high; Q6_K: byte `l` of
-    /// half `h` holds column `128h + l` low and `128h + 64 + l` high for `l < 32`, and
-    /// column `128h + l` (then `+ 64`) for `32 <= l < 64`).
+    /// The quants. Q4_K / Q5_K: the low nibbles in the same 32-byte chunks (byte `l` of
+    /// 64-column part `c` holds column `64c + l` low and `64c + 32 + l` high). Q6_K: three
+    /// 32-byte planes per piece (see [`q6k_at`]), so that four registers of 6-bit weights
+    /// come out of three loads with eleven operations.
     pub qs: usize,
+}
+
+/// Q6_K, in an x8 unit from `k_layout(Q6K).qs`: where the byte of row `r` and columns `4k +
+/// c` (c < 4) of plane `p` (0..3) of half `h` lies. Plane `p` holds sub-block `4h + p`'s
+/// 6-bit weights (0..63) in bits 0..6, and bits `2p..2p + 2` of sub-block `4h + 3`'s in bits
+/// 6..8; so a 32-byte plane is one register of the x8 kernels (row `r` at bytes `4r..4r + 4`).
+#[inline(always)]
+pub(super) fn q6k_at(h: usize, k: usize, p: usize, r: usize, c: usize) -> usize {
+    768 * h + 96 * k + 32 * p + 4 * r + c
+}
+
+/// Q6_K: the 6-bit weight (0..63) of element `n` (0..256) of a block in the file's format.
+fn q6k_source(src: &[u8], n: usize) -> u8 {
+    let (h, g, l) = (n / 128, n % 128 / 32, n % 32);
+    let x = src[64 * h + 32 * (g & 1) + l];
+    let nib = if g < 2 { x & 0xF } else { x >> 4 };
+    nib | (((src[128 + 32 * h + l] >> (2 * g)) & 3) << 4)
+}
+
+/// Q6_K: the 6-bit weight (0..63) of row `r`, sub-block `j` (0..8), column `col` (0..32) of
+/// the planes `qs` of an x8 unit (see [`q6k_at`]).
+#[inline(always)]
+pub(super) fn q6k_x8(qs: &[u8], r: usize, j: usize, col: usize) -> u8 {
+    let (h, i, k, c) = (j / 4, j % 4, col / 4, col % 4);
+    let at = |p: usize| qs[q6k_at(h, k, p, r, c)];
+    if i < 3 {
+        at(i) & 63
+    } else {
+        (0..3).fold(0, |v, p| v | ((at(p) >> 6) << (2 * p)))
+    }
 }
 
 /// The unit layout of a K-quant.
@@ -321,7 +350,7 @@ pub(super) fn k_layout(ty: QType) -> KLayout {
             dmin: 16,
             sc: 16,
             m: 16,
-            qh: 1168,
+            qh: 144,
             qs: 144,
         },
         _ => unreachable!("K layout for {ty:?}"),
@@ -342,13 +371,28 @@ fn k_source(ty: QType) -> (usize, usize, usize, usize, usize) {
 /// size and is regrouped in place; Q4_K and Q5_K grow by 32 bytes a unit (their packed 6-bit
 /// scales are unpacked to bytes), so the rows are copied, one group of eight at a time, into
 /// a new vector as the old one is read.
-fn repack_x8k(ty: QType, data: Vec<u8>, rows: usize, cols: usize) -> Vec<u8> {
+fn repack_x8k(ty: QType, mut data: Vec<u8>, rows: usize, cols: usize) -> Vec<u8> {
     let (nb, bb, xb) = (cols / 256, ty.block_bytes(), x8_block_bytes(ty));
     assert!(
         rows.is_multiple_of(8) && cols.is_multiple_of(256) && data.len() == rows * nb * bb,
         "repack_x8: {} bytes of {ty:?} for {rows}x{cols}",
         data.len()
     );
+    if xb == 8 * bb {
+        // Q6_K: a group of eight rows occupies the same bytes before and after.
+        let mut group = vec![0u8; 8 * nb * bb];
+        for out in data.chunks_exact_mut(8 * nb * bb) {
+            group.copy_from_slice(out);
+            out.fill(0);
+            for b in 0..nb {
+                for r in 0..8 {
+                    let src = &group[(r * nb + b) * bb..][..bb];
+                    pack_k_row(ty, src, &mut out[b * xb..][..xb], r);
+                }
+            }
+        }
+        return data;
+    }
     let mut out = vec![0u8; rows / 8 * nb * xb];
     for g in 0..rows / 8 {
         for b in 0..nb {
@@ -376,9 +420,17 @@ fn pack_k_row(ty: QType, src: &[u8], o: &mut [u8], r: usize) {
         for k in 0..16 {
             o[l.sc + 8 * k + r] = src[sc_at + k];
         }
-        for h in 0..2 {
-            chunks(o, l.qs + 512 * h, &src[qs_at + 64 * h..][..64]);
-            chunks(o, l.qh + 256 * h, &src[qh_at + 32 * h..][..32]);
+        let qs = &mut o[l.qs..];
+        for n in 0..256 {
+            let v = q6k_source(src, n);
+            let (h, i, k, c) = (n / 128, n % 128 / 32, n % 32 / 4, n % 4);
+            if i < 3 {
+                qs[q6k_at(h, k, i, r, c)] |= v;
+            } else {
+                for p in 0..3 {
+                    qs[q6k_at(h, k, p, r, c)] |= ((v >> (2 * p)) & 3) << 6;
+                }
+            }
         }
         return;
     }
@@ -414,9 +466,11 @@ fn x8k_row(ty: QType, packed: &[u8], cols: usize, r: usize) -> Vec<u8> {
             for j in 0..16 {
                 dst[sc_at + j] = o[l.sc + 8 * j + k];
             }
-            for h in 0..2 {
-                chunks(&mut dst[qs_at + 64 * h..][..64], o, l.qs + 512 * h);
-                chunks(&mut dst[qh_at + 32 * h..][..32], o, l.qh + 256 * h);
+            for n in 0..256 {
+                let v = q6k_x8(&o[l.qs..], k, n / 32, n % 32);
+                let (h, g, i) = (n / 128, n % 128 / 32, n % 32);
+                dst[qs_at + 64 * h + 32 * (g & 1) + i] |= (v & 0xF) << if g < 2 { 0 } else { 4 };
+                dst[qh_at + 32 * h + i] |= (v >> 4) << (2 * g);
             }
             continue;
         }

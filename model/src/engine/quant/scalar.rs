@@ -3,7 +3,9 @@
 //! the same horizontal-sum tree), so the two give the same bits; see the dispatch module's
 //! docs. Index loops spell out the AVX2 lanes.
 #![allow(clippy::needless_range_loop)]
-use super::blocks::{k_layout, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType};
+use super::blocks::{
+    k_layout, q6k_x8, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType,
+};
 
 /// [`super::gemm_x8`], lane by lane as the AVX2 code.
 ///
@@ -149,17 +151,13 @@ unsafe fn gemm_x8k_body(
                     for j in 0..8 {
                         let a = &acts[i * nb + 8 * b + j];
                         if ty == QType::Q6K {
-                            let (h, gg) = (j / 4, j % 4);
                             for e in 0..2 {
                                 let mut isum = 0i32;
                                 for c in 16 * e..16 * e + 16 {
-                                    let x = o[chunk(l.qs + 512 * h, r, 32 * (gg & 1) + c)];
-                                    let nib = if gg < 2 { x & 0xF } else { x >> 4 };
-                                    let hb = (o[chunk(l.qh + 256 * h, r, c)] >> (2 * gg)) & 3;
-                                    let q = (nib | (hb << 4)) as i32 - 32;
+                                    let q = q6k_x8(&o[l.qs..], r, j, c) as i32 - 32;
                                     isum += q * a.qs[c] as i32;
                                 }
-                                let sc = o[l.sc + 8 * (8 * h + 2 * gg + e) + r] as i8 as f32;
+                                let sc = o[l.sc + 8 * (2 * j + e) + r] as i8 as f32;
                                 *acc = (isum as f32).mul_add((d * sc) * a.d, *acc);
                             }
                             continue;
