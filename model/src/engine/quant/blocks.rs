@@ -378,8 +378,8 @@ fn repack_x8k(ty: QType, mut data: Vec<u8>, rows: usize, cols: usize) -> Vec<u8>
         "repack_x8: {} bytes of {ty:?} for {rows}x{cols}",
         data.len()
     );
-    if xb == 8 * bb {
-        // Q6_K: a group of eight rows occupies the same bytes before and after.
+    if ty == QType::Q6K {
+        // A group of eight rows occupies the same bytes before and after (xb == 8 · bb).
         let mut group = vec![0u8; 8 * nb * bb];
         for out in data.chunks_exact_mut(8 * nb * bb) {
             group.copy_from_slice(out);
