@@ -309,7 +309,8 @@ pub(super) fn q6k_at(h: usize, k: usize, p: usize, r: usize, c: usize) -> usize 
 }
 
 /// Q6_K: the 6-bit weight (0..63) of element `n` (0..256) of a block in the file's format.
-fn q6k_source(src: &[u8], n: usize) -> u8 {
+#[inline(always)]
+pub(super) fn q6k_source(src: &[u8], n: usize) -> u8 {
     let (h, g, l) = (n / 128, n % 128 / 32, n % 32);
     let x = src[64 * h + 32 * (g & 1) + l];
     let nib = if g < 2 { x & 0xF } else { x >> 4 };

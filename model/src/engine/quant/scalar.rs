@@ -4,7 +4,7 @@
 //! docs. Index loops spell out the AVX2 lanes.
 #![allow(clippy::needless_range_loop)]
 use super::blocks::{
-    k_layout, q6k_x8, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType,
+    k_layout, q6k_source, q6k_x8, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType,
 };
 
 /// [`super::gemm_x8`], lane by lane as the AVX2 code.
@@ -287,14 +287,10 @@ pub fn group(ty: QType, row: &[u8], g: usize) -> Group {
         QType::Q6K => {
             let b = &row[(g / 8) * 210..(g / 8 + 1) * 210];
             let (h, gg) = ((g % 8) / 4, g % 4);
-            let ql = &b[64 * h + 32 * (gg & 1)..64 * h + 32 * (gg & 1) + 32];
-            let qh = &b[128 + 32 * h..128 + 32 * h + 32];
             let sc = &b[192..208];
             let d = rd_f16(b, 208);
             for l in 0..32 {
-                let nib = if gg < 2 { ql[l] & 0xF } else { ql[l] >> 4 };
-                let hb = (qh[l] >> (2 * gg)) & 3;
-                q[l] = (nib | (hb << 4)) as i8 - 32;
+                q[l] = q6k_source(b, 32 * (g % 8) + l) as i8 - 32;
             }
             Group {
                 q,
@@ -512,12 +508,8 @@ fn q6k<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
         let sc = &blk[192..208];
         for h in 0..2 {
             for g in 0..4 {
-                let ql = &blk[64 * h + 32 * (g & 1)..64 * h + 32 * (g & 1) + 32];
-                let qh = &blk[128 + 32 * h..128 + 32 * h + 32];
-                let q: [i32; 32] = std::array::from_fn(|l| {
-                    let nib = if g < 2 { ql[l] & 0xF } else { ql[l] >> 4 };
-                    (nib | (((qh[l] >> (2 * g)) & 3) << 4)) as i32 - 32
-                });
+                let q: [i32; 32] =
+                    std::array::from_fn(|l| q6k_source(blk, 128 * h + 32 * g + l) as i32 - 32);
                 let k = 8 * h + 2 * g;
                 let (s0, s1) = (sc[k] as i8 as i32, sc[k + 1] as i8 as i32);
                 let j = 8 * sb + 4 * h + g;
