@@ -77,6 +77,12 @@ bench-store:
 	    ./target/release/rag bench store --to $$MILVUS_URI/bench --chunks 100000; \
 	    status=$$?; scripts/milvus-lite.sh stop; exit $$status
 
+# What benchmarks and evaluations generate under $RAG_HOME: the bench model files (the shapes'
+# f16 sources and quantized files reach ~17 GB) and the evaluation indexes. The fetched models
+# and the llama.cpp venv stay.
+clean-cache:
+	rm -rf "$${RAG_HOME:-$$HOME/.cache/rag}/models/bench" "$${RAG_HOME:-$$HOME/.cache/rag}/eval"
+
 # Retrieval quality (docs/EVAL.md): SciFact with each embedder. The Llama embedder runs on a
 # 1,000-document subset (the full corpus takes over an hour to embed on 2 cores).
 eval: model

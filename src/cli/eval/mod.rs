@@ -127,8 +127,8 @@ pub struct EvalQaArgs {
     /// squad2 --split fit) and write them here (default $RAG_HOME/answerability/MODEL.json,
     /// where rag finds them). Run it twice: the decision is fitted on the quotes the ranker
     /// in use chose.
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
-    fit: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    fit: Option<Option<PathBuf>>,
     /// Print the whole report (metrics and every answer) as JSON.
     #[arg(long)]
     json: bool,
@@ -381,14 +381,12 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
         let model = rag.config().model_path()?;
         let key = rag::answerability::ModelKey::of(&model)
             .ok_or_else(|| anyhow::anyhow!("cannot read {}", model.display()))?;
-        let path = if path.as_os_str().is_empty() {
+        let path = path.clone().unwrap_or_else(|| {
             rag.config()
                 .home
                 .join("answerability")
                 .join(format!("{}.json", key.file_name))
-        } else {
-            path.clone()
-        };
+        });
         let on = format!(
             "{:?} split of {} ({} questions, seed {}), embedder {kind}, k {}",
             report.split,
@@ -441,4 +439,28 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
         write!(out, "{}", report.table())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EvalQaArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Qa {
+        #[command(flatten)]
+        args: EvalQaArgs,
+    }
+
+    /// `--fit` alone means the default path, also when another flag follows it.
+    #[test]
+    fn fit_takes_an_optional_path() {
+        let parse = |a: &[&str]| Qa::try_parse_from(["qa"].iter().chain(a)).unwrap().args;
+        let a = parse(&["--fit", "--json"]);
+        assert_eq!(a.fit, Some(None));
+        assert!(a.json);
+        let a = parse(&["--fit", "mine.json"]);
+        assert_eq!(a.fit, Some(Some("mine.json".into())));
+        assert_eq!(parse(&[]).fit, None);
+    }
 }
