@@ -81,6 +81,7 @@ pub const SPAN_FEATURES: &[&str] = &[
     "punct_after",
     "has_comma",
     "passage_rank",
+    "amount",
 ];
 
 /// The features, in the order a fitted file lists them.
@@ -88,7 +89,7 @@ pub const SPAN_FEATURES: &[&str] = &[
 /// ```
 /// assert_eq!(rag::answerability::FEATURES[0], "evidence");
 /// ```
-pub const FEATURES: [&str; 47] = [
+pub const FEATURES: [&str; 48] = [
     "evidence",
     "coverage_sentence",
     "coverage_window",
@@ -132,6 +133,7 @@ pub const FEATURES: [&str; 47] = [
     "quote_punct_after",
     "quote_has_comma",
     "quote_passage_rank",
+    "quote_amount",
     "rank_score",
     "rank_margin",
     "rank_confidence",

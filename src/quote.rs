@@ -209,7 +209,10 @@ pub(crate) fn generate(
         .expect("best is an index of spans");
     let passage = span.source;
     let text = &prompt.passages[passage].text;
-    let Some(range) = locate(text, text[text_of(&span)].trim()) else {
+    // The span's own bytes, not the first place its text occurs: a year or a name often occurs
+    // earlier in the passage, and the quote, its sentence and the decision's features must be
+    // those of the span the model chose.
+    let Some(range) = trimmed(text, text_of(&span)) else {
         return Ok(None);
     };
     let tokens = sources[passage][span.tokens].to_vec();
@@ -298,6 +301,16 @@ fn span_features(
     let after = text[range.end..].trim_start().chars().next();
     let punct = |c: Option<char>| f32::from(u8::from(c.is_none_or(|c| c.is_ascii_punctuation())));
     let first_word = words.first().copied().unwrap_or("");
+    // An amount: money, a share, or a number with its scale.
+    let amount = has_number > 0.0
+        && (quote.trim_start().starts_with(CURRENCY)
+            || quote.contains('%')
+            || words.iter().any(|w| {
+                matches!(
+                    w.to_lowercase().as_str(),
+                    "thousand" | "million" | "billion" | "trillion" | "percent"
+                )
+            }));
     let (number, person) = (
         f32::from(u8::from(context.want == AnswerType::Number)),
         f32::from(u8::from(context.want == AnswerType::Person)),
@@ -331,6 +344,7 @@ fn span_features(
         punct(after),
         f32::from(u8::from(quote.contains(','))),
         span.source as f32,
+        f32::from(u8::from(amount)),
     ]
 }
 
@@ -359,7 +373,44 @@ fn ends_word(text: &str, at: usize) -> bool {
     }
     let before = text[..at].chars().last();
     let after = text[at..].chars().next();
-    !(is_word_char(before) && is_word_char(after))
+    let joined = is_word_char(before) && is_word_char(after);
+    let percent = before.is_some_and(|c| c.is_ascii_digit()) && after == Some('%');
+    !(joined || percent || inside_number(text, at))
+}
+
+/// Whether `word` is a year: four digits from 1000 to 2999.
+fn is_year(word: &str) -> bool {
+    word.len() == 4
+        && word.bytes().all(|b| b.is_ascii_digit())
+        && matches!(word.as_bytes()[0], b'1' | b'2')
+}
+
+/// Signs that open an amount ("$12.4 billion").
+const CURRENCY: &[char] = &['$', '\u{20ac}', '\u{a3}', '\u{a5}'];
+
+/// Whether byte `at` of `text` lies inside a number: after a currency sign, or at a digit
+/// that a decimal point or thousands separator joins to digits before it ("41.2", "18,500").
+fn inside_number(text: &str, at: usize) -> bool {
+    if !text.is_char_boundary(at) {
+        return true;
+    }
+    let mut back = text[..at].chars().rev();
+    let (b1, b2) = (back.next(), back.next());
+    let next = text[at..].chars().next();
+    let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+    (b1.is_some_and(|c| CURRENCY.contains(&c)) && digit(next))
+        || (digit(b2) && matches!(b1, Some('.' | ',')) && digit(next))
+        || (digit(b1) && matches!(next, Some('.' | ',')) && digit(text[at + 1..].chars().next()))
+}
+
+/// The number a currency sign opens (`"$12.4"` gives `"12"`, the word that is checked for
+/// the answer's kind); `None` when `rest` does not start with a sign and a digit.
+fn number_start(rest: &str) -> Option<&str> {
+    let digits = rest.strip_prefix(CURRENCY)?;
+    let n = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    (n > 0).then(|| &digits[..n])
 }
 
 /// A place a quote may start: token `token` of passage `passage`, running at most to token
@@ -434,6 +485,11 @@ fn span_starts(
     }
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let want = AnswerType::of(question);
+    let asked = Asked {
+        terms: &question_terms,
+        want,
+        years: years_may_answer(question),
+    };
     // Sentences whose every word is in the question (a heading that repeats it, say) hold no
     // answer: the next ones are taken instead.
     let mut starts = Vec::new();
@@ -443,8 +499,7 @@ fn span_starts(
         if taken == sentences.max(1) {
             break;
         }
-        let (typed, other) =
-            sentence_starts(index, &question_terms, want, prompt, offsets, i, r.clone());
+        let (typed, other) = sentence_starts(index, &asked, prompt, offsets, i, r.clone());
         if typed.is_empty() && other.is_empty() {
             continue;
         }
@@ -472,10 +527,42 @@ fn span_starts(
 /// The allowed starts in sentence `r` of passage `i`: (of the expected kind, others).
 type Starts = Vec<(usize, usize, usize)>;
 
+/// What the question asks, as far as where an answer may start goes.
+struct Asked<'a> {
+    /// Its terms, analysed: an answer tells what the question does not.
+    terms: &'a HashSet<&'a str>,
+    want: AnswerType,
+    /// Whether a year may start the answer (see [`years_may_answer`]).
+    years: bool,
+}
+
+/// Whether a year may answer `question`: not when the question names a year and does not ask
+/// for a time. "What were net sales in fiscal 2023?" is not answered by the "2022" of the same
+/// sentence: of the 113 answerable questions of the SQuAD 2.0 dev half that name a year, 2 are
+/// answered by one.
+fn years_may_answer(question: &str) -> bool {
+    let words: Vec<String> = question
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let names_year = words
+        .iter()
+        .any(|w| is_year(w) || w.strip_prefix("fy").is_some_and(is_year));
+    let asks_time = words.iter().any(|w| w == "when")
+        || words.windows(2).any(|w| {
+            matches!(w[0].as_str(), "what" | "which")
+                && matches!(
+                    w[1].as_str(),
+                    "year" | "years" | "date" | "decade" | "century"
+                )
+        });
+    !names_year || asks_time
+}
+
 fn sentence_starts(
     index: &dyn Store,
-    question_terms: &HashSet<&str>,
-    want: AnswerType,
+    asked: &Asked,
     prompt: &Prompt,
     offsets: &[Vec<usize>],
     i: usize,
@@ -500,18 +587,27 @@ fn sentence_starts(
         let starts_word = word_at == at
             && (at == r.start || !is_word_char(text[..at].chars().last()))
             || word_at > at;
-        let word: String = rest.chars().take_while(|c| c.is_alphanumeric()).collect();
-        if !starts_word || word.is_empty() || retrieve::is_stopword(&word) {
+        // An amount starts at its currency sign; nothing starts inside a number.
+        let word: String = match number_start(rest) {
+            Some(digits) => digits.to_string(),
+            None => rest.chars().take_while(|c| c.is_alphanumeric()).collect(),
+        };
+        if !starts_word
+            || inside_number(text, word_at)
+            || word.is_empty()
+            || retrieve::is_stopword(&word)
+            || (!asked.years && is_year(&word))
+        {
             continue;
         }
         if index
             .analyze(&word)
             .iter()
-            .any(|w| question_terms.contains(w.as_str()))
+            .any(|w| asked.terms.contains(w.as_str()))
         {
             continue;
         }
-        if want.accepts(&word) {
+        if asked.want.accepts(&word) {
             starts.push((i, t, limit));
         } else {
             untyped.push((i, t, limit));
@@ -649,17 +745,13 @@ fn token_offsets(tokenizer: &Tokenizer, tokens: &[u32], text: &str) -> Vec<usize
     out
 }
 
-/// The byte range of `quote` in `text`: exact, else ignoring case.
-fn locate(text: &str, quote: &str) -> Option<Range<usize>> {
-    if quote.is_empty() {
-        return None;
-    }
-    if let Some(at) = text.find(quote) {
-        return Some(at..at + quote.len());
-    }
-    // Lower-casing can change byte lengths only outside ASCII; search ASCII-folded.
-    let fold = |s: &str| s.to_ascii_lowercase();
-    fold(text).find(&fold(quote)).map(|at| at..at + quote.len())
+/// `range` of `text` without its leading and trailing white space; `None` when nothing else
+/// is left.
+fn trimmed(text: &str, range: Range<usize>) -> Option<Range<usize>> {
+    let inner = &text[range.clone()];
+    let start = range.start + (inner.len() - inner.trim_start().len());
+    let end = range.end - (inner.len() - inner.trim_end().len());
+    (start < end).then_some(start..end)
 }
 
 #[cfg(test)]
@@ -748,11 +840,45 @@ mod tests {
     }
 
     #[test]
-    fn quotes_are_located() {
-        let t = "The Kessel Harbour Bridge opened in 1912.";
-        assert_eq!(locate(t, "1912"), Some(36..40));
-        assert_eq!(locate(t, "kessel harbour"), Some(4..18));
-        assert_eq!(locate(t, "1913"), None);
-        assert_eq!(locate(t, ""), None);
+    fn years_answer_only_questions_that_name_none_or_ask_for_a_time() {
+        assert!(!years_may_answer("What were net sales in fiscal 2023?"));
+        assert!(!years_may_answer(
+            "How much cash was held at the end of FY2023?"
+        ));
+        assert!(years_may_answer("When did the bridge open?"));
+        assert!(years_may_answer("In 1950, which year did the war end?"));
+        assert!(years_may_answer("What were net sales?"));
+    }
+
+    #[test]
+    fn quotes_are_trimmed_in_place() {
+        let t = "In 1912 the bridge opened; in 1912 the road did.";
+        let second = t.rfind(" 1912").unwrap();
+        // The second "1912", not the first occurrence of its text.
+        assert_eq!(trimmed(t, second..second + 6), Some(second + 1..second + 5));
+        assert_eq!(trimmed(t, 2..3), None, "white space only");
+    }
+
+    #[test]
+    fn spans_neither_start_nor_end_inside_a_number() {
+        let t = "Margin was 41.2% and sales $12.4 billion, or 18,500 units.";
+        let at = |s: &str| t.find(s).unwrap();
+        // Ends: not before the ".2", the "%", the ",500", nor just after the "$".
+        assert!(!ends_word(t, at(".2%")));
+        assert!(!ends_word(t, at("%")));
+        assert!(!ends_word(t, at(",500")));
+        assert!(!ends_word(t, at("12.4")));
+        assert!(ends_word(t, at("%") + 1));
+        assert!(ends_word(t, at(" billion")));
+        assert!(ends_word(t, at(", or")));
+        // Starts: the "$" opens its amount; digits after a decimal point, a thousands
+        // separator or a currency sign continue one.
+        assert_eq!(number_start(&t[at("$")..]), Some("12"));
+        assert_eq!(number_start("41.2%"), None);
+        assert!(inside_number(t, at("2%")));
+        assert!(inside_number(t, at("500")));
+        assert!(inside_number(t, at("12.4")));
+        assert!(!inside_number(t, at("41")));
+        assert!(!inside_number(t, at("18,")));
     }
 }

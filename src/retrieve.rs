@@ -366,8 +366,18 @@ const HOW_WORDS: &[&str] = &[
     "big", "far", "high", "large", "long", "many", "much", "often", "old", "soon", "tall",
 ];
 
-/// The words of `text` that are not [`STOPWORDS`] (nor a [`HOW_WORDS`] word after "how"),
-/// joined by spaces.
+/// Words that ask for an answer rather than say what it is about. A question put as "Give a
+/// response relying on the details shown in the report: what were net sales?" holds them, and
+/// no passage does: as topic terms they would count as missing (with the largest weight, as
+/// terms the corpus never uses) and turn the question away.
+const REQUEST_WORDS: &[&str] = &[
+    "answer", "briefly", "describe", "details", "explain", "give", "please", "provide", "question",
+    "relying", "respond", "response", "shown",
+];
+
+/// The words of `text` that are not [`STOPWORDS`], [`REQUEST_WORDS`] nor a [`HOW_WORDS`]
+/// word after "how", joined by spaces. A fiscal year written "FY2023" keeps its year: reports
+/// write "fiscal 2023", or only "2023".
 fn without_stopwords(text: &str) -> String {
     let words: Vec<&str> = text
         .split(|c: char| !c.is_alphanumeric())
@@ -377,11 +387,19 @@ fn without_stopwords(text: &str) -> String {
     for (i, w) in words.iter().enumerate() {
         let lower = w.to_lowercase();
         let after_how = i > 0 && words[i - 1].eq_ignore_ascii_case("how");
-        if STOPWORDS.contains(&lower.as_str()) || (after_how && HOW_WORDS.contains(&lower.as_str()))
+        if STOPWORDS.contains(&lower.as_str())
+            || REQUEST_WORDS.contains(&lower.as_str())
+            || (after_how && HOW_WORDS.contains(&lower.as_str()))
+            || lower == "fy"
         {
             continue;
         }
-        kept.push(*w);
+        match lower.strip_prefix("fy") {
+            Some(year) if year.len() >= 2 && year.bytes().all(|b| b.is_ascii_digit()) => {
+                kept.push(&w[2..]);
+            }
+            _ => kept.push(*w),
+        }
     }
     kept.join(" ")
 }
@@ -455,6 +473,22 @@ mod tests {
             without_stopwords("How many bridges are long?"),
             "bridges long"
         );
+    }
+
+    #[test]
+    fn requests_and_fiscal_year_prefixes_are_not_topic_terms() {
+        assert_eq!(
+            without_stopwords(
+                "Give a response relying on the details shown: what were FY2023 net sales?"
+            ),
+            "2023 net sales"
+        );
+        assert_eq!(
+            without_stopwords("Capital expenditure in FY 2022"),
+            "Capital expenditure 2022"
+        );
+        // Only a prefix before digits goes.
+        assert_eq!(without_stopwords("The Fyn ferry"), "Fyn ferry");
     }
     use rag_index::{ChunkRecord, Retriever};
 

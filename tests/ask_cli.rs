@@ -550,3 +550,58 @@ fn a_candle_minilm_index_is_served_by_candle_until_rebuilt() {
     assert_eq!(r.info().unwrap().embedder, engine_id);
     assert!(top(&r).ends_with("harbour-bridge.md"));
 }
+
+/// Figures are quoted whole: an amount with its currency sign and scale, a share with its
+/// decimals and per cent sign, never the digits after a decimal point or a year that the
+/// question already names. The answerability threshold is set to 0 so that what is checked is
+/// the quote, not the decision. The report is written here, not kept in the demo corpus.
+#[test]
+fn quotes_amounts_and_shares_whole() {
+    if common::default_model().is_none() || common::minilm_dir().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(
+        docs.join("annual-report.md"),
+        "# Kessel Harbour Authority: annual report for the year ended 31 December 2023\n\n\
+         ## Results\n\n\
+         Revenue for 2023 was $48.2 million, an increase of 6% compared to $45.5 million in \
+         2022. The increase came mainly from container traffic.\n\n\
+         The operating margin was 17.4% in 2023, compared to 15.9% in 2022.\n\n\
+         ## Financial position\n\n\
+         At the end of 2023 the Authority held cash of $12.7 million. Capital expenditure \
+         was $9.3 million in 2023, most of it on the new north quay. Borrowings stood at \
+         $31.6 million at the year end.\n",
+    )
+    .unwrap();
+    let idx = dir.path().join("index");
+    let o = rag(&[
+        "ingest",
+        "--quiet",
+        "--index",
+        idx.to_str().unwrap(),
+        docs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for (question, figure) in [
+        ("What was revenue in 2023?", "$48.2 million"),
+        ("What was the operating margin in 2023?", "17.4%"),
+        (
+            "How much cash did the Authority hold at the end of 2023?",
+            "$12.7 million",
+        ),
+        ("What was the capital expenditure in 2023?", "$9.3 million"),
+        (
+            "How much were the borrowings at the year end?",
+            "$31.6 million",
+        ),
+    ] {
+        let a = ask_json(&idx, &["--min-answerable", "0"], question);
+        assert_eq!(a["abstained"], false, "{question}: {a:#}");
+        let answer = a["answer"].as_str().unwrap();
+        assert!(answer.starts_with(figure), "{question}: {a:#}");
+        assert_quoted(&a, "annual-report.md");
+    }
+}
