@@ -369,10 +369,11 @@ const HOW_WORDS: &[&str] = &[
 /// Words that ask for an answer rather than say what it is about. A question put as "Give a
 /// response relying on the details shown in the report: what were net sales?" holds them, and
 /// no passage does: as topic terms they would count as missing (with the largest weight, as
-/// terms the corpus never uses) and turn the question away.
+/// terms the corpus never uses) and turn the question away. Verbs that are often the topic
+/// ("How can a subscriber respond to a takedown?") are not in the list.
 const REQUEST_WORDS: &[&str] = &[
     "answer", "briefly", "describe", "details", "explain", "give", "please", "provide", "question",
-    "relying", "respond", "response", "shown",
+    "relying", "response", "shown",
 ];
 
 /// The words of `text` that are not [`STOPWORDS`], [`REQUEST_WORDS`] nor a [`HOW_WORDS`]
