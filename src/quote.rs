@@ -548,7 +548,7 @@ fn years_may_answer(question: &str) -> bool {
         .collect();
     let names_year = words
         .iter()
-        .any(|w| is_year(w) || w.strip_prefix("fy").is_some_and(is_year));
+        .any(|w| is_year(retrieve::without_fiscal_prefix(w)));
     let asks_time = words.iter().any(|w| w == "when")
         || words.windows(2).any(|w| {
             matches!(w[0].as_str(), "what" | "which")

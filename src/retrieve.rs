@@ -366,6 +366,21 @@ const HOW_WORDS: &[&str] = &[
     "big", "far", "high", "large", "long", "many", "much", "often", "old", "soon", "tall",
 ];
 
+/// A fiscal year's digits without their "FY" ("FY2023" gives "2023", "fy23" gives "23"); any
+/// other word as it is.
+pub(crate) fn without_fiscal_prefix(word: &str) -> &str {
+    match word.get(..2) {
+        Some(p)
+            if p.eq_ignore_ascii_case("fy")
+                && word.len() >= 4
+                && word[2..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &word[2..]
+        }
+        _ => word,
+    }
+}
+
 /// Words that ask for an answer rather than say what it is about. A question put as "Give a
 /// response relying on the details shown in the report: what were net sales?" holds them, and
 /// no passage does: as topic terms they would count as missing (with the largest weight, as
@@ -395,12 +410,7 @@ fn without_stopwords(text: &str) -> String {
         {
             continue;
         }
-        match lower.strip_prefix("fy") {
-            Some(year) if year.len() >= 2 && year.bytes().all(|b| b.is_ascii_digit()) => {
-                kept.push(&w[2..]);
-            }
-            _ => kept.push(*w),
-        }
+        kept.push(without_fiscal_prefix(w));
     }
     kept.join(" ")
 }
