@@ -1,10 +1,11 @@
 //! `rag ingest`: walk → load → chunk → embed → index, incrementally and crash-safely.
 //!
-//! Documents are keyed by path (absolute, as canonicalised) and content hash. An unchanged file
-//! is neither parsed nor embedded; a changed one has all its chunks replaced in one commit; a file
-//! under an ingested root that is gone is removed. A file that fails to load keeps whatever was
-//! indexed for it before. Commits happen every few files and seconds, so a killed ingest keeps
-//! most of its work and the next one finishes the job.
+//! Documents are keyed by path (absolute, as canonicalised) and content hash
+//! ([`rag_ingest::content_hash`]: a PDF whose extraction has since improved counts as changed).
+//! An unchanged file is neither parsed nor embedded; a changed one has all its chunks replaced
+//! in one commit; a file under an ingested root that is gone is removed. A file that fails to
+//! load keeps whatever was indexed for it before. Commits happen every few files and seconds, so
+//! a killed ingest keeps most of its work and the next one finishes the job.
 //!
 //! Chunks are embedded in batches that span files ([`IngestOptions::batch_chunks`]): short files
 //! (an abstract, a note) no longer go through the embedder one or two chunks at a time. The files
@@ -25,7 +26,6 @@ use rag_index::{NewChunk, StoreWriter};
 use rag_ingest::{ChunkOptions, DocKind, TokenCounter, WalkEntry, WalkOptions};
 use rag_model::TextEmbedder;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::store::Location;
@@ -379,7 +379,7 @@ fn parse_file(
             return Parsed::Failed { path, reason };
         }
     };
-    let hash = hex_sha256(&bytes);
+    let hash = rag_ingest::content_hash(kind, &bytes);
     if before.get(&key) == Some(&hash) {
         return Parsed::Unchanged { path };
     }
@@ -608,11 +608,6 @@ fn file_event(
         reason,
         warnings,
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -70,7 +70,8 @@ pub struct Document {
     /// For PDFs: byte offset in `text` where page `i + 1` starts (`pages[0] == 0`); an empty page
     /// starts where the next page does. Empty for other kinds.
     pub pages: Vec<usize>,
-    /// Lowercase hex SHA-256 of the raw file bytes.
+    /// Lowercase hex SHA-256 of the raw file bytes, for PDFs with the extraction's revision
+    /// after it: see [`content_hash`](crate::content_hash).
     pub content_hash: String,
     /// Problems that did not stop loading, e.g. `"page 4: no text"`.
     pub warnings: Vec<String>,

@@ -20,6 +20,6 @@ mod walk;
 
 pub use chunk::{chunk, Chunk, ChunkOptions, TokenCounter};
 pub use document::{doc_kind, DocKind, Document, Heading, LoadError};
-pub use loaders::{load, load_bytes};
+pub use loaders::{content_hash, load, load_bytes};
 pub use normalize::normalize;
 pub use walk::{walk, WalkEntry, WalkOptions};

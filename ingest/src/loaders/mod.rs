@@ -11,6 +11,7 @@ mod markdown;
 mod ocr;
 mod parse;
 mod pdf;
+mod pdf_columns;
 mod pdf_repair;
 mod pdf_table;
 mod pdf_text;
@@ -122,9 +123,28 @@ pub fn load_bytes(path: &Path, kind: DocKind, bytes: &[u8]) -> Result<Document, 
         text,
         headings,
         pages,
-        content_hash: format!("{:x}", Sha256::digest(bytes)),
+        content_hash: content_hash(kind, bytes),
         warnings,
     })
+}
+
+/// What an index records of a file's content, to tell on the next ingest whether it changed: the
+/// lowercase hex SHA-256 of its bytes, and for a kind whose text extraction has since improved
+/// enough to be worth reading the file again, the extraction's revision (`+pdf2`: PDF columns
+/// drawn a baseline at a time are read in order). An index made before a revision then reads
+/// those files again on its next ingest, as if they had changed.
+///
+/// ```
+/// use rag_ingest::{content_hash, DocKind};
+/// assert_eq!(content_hash(DocKind::Text, b"abc").len(), 64);
+/// assert!(content_hash(DocKind::Pdf, b"abc").ends_with("+pdf2"));
+/// ```
+pub fn content_hash(kind: DocKind, bytes: &[u8]) -> String {
+    let hash = format!("{:x}", Sha256::digest(bytes));
+    match kind {
+        DocKind::Pdf => hash + "+pdf2",
+        _ => hash,
+    }
 }
 
 /// Decodes the bytes of a text-like file (plain text, Markdown, HTML).

@@ -25,8 +25,9 @@
 //! - when the labels repeat (a tax table printed as three blocks side by side), each block is
 //!   written out in turn, rows top to bottom, as a person reads it.
 //!
-//! Everything else is written as it was drawn. Rotated and right-to-left lines never join a table.
+//! Everything else is written as it was drawn, or column by column (`pdf_columns`). Rotated and right-to-left lines never join a table.
 
+use super::pdf_columns;
 use super::pdf_text::{Line, Word};
 use super::zipped::{render_rows, Row};
 
@@ -62,15 +63,16 @@ pub(super) fn render(lines: &[Line]) -> String {
     out
 }
 
-/// Lines as drawn; the first after a table starts a paragraph.
+/// Lines as drawn, or column by column where the page draws columns a baseline at a time
+/// (`pdf_columns`); the first after a table starts a paragraph.
 fn push_lines(out: &mut String, lines: &[Line], after_table: &mut bool) {
-    for line in lines {
+    for (breaks, text) in pdf_columns::read_order(lines) {
         let breaks = if std::mem::take(after_table) {
-            line.breaks.max(2)
+            breaks.max(2)
         } else {
-            line.breaks
+            breaks
         };
-        push_line(out, breaks, &line.text);
+        push_line(out, breaks, &text);
     }
 }
 
