@@ -12,7 +12,7 @@
 //!   several, when the PDF moves down without a new-line operator), split where the gap is wider
 //!   than [`GUTTER_GAP`] font sizes (words in running text are a third of one apart);
 //! - a **gutter** is a stretch of the page, at least [`MIN_GUTTER`] points wide, that falls
-//!   between two pieces of running text ([`MIN_PIECE_WORDS`] words or more each) on at least
+//!   between two pieces of running text ([`MIN_PIECE_WORDS`] words or more, mostly letters) on at least
 //!   [`MIN_ROWS`] lines, and inside a piece on fewer lines than that (titles across the columns);
 //! - a **block** is a run of lines whose pieces all keep to one side of every gutter's middle
 //!   (justified lines reach a little into the gutter), with text in more than one column on at
@@ -49,6 +49,17 @@ struct Piece {
     size: f64,
     words: usize,
     text: String,
+}
+
+impl Piece {
+    /// Words, not figures: [`MIN_PIECE_WORDS`] or more, and mostly letters (a table's "$
+    /// 383,285" or "(1,204)" is not, so the gaps of a table that `pdf_table` did not take
+    /// make no gutter, and its rows stay whole).
+    fn is_running_text(&self) -> bool {
+        let digits = self.text.chars().filter(char::is_ascii_digit).count();
+        let alphanumeric = self.text.chars().filter(|c| c.is_alphanumeric()).count();
+        self.words >= MIN_PIECE_WORDS && digits * 3 < alphanumeric
+    }
 }
 
 /// A line's pieces, baseline by baseline (a line as pdf-extract ends it may hold several, when
@@ -165,8 +176,8 @@ fn gutters(pieces: &[Option<Vec<Piece>>]) -> Vec<(f64, f64)> {
             let (a, b) = (bin(w[0].x1.ceil()), bin(w[1].x0.floor()));
             if w[0].baseline == w[1].baseline
                 && a < b
-                && w[0].words >= MIN_PIECE_WORDS
-                && w[1].words >= MIN_PIECE_WORDS
+                && w[0].is_running_text()
+                && w[1].is_running_text()
             {
                 for n in &mut between[a..b] {
                     *n += 1;
@@ -373,17 +384,54 @@ mod tests {
             texts(&prose),
             prose.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
         );
-        // A form's labels and one-word values: not running text on both sides.
+        // A form's labels and one-word values, a statement's labels and amounts: not running
+        // text on both sides.
         let form = vec![
             line(10.0, &[(20.0, "Net sales"), (220.0, "41,000")]),
             line(22.0, &[(20.0, "Gross margin"), (220.0, "38.2%")]),
             line(34.0, &[(20.0, "Operating income"), (220.0, "12,400")]),
             line(46.0, &[(20.0, "Net income"), (220.0, "9,100")]),
         ];
-        assert_eq!(
-            texts(&form),
-            form.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
-        );
+        let statement = vec![
+            line(
+                10.0,
+                &[
+                    (20.0, "Net sales for the year"),
+                    (220.0, "$ 383,285"),
+                    (320.0, "$ 394,328"),
+                ],
+            ),
+            line(
+                22.0,
+                &[
+                    (20.0, "Cost of sales"),
+                    (220.0, "$ 214,137"),
+                    (320.0, "$ 223,546"),
+                ],
+            ),
+            line(
+                34.0,
+                &[
+                    (20.0, "Research and development"),
+                    (220.0, "$ 29,915"),
+                    (320.0, "$ 26,251"),
+                ],
+            ),
+            line(
+                46.0,
+                &[
+                    (20.0, "Income taxes paid"),
+                    (220.0, "$ (1,204)"),
+                    (320.0, "$ 19,300"),
+                ],
+            ),
+        ];
+        for lines in [form, statement] {
+            assert_eq!(
+                texts(&lines),
+                lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]
