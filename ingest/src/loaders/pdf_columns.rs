@@ -210,16 +210,15 @@ fn gutters(pieces: &[Option<Vec<Piece>>]) -> Vec<(f64, f64)> {
 }
 
 /// A block's pieces, column by column, each column top to bottom; a paragraph break where a
-/// column's baselines move apart by more than [`PARAGRAPH_GAP`] font sizes. `breaks` are the
-/// block's first line's.
+/// column's baselines move apart by more than [`PARAGRAPH_GAP`] font sizes. `first` are the
+/// line breaks before the block's first line.
 fn read_block(
-    breaks: usize,
+    first: usize,
     block: &[&[Piece]],
     columns: usize,
     column: impl Fn(&Piece) -> usize,
     out: &mut Vec<(usize, String)>,
 ) {
-    let first = breaks;
     for c in 0..columns {
         let mut last_y: Option<f64> = None;
         let mut rows: Vec<&Piece> = block
