@@ -167,34 +167,37 @@ fn gutters(pieces: &[Option<Vec<Piece>>]) -> Vec<(f64, f64)> {
         return Vec::new();
     }
     let bins = width.ceil() as usize + 1;
-    let mut between = vec![0usize; bins];
-    let mut inside = vec![0usize; bins];
+    // Counted as differences (+1 where a stretch starts, -1 where it ends) and summed after,
+    // so a page of many wide pieces costs no more than its pieces and its width.
+    let mut between = vec![0i64; bins + 1];
+    let mut inside = vec![0i64; bins + 1];
     let bin = |x: f64| (x.max(0.0) as usize).min(bins - 1);
+    let add = |counts: &mut [i64], a: usize, b: usize| {
+        if a < b {
+            counts[a] += 1;
+            counts[b] -= 1;
+        }
+    };
     for p in &lines {
         // Neighbours on one baseline (`pieces` gives each baseline's left to right).
         for w in p.windows(2) {
-            let (a, b) = (bin(w[0].x1.ceil()), bin(w[1].x0.floor()));
-            if w[0].baseline == w[1].baseline
-                && a < b
-                && w[0].is_running_text()
-                && w[1].is_running_text()
-            {
-                for n in &mut between[a..b] {
-                    *n += 1;
-                }
+            if w[0].baseline == w[1].baseline && w[0].is_running_text() && w[1].is_running_text() {
+                add(&mut between, bin(w[0].x1.ceil()), bin(w[1].x0.floor()));
             }
         }
         for p in p.iter() {
-            let (a, b) = (bin(p.x0.ceil()), bin(p.x1.floor()));
-            for n in &mut inside[a..b.max(a)] {
-                *n += 1;
-            }
+            add(&mut inside, bin(p.x0.ceil()), bin(p.x1.floor()));
+        }
+    }
+    for counts in [&mut between, &mut inside] {
+        for b in 1..counts.len() {
+            counts[b] += counts[b - 1];
         }
     }
     let mut out = Vec::new();
     let mut start = None;
     for b in 0..=bins {
-        let open = b < bins && between[b] >= MIN_ROWS && inside[b] < between[b];
+        let open = b < bins && between[b] >= MIN_ROWS as i64 && inside[b] < between[b];
         match (open, start) {
             (true, None) => start = Some(b),
             (false, Some(s)) => {
