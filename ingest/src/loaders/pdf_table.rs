@@ -25,7 +25,8 @@
 //! - when the labels repeat (a tax table printed as three blocks side by side), each block is
 //!   written out in turn, rows top to bottom, as a person reads it.
 //!
-//! Everything else is written as it was drawn, or column by column (`pdf_columns`). Rotated and right-to-left lines never join a table.
+//! Everything else is written as it was drawn, or column by column (`pdf_columns`). Rotated and
+//! right-to-left lines never join a table.
 
 use super::pdf_columns;
 use super::pdf_text::{Line, Word};
