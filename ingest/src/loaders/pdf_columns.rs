@@ -113,11 +113,13 @@ pub(super) fn read_order(lines: &[Line]) -> Vec<(usize, String)> {
         .map(|l| l.words.as_deref().map(pieces))
         .collect();
     let gutters = gutters(&pieces);
-    let mut out = Vec::new();
+    let as_drawn = |lines: &[Line]| -> Vec<(usize, String)> {
+        lines.iter().map(|l| (l.breaks, l.text.clone())).collect()
+    };
     if gutters.is_empty() {
-        out.extend(lines.iter().map(|l| (l.breaks, l.text.clone())));
-        return out;
+        return as_drawn(lines);
     }
+    let mut out = Vec::new();
     // A line may join a block when it has pieces and none reaches across a gutter's middle.
     let middles: Vec<f64> = gutters.iter().map(|&(a, b)| (a + b) / 2.0).collect();
     let fits = |i: usize| {
@@ -131,7 +133,7 @@ pub(super) fn read_order(lines: &[Line]) -> Vec<(usize, String)> {
     let mut i = 0;
     while i < lines.len() {
         if !fits(i) {
-            out.push((lines[i].breaks, lines[i].text.clone()));
+            out.extend(as_drawn(&lines[i..=i]));
             i += 1;
             continue;
         }
@@ -145,7 +147,7 @@ pub(super) fn read_order(lines: &[Line]) -> Vec<(usize, String)> {
             .filter(|p| p.iter().any(|q| column(q) != column(&p[0])))
             .count();
         if across < MIN_ROWS {
-            out.extend(lines[i..end].iter().map(|l| (l.breaks, l.text.clone())));
+            out.extend(as_drawn(&lines[i..end]));
         } else {
             read_block(lines[i].breaks, &block, middles.len() + 1, column, &mut out);
         }
