@@ -3,7 +3,8 @@
 //! up (3072x576) and down (576x1536) against 2,000 tokens (an embedding batch) and gate /
 //! up against 128 (a prefill slice); with RAG_SHAPES=tinyllama (or llama2-7b), TinyLlama's (Llama 2 7B's) gate / up
 //! (5632x2048) and down (2048x5632) against 128 tokens and against one (a generation step).
-//! $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0, q4_k, q5_k, q6_k; default q4_1).
+//! $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0, q4_k, q5_k, q6_k; default q4_1);
+//! RAG_VNNI=0 and RAG_WIDE=0 turn off VNNI and the 512-bit token loops.
 //! Prints GMAC/s (and for one token, GB/s of weights read), best of five 0.4 s rounds.
 //!
 //!     cargo run --release --example matmul_speed
@@ -40,6 +41,8 @@ fn main() -> anyhow::Result<()> {
     };
     // RAG_VNNI=0: the K-quants' AVX2 kernels without AVX-VNNI.
     let vnni = quant::set_vnni(std::env::var("RAG_VNNI").as_deref() != Ok("0"));
+    // RAG_WIDE=0: the 256-bit token loops where the CPU has AVX-512.
+    let wide = quant::set_wide(std::env::var("RAG_WIDE").as_deref() != Ok("0"));
     let shapes: &[(usize, usize, usize)] = match std::env::var("RAG_SHAPES").ok().as_deref() {
         // TinyLlama's gate / up and down, for a prefill slice and for one token.
         Some("tinyllama") => &[
@@ -79,7 +82,11 @@ fn main() -> anyhow::Result<()> {
         let gbs = best * m.bytes() as f64 / (rows * cols) as f64;
         println!(
             "{ty:?} {rows}x{cols} x {tokens} tokens, {threads} threads{}: {best:.1} GMAC/s ({:.1} GB/s of weights per token)",
-            if vnni { ", VNNI" } else { "" },
+            match (vnni, wide) {
+                (_, true) => ", VNNI, 512-bit",
+                (true, _) => ", VNNI",
+                _ => "",
+            },
             gbs / tokens as f64
         );
     }

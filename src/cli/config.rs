@@ -4,7 +4,8 @@
 //! Environment: `RAG_HOME` (cache, default `~/.cache/rag`), `RAG_MODEL` (a GGUF path),
 //! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_EMBEDDER` (`llama` or
 //! `minilm`), `RAG_THREADS`, `RAG_CONFIG` (a config file), `RAG_KERNELS=scalar` (the portable
-//! kernels instead of AVX2). The config file is `--config PATH`, else `RAG_CONFIG`, else
+//! kernels instead of AVX2) or `RAG_KERNELS=avx2` (no 512-bit token loops where the CPU has
+//! AVX-512). The config file is `--config PATH`, else `RAG_CONFIG`, else
 //! `./rag.toml`, else `$RAG_HOME/config.toml`, whichever exists first:
 //!
 //! ```toml
@@ -111,8 +112,16 @@ struct FileConfig {
 pub fn resolve(args: &GlobalArgs) -> Result<Config> {
     let config = resolve_with(args, &|k| std::env::var_os(k))?;
     rag_model::set_threads(config.threads_or_default())?;
-    if std::env::var("RAG_KERNELS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("scalar")) {
-        rag_model::engine::quant::set_kernels(rag_model::engine::quant::Kernels::Scalar);
+    use rag_model::engine::quant;
+    match std::env::var("RAG_KERNELS").map(|v| v.trim().to_ascii_lowercase()) {
+        Ok(v) if v == "scalar" => {
+            quant::set_kernels(quant::Kernels::Scalar);
+        }
+        // The 256-bit kernels only, where the CPU also has AVX-512 (for comparisons).
+        Ok(v) if v == "avx2" => {
+            quant::set_wide(false);
+        }
+        _ => {}
     }
     Ok(config)
 }

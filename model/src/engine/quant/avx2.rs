@@ -555,28 +555,57 @@ pub(super) const SHARE: usize = 4;
 /// on Q4_1 and Q8_0 products of prefill shapes (in one process, alternating); their
 /// activations (90-250 KiB for SmolLM2) stay in L2, as those of 256 would not for the
 /// 1536-wide `ffn_down`.
-const RUN: usize = 128;
+pub(super) const RUN: usize = 128;
 
 /// One block of up to [`SHARE`] groups of eight rows, unpacked for the token loop: the
 /// quant bytes of chunk `c` of group `g` (`w[g][c]`; for Q8_0 also `|w|` in `aw`), the
 /// eight rows' scales `d[g]` and minimums or offsets `m[g]` as f32.
-struct Unpacked<const G: usize> {
-    w: [[__m256i; 8]; G],
-    aw: [[__m256i; 8]; G],
-    d: [__m256; G],
-    m: [__m256; G],
+pub(super) struct Unpacked<const G: usize> {
+    pub(super) w: [[__m256i; 8]; G],
+    pub(super) aw: [[__m256i; 8]; G],
+    pub(super) d: [__m256; G],
+    pub(super) m: [__m256; G],
 }
 
 impl<const G: usize> Unpacked<G> {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn new() -> Self {
+    pub(super) unsafe fn new() -> Self {
         Self {
             w: [[_mm256_setzero_si256(); 8]; G],
             aw: [[_mm256_setzero_si256(); 8]; G],
             d: [_mm256_setzero_ps(); G],
             m: [_mm256_setzero_ps(); G],
         }
+    }
+}
+
+/// Ask for the `bytes` bytes at `p` (the block after the one being unpacked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prefetch(p: *const u8, bytes: usize) {
+    let mut o = 0;
+    while o < bytes {
+        _mm_prefetch::<_MM_HINT_T0>(p.add(o) as *const i8);
+        o += 64;
+    }
+}
+
+/// Ask for the output lines of `n` tokens (`8 * G` floats each, a stride `ldo` apart from
+/// `o`) a block ahead of their stores: they are usually outside the caches (the output of a
+/// prefill product is megabytes). A read prefetch: a write-intent one (`prefetchw`) needs
+/// the prfchw feature, which these functions do not enable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prefetch_out<const G: usize>(o: *const f32, ldo: usize, n: usize) {
+    for j in 0..n {
+        let o = o.add(j * ldo) as *const i8;
+        let mut k = 0;
+        while k < 32 * G {
+            _mm_prefetch::<_MM_HINT_T0>(o.add(k));
+            k += 64;
+        }
+        _mm_prefetch::<_MM_HINT_T0>(o.add(32 * G - 1));
     }
 }
 
@@ -625,27 +654,11 @@ pub(super) unsafe fn x8_loop<const G: usize, const P: usize, U>(
         for b in 0..units {
             for g in 0..G {
                 let blk = packed.as_ptr().add(((g0 + g) * units + b) * bs);
-                let mut o = 0;
-                while o < bs {
-                    _mm_prefetch::<_MM_HINT_T0>(blk.add(ahead + o) as *const i8);
-                    o += 64;
-                }
+                prefetch(blk.add(ahead), bs);
                 unpack(blk, g, u);
             }
             if b + 1 == units {
-                // Ask for the output lines a block ahead of the stores: they are usually
-                // outside the caches (the output of a prefill product is megabytes). A
-                // read prefetch: a write-intent one (`prefetchw`) needs the prfchw
-                // feature, which these functions do not enable.
-                for j in 0..n {
-                    let o = po.add((i0 + j) * ldo + 8 * g0) as *const i8;
-                    let mut k = 0;
-                    while k < 32 * G {
-                        _mm_prefetch::<_MM_HINT_T0>(o.add(k));
-                        k += 64;
-                    }
-                    _mm_prefetch::<_MM_HINT_T0>(o.add(32 * G - 1));
-                }
+                prefetch_out::<G>(po.add(i0 * ldo + 8 * g0), ldo, n);
             }
             let mut j = 0;
             while j < n {
@@ -682,6 +695,40 @@ pub(super) fn group_sets(groups: usize, tokens: usize) -> impl Iterator<Item = (
     (0..groups)
         .step_by(step)
         .map(move |g0| (g0, step.min(groups - g0)))
+}
+
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1: fill group `g` of `u` from the block of eight rows at `blk`:
+/// the weights as unsigned bytes (0..16 or 0..32), the scales, and the minimums or the
+/// offset times the scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn unpack_q45<const G: usize, const FIVE: bool, const MIN: bool>(
+    blk: *const u8,
+    g: usize,
+    u: &mut Unpacked<G>,
+) {
+    let nf = if MIN { 2 } else { 1 };
+    let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
+    let mask = _mm256_set1_epi8(0x0F);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+    u.d[g] = d;
+    u.m[g] = if MIN {
+        _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
+    } else {
+        _mm256_mul_ps(d, _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 }))
+    };
+    let w = &mut u.w[g];
+    for c in 0..4 {
+        let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
+        w[c] = _mm256_and_si256(x, mask);
+        w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+    }
+    if FIVE {
+        let words = blk.add(16 * nf) as *const u32;
+        for k in 0..8 {
+            w[k] = _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
+        }
+    }
 }
 
 /// The Q4_0 / Q4_1 / Q5_0 / Q5_1 kernels for one instruction set: `$vnni` says whether
@@ -730,28 +777,7 @@ macro_rules! q45_kernels {
             let nf = if MIN { 2 } else { 1 };
             let chunks_at = 16 * nf + if FIVE { 32 } else { 0 };
             let bs = chunks_at + 128;
-            let unpack = |blk: *const u8, g: usize, u: &mut Unpacked<G>| {
-                let mask = _mm256_set1_epi8(0x0F);
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-                u.d[g] = d;
-                u.m[g] = if MIN {
-                    _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i))
-                } else {
-                    _mm256_mul_ps(d, _mm256_set1_ps(if FIVE { -16.0 } else { -8.0 }))
-                };
-                let w = &mut u.w[g];
-                for c in 0..4 {
-                    let x = _mm256_loadu_si256(blk.add(chunks_at + 32 * c) as *const __m256i);
-                    w[c] = _mm256_and_si256(x, mask);
-                    w[4 + c] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
-                }
-                if FIVE {
-                    let words = blk.add(16 * nf) as *const u32;
-                    for k in 0..8 {
-                        w[k] = _mm256_or_si256(w[k], bits_to_0x10(words.add(k).read_unaligned()));
-                    }
-                }
-            };
+            let unpack = |blk, g, u: &mut _| unpack_q45::<G, FIVE, MIN>(blk, g, u);
             let token = |u: &Unpacked<G>, a: [&BlockQ8; P], acc: &mut [[__m256; G]; P]| {
                 let ones = _mm256_set1_epi16(1);
                 // 16-bit sums: eight products of up to 15 · 128 per lane fit, for 5-bit weights

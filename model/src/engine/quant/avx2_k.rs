@@ -15,10 +15,10 @@ use super::blocks::{k_layout, q6k_at, x8_block_bytes, BlockQ8, QType};
 /// `8j + k` holds columns `4k..4k + 4` of sub-block `j`), `S` scales (d × the 6- or 8-bit
 /// scale, per sub-block or per 16 columns) and for Q4_K / Q5_K the eight minimums (dmin ×
 /// the 6-bit minimum), all eight rows at a time.
-struct UnpackedK<const G: usize, const S: usize> {
-    w: [[__m256i; 64]; G],
-    sc: [[__m256; S]; G],
-    nm: [[__m256; 8]; G],
+pub(super) struct UnpackedK<const G: usize, const S: usize> {
+    pub(super) w: [[__m256i; 64]; G],
+    pub(super) sc: [[__m256; S]; G],
+    pub(super) nm: [[__m256; 8]; G],
 }
 
 /// Eight bytes at `p` as eight f32 lanes (unsigned or signed).
@@ -43,7 +43,7 @@ unsafe fn piece(a: &BlockQ8, k: usize) -> __m256i {
 /// Q4_K / Q5_K: fill group `g` of `u` from the unit at `blk`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_k45<const G: usize, const FIVE: bool>(
+pub(super) unsafe fn unpack_k45<const G: usize, const FIVE: bool>(
     blk: *const u8,
     g: usize,
     u: &mut UnpackedK<G, 8>,
@@ -82,7 +82,11 @@ unsafe fn unpack_k45<const G: usize, const FIVE: bool>(
 /// Q6_K: fill group `g` of `u` from the unit at `blk`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q6k<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedK<G, 16>) {
+pub(super) unsafe fn unpack_q6k<const G: usize>(
+    blk: *const u8,
+    g: usize,
+    u: &mut UnpackedK<G, 16>,
+) {
     let l = k_layout(QType::Q6K);
     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
     for k in 0..16 {

@@ -9,6 +9,9 @@
 //! at compile time) and a portable scalar reference. [`kernels`] says which is in use;
 //! [`set_kernels`] forces the scalar one (the `rag` command does so for `RAG_KERNELS=scalar`). The
 //! `*_with` variants take the choice explicitly (tests and benchmarks compare the two).
+//! Within the AVX2 kernels, [`vnni`] and [`wide`] pick `vpdpbusd` and, for products of two
+//! or more tokens in [`gemm_x8`], 512-bit token loops, where the CPU has them; the results
+//! are the same bits with or without either.
 //!
 //! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
 //! [`dot_f32`] and [`quantize_row_q8`] return the same bits with either. The
@@ -36,6 +39,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod blocks;
 mod scalar;
 #[cfg(test)]
@@ -184,6 +189,59 @@ pub fn set_vnni(on: bool) -> bool {
     let on = on && vnni_available();
     VNNI.store(if on { 1 } else { 2 }, Ordering::Relaxed);
     on
+}
+
+/// 0 = not chosen yet, 1 = on, 2 = off.
+static WIDE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU has AVX-512 (F, BW, VL) and AVX512-VNNI besides AVX2, FMA and F16C
+/// (detected once): what the 512-bit token loops need.
+pub fn wide_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            avx2_available()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`gemm_x8`] of two or more tokens runs 512-bit token loops (two tokens in each
+/// `vpdpbusd`; `quant/avx512.rs`): where [`wide_available`] and [`vnni`] are both true,
+/// unless [`set_wide`] turned it off. One token, memory-bound, stays on the 256-bit kernels.
+/// The results are the same bits either way.
+pub fn wide() -> bool {
+    let on = match WIDE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = wide_available();
+            let _ = WIDE.compare_exchange(
+                0,
+                if on { 1 } else { 2 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            WIDE.load(Ordering::Relaxed) == 1
+        }
+    };
+    on && vnni()
+}
+
+/// Use the 512-bit token loops where available (`true`) or the 256-bit ones alone (`false`,
+/// for comparisons); returns what is in use afterwards.
+pub fn set_wide(on: bool) -> bool {
+    let on = on && wide_available();
+    WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    wide()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -405,6 +463,19 @@ unsafe fn gemm_x8_raw(
     ldo: usize,
 ) {
     match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected (`wide` implies `wide_available`); sizes checked by the
+        // caller.
+        Kernels::Avx2 if acts.len() > nb && wide() => match ty {
+            QType::Q4_0 => avx512::gemm_x8_q45::<false, false>(packed, acts, nb, out, ldo),
+            QType::Q4_1 => avx512::gemm_x8_q45::<false, true>(packed, acts, nb, out, ldo),
+            QType::Q5_0 => avx512::gemm_x8_q45::<true, false>(packed, acts, nb, out, ldo),
+            QType::Q5_1 => avx512::gemm_x8_q45::<true, true>(packed, acts, nb, out, ldo),
+            QType::Q4K => avx512::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
+            QType::Q5K => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
+            QType::Q6K => avx512::gemm_x8_q6k(packed, acts, nb, out, ldo),
+            _ => avx512::gemm_x8_q8(packed, acts, nb, out, ldo),
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected; sizes checked by the caller.
         Kernels::Avx2 if vnni() && vnni_form() == Some(VnniForm::Avx512) => match ty {

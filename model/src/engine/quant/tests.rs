@@ -602,18 +602,22 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     for q in acts[1].qs.iter_mut() {
         *q = 127;
     }
-    // (kernels, AVX-VNNI on) of each run.
-    let mut kernels = vec![(Kernels::Scalar, false)];
+    // (kernels, VNNI on, 512-bit token loops on) of each run.
+    let mut kernels = vec![(Kernels::Scalar, false, false)];
     if avx2_available() {
-        kernels.push((Kernels::Avx2, false));
+        kernels.push((Kernels::Avx2, false, false));
     }
     if vnni_available() {
-        kernels.push((Kernels::Avx2, true));
+        kernels.push((Kernels::Avx2, true, false));
+    }
+    if vnni_available() && wide_available() {
+        kernels.push((Kernels::Avx2, true, true));
     }
     let mut all = Vec::new();
-    let vnni_was = vnni();
-    for &(k, v) in &kernels {
+    let (vnni_was, wide_was) = (vnni(), wide());
+    for &(k, v, w) in &kernels {
         set_vnni(v);
+        set_wide(w);
         let mut out = vec![f32::NAN; rows * t];
         gemm_x8_with(k, ty, &packed, &acts, cols, &mut out);
         for i in 0..t {
@@ -642,6 +646,7 @@ fn x8_gemm_for(ty: QType, rows: usize) {
         all.push(out);
     }
     set_vnni(vnni_was);
+    set_wide(wide_was);
     for (o, k) in all[1..].iter().zip(&kernels[1..]) {
         for (a, b) in o.iter().zip(&all[0]) {
             assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {k:?} vs scalar");
