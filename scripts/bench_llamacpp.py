@@ -56,6 +56,29 @@ def die(msg):
     sys.exit(2)
 
 
+def tokenize_only(llama_cpp, path, text):
+    """`text`'s token ids (BOS first) from the model's vocabulary alone, without a context:
+    `Llama(vocab_only=True)` also makes a context, which on random-weight files of the
+    Llama 2 shapes sometimes fails ("n_ctx_seq (512) > n_ctx_train (0)")."""
+    from llama_cpp._utils import suppress_stdout_stderr  # what Llama(verbose=False) uses
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with suppress_stdout_stderr(disable=False):
+        model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
+    if not model:
+        die(f"llama.cpp could not read the vocabulary of {path}")
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        buf = (llama_cpp.llama_token * (len(text) + 16))()
+        n = llama_cpp.llama_tokenize(vocab, text, len(text), buf, len(buf), True, False)
+        if n < 0:
+            die(f"llama.cpp could not tokenize the prompt ({n})")
+        return list(buf[:n])
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -89,9 +112,7 @@ def main():
     load_start = os.getloadavg()[0]
 
     # ---- prompt and generation ----
-    probe = Llama(model_path=args.model, vocab_only=True, verbose=False)
-    prompt_ids = probe.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-    del probe
+    prompt_ids = tokenize_only(llama_cpp, args.model, prompt.encode("utf-8"))
     n_prompt = len(prompt_ids)
     if n_prompt == 0:
         die("the prompt is empty")

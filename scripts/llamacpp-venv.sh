@@ -14,6 +14,11 @@
 # llama-quantize tool is then built from the same tree at little cost and linked into
 # $VENV/bin/llama-quantize (set LLAMACPP_TOOLS=0 to skip it; a failure there only warns).
 #
+# LLAMACPP_AMX=0 builds llama.cpp without its AMX kernels, which -march=native compiles on
+# CPUs that list AMX. On one such machine (a virtual Xeon, 2026-12-06) their first prompt
+# batch died of a general protection fault in `ldtilecfg`, although a small test program
+# used AMX tiles fine there; with LLAMACPP_AMX=0 it ran. Changing it rebuilds.
+#
 # Running it again when the venv works (python -c "import llama_cpp") does nothing but
 # print the path. Exit code 2 on any failure.
 set -euo pipefail
@@ -23,6 +28,7 @@ RAG_HOME="${RAG_HOME:-$HOME/.cache/rag}"
 VENV="$RAG_HOME/venv-llamacpp"
 JOBS="${LLAMACPP_JOBS:-2}"
 WANT_TOOLS="${LLAMACPP_TOOLS:-1}"
+WANT_AMX="${LLAMACPP_AMX:-1}"
 PY="$VENV/bin/python"
 SRC_ROOT="$VENV/src"
 SRC="$SRC_ROOT/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
@@ -33,6 +39,8 @@ die() { echo "llamacpp-venv: $*" >&2; exit 2; }
 log() { echo "llamacpp-venv: $*" >&2; }
 
 have_llama() {
+    # $VENV/.no-amx marks a build without AMX (LLAMACPP_AMX=0).
+    if [ "$WANT_AMX" = "0" ]; then [ -f "$VENV/.no-amx" ] || return 1; else [ ! -f "$VENV/.no-amx" ] || return 1; fi
     [ -x "$PY" ] && "$PY" -c "import sys, llama_cpp; sys.exit(0 if llama_cpp.__version__ == '$LLAMA_CPP_PYTHON_VERSION' else 1)" >/dev/null 2>&1
 }
 have_quantize() {
@@ -93,12 +101,19 @@ if ! have_llama; then
     fi
     log "building llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION with $JOBS jobs (log: $VENV/build.log) ..."
     export CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF"
+    if [ "$WANT_AMX" = "0" ]; then
+        # An explicit -mno-* wins over -march=native (GCC and Clang), whatever the order.
+        no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        CMAKE_ARGS="$CMAKE_ARGS '-DCMAKE_C_FLAGS=$no_amx' '-DCMAKE_CXX_FLAGS=$no_amx'"
+        log "LLAMACPP_AMX=0: without AMX"
+    fi
     export CMAKE_BUILD_PARALLEL_LEVEL="$JOBS"
     export MAKEFLAGS="-j$JOBS"
     start=$(date +%s)
     "${PIP[@]}" install --verbose --no-build-isolation \
         --config-settings=build-dir="$BUILD" "$SRC" > "$VENV/build.log" 2>&1 \
         || { tail -n 40 "$VENV/build.log" >&2; die "building llama-cpp-python failed; full log: $VENV/build.log"; }
+    if [ "$WANT_AMX" = "0" ]; then touch "$VENV/.no-amx"; else rm -f "$VENV/.no-amx"; fi
     have_llama || die "llama-cpp-python installed, but 'import llama_cpp' fails in $VENV (see $VENV/build.log)"
     log "built in $(( $(date +%s) - start )) s"
 fi

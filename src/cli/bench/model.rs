@@ -694,10 +694,16 @@ fn run_llamacpp(
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.map_err(|e| format!("could not run {}: {e}", python.display()))?;
     if !out.status.success() {
-        return Err(format!(
-            "bench_llamacpp.py failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Killed by a signal: llama.cpp itself crashed (its AMX kernels did on one machine).
+        #[cfg(unix)]
+        if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
+            return Err(format!(
+                "llama.cpp crashed (signal {sig}); on a CPU that lists AMX, rebuild it without \
+                 AMX with `LLAMACPP_AMX=0 scripts/llamacpp-venv.sh`"
+            ));
+        }
+        return Err(format!("bench_llamacpp.py failed: {}", stderr.trim()));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable llama.cpp output: {e}"))
 }
