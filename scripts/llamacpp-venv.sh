@@ -17,7 +17,8 @@
 # LLAMACPP_AMX=0 builds llama.cpp without its AMX kernels, which -march=native compiles on
 # CPUs that list AMX. On one such machine (a virtual Xeon, 2026-12-06) their first prompt
 # batch died of a general protection fault in `ldtilecfg`, although a small test program
-# used AMX tiles fine there; with LLAMACPP_AMX=0 it ran. Changing it rebuilds.
+# used AMX tiles fine there; with LLAMACPP_AMX=0 it ran. LLAMACPP_AMX=0 or =1 rebuilds when
+# the venv was built the other way; unset, any build is kept.
 #
 # Running it again when the venv works (python -c "import llama_cpp") does nothing but
 # print the path. Exit code 2 on any failure.
@@ -28,7 +29,7 @@ RAG_HOME="${RAG_HOME:-$HOME/.cache/rag}"
 VENV="$RAG_HOME/venv-llamacpp"
 JOBS="${LLAMACPP_JOBS:-2}"
 WANT_TOOLS="${LLAMACPP_TOOLS:-1}"
-WANT_AMX="${LLAMACPP_AMX:-1}"
+WANT_AMX="${LLAMACPP_AMX:-}"
 PY="$VENV/bin/python"
 SRC_ROOT="$VENV/src"
 SRC="$SRC_ROOT/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
@@ -40,7 +41,10 @@ log() { echo "llamacpp-venv: $*" >&2; }
 
 have_llama() {
     # $VENV/.no-amx marks a build without AMX (LLAMACPP_AMX=0).
-    if [ "$WANT_AMX" = "0" ]; then [ -f "$VENV/.no-amx" ] || return 1; else [ ! -f "$VENV/.no-amx" ] || return 1; fi
+    case "$WANT_AMX" in
+        0) [ -f "$VENV/.no-amx" ] || return 1 ;;
+        1) [ ! -f "$VENV/.no-amx" ] || return 1 ;;
+    esac
     [ -x "$PY" ] && "$PY" -c "import sys, llama_cpp; sys.exit(0 if llama_cpp.__version__ == '$LLAMA_CPP_PYTHON_VERSION' else 1)" >/dev/null 2>&1
 }
 have_quantize() {
