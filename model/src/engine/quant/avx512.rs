@@ -114,6 +114,27 @@ unsafe fn pair_loop<const G: usize, U>(
     }
 }
 
+/// A kernel's groups function: `(g0, packed, acts, nb, out, ldo)` for groups `g0..g0 + G`.
+type Groups = unsafe fn(usize, &[u8], &[BlockQ8], usize, *mut f32, usize);
+
+/// Runs `sets[G - 1]` (the kernel for `G` groups) over the sets of groups of eight rows of
+/// `group_bytes` bytes each.
+///
+/// # Safety
+/// As the kernels: features detected, sizes checked by the caller.
+#[inline]
+unsafe fn each_set(
+    sets: [Groups; SHARE],
+    group_bytes: usize,
+    (packed, acts, nb): (&[u8], &[BlockQ8], usize),
+    out: *mut f32,
+    ldo: usize,
+) {
+    for (g0, n) in group_sets(packed.len() / group_bytes, acts.len() / nb) {
+        sets[n - 1](g0, packed, acts, nb, out, ldo);
+    }
+}
+
 /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 and two or more tokens (the caller
 /// checked the sizes): the float steps of the 256-bit kernel on two tokens at once.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -126,15 +147,13 @@ pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
 ) {
     let nf = if MIN { 2 } else { 1 };
     let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
-    for (g0, n) in group_sets(packed.len() / (nb * bs), acts.len() / nb) {
-        let f = match n {
-            1 => q45_groups::<1, FIVE, MIN>,
-            2 => q45_groups::<2, FIVE, MIN>,
-            3 => q45_groups::<3, FIVE, MIN>,
-            _ => q45_groups::<SHARE, FIVE, MIN>,
-        };
-        f(g0, packed, acts, nb, out, ldo);
-    }
+    let sets: [Groups; SHARE] = [
+        q45_groups::<1, FIVE, MIN>,
+        q45_groups::<2, FIVE, MIN>,
+        q45_groups::<3, FIVE, MIN>,
+        q45_groups::<SHARE, FIVE, MIN>,
+    ];
+    each_set(sets, nb * bs, (packed, acts, nb), out, ldo);
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -196,15 +215,13 @@ pub(super) unsafe fn gemm_x8_q8(
     out: *mut f32,
     ldo: usize,
 ) {
-    for (g0, n) in group_sets(packed.len() / (nb * (16 + 256)), acts.len() / nb) {
-        let f = match n {
-            1 => q8_groups::<1>,
-            2 => q8_groups::<2>,
-            3 => q8_groups::<3>,
-            _ => q8_groups::<SHARE>,
-        };
-        f(g0, packed, acts, nb, out, ldo);
-    }
+    let sets: [Groups; SHARE] = [
+        q8_groups::<1>,
+        q8_groups::<2>,
+        q8_groups::<3>,
+        q8_groups::<SHARE>,
+    ];
+    each_set(sets, nb * (16 + 256), (packed, acts, nb), out, ldo);
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -270,15 +287,13 @@ pub(super) unsafe fn gemm_x8_k45<const FIVE: bool>(
     ldo: usize,
 ) {
     let bs = x8_block_bytes(if FIVE { QType::Q5K } else { QType::Q4K });
-    for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
-        let f = match n {
-            1 => k45_groups::<1, FIVE>,
-            2 => k45_groups::<2, FIVE>,
-            3 => k45_groups::<3, FIVE>,
-            _ => k45_groups::<SHARE, FIVE>,
-        };
-        f(g0, packed, acts, nb, out, ldo);
-    }
+    let sets: [Groups; SHARE] = [
+        k45_groups::<1, FIVE>,
+        k45_groups::<2, FIVE>,
+        k45_groups::<3, FIVE>,
+        k45_groups::<SHARE, FIVE>,
+    ];
+    each_set(sets, nb / 8 * bs, (packed, acts, nb), out, ldo);
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -331,15 +346,13 @@ pub(super) unsafe fn gemm_x8_q6k(
     ldo: usize,
 ) {
     let bs = x8_block_bytes(QType::Q6K);
-    for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
-        let f = match n {
-            1 => q6k_groups::<1>,
-            2 => q6k_groups::<2>,
-            3 => q6k_groups::<3>,
-            _ => q6k_groups::<SHARE>,
-        };
-        f(g0, packed, acts, nb, out, ldo);
-    }
+    let sets: [Groups; SHARE] = [
+        q6k_groups::<1>,
+        q6k_groups::<2>,
+        q6k_groups::<3>,
+        q6k_groups::<SHARE>,
+    ];
+    each_set(sets, nb / 8 * bs, (packed, acts, nb), out, ldo);
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
