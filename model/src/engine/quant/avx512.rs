@@ -135,6 +135,16 @@ unsafe fn each_set(
     }
 }
 
+/// The 32-element format of the Q4_0 / Q4_1 / Q5_0 / Q5_1 kernels' parameters.
+fn q45_type(five: bool, min: bool) -> QType {
+    match (five, min) {
+        (false, false) => QType::Q4_0,
+        (false, true) => QType::Q4_1,
+        (true, false) => QType::Q5_0,
+        (true, true) => QType::Q5_1,
+    }
+}
+
 /// [`super::gemm_x8`] for Q4_0 / Q4_1 / Q5_0 / Q5_1 and two or more tokens (the caller
 /// checked the sizes): the float steps of the 256-bit kernel on two tokens at once.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -145,8 +155,7 @@ pub(super) unsafe fn gemm_x8_q45<const FIVE: bool, const MIN: bool>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let nf = if MIN { 2 } else { 1 };
-    let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
+    let bs = x8_block_bytes(q45_type(FIVE, MIN));
     let sets: [Groups; SHARE] = [
         q45_groups::<1, FIVE, MIN>,
         q45_groups::<2, FIVE, MIN>,
@@ -165,8 +174,7 @@ unsafe fn q45_groups<const G: usize, const FIVE: bool, const MIN: bool>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let nf = if MIN { 2 } else { 1 };
-    let bs = 16 * nf + if FIVE { 32 } else { 0 } + 128;
+    let bs = x8_block_bytes(q45_type(FIVE, MIN));
     let unpack = |blk, g, u: &mut _| unpack_q45::<G, FIVE, MIN>(blk, g, u);
     let token = |u: &Unpacked<G>, a: [&BlockQ8; 2], acc: &mut [__m512; G]| {
         let mut isum = [_mm512_setzero_si512(); G];

@@ -129,18 +129,19 @@ static VNNI: AtomicU8 = AtomicU8::new(0);
 /// integer sum exactly; Q8_0's 16-bit pair sums never saturate, see `quant/avx2.rs`); only
 /// the speed differs.
 pub fn vnni() -> bool {
-    match VNNI.load(Ordering::Relaxed) {
+    switch(&VNNI, vnni_available)
+}
+
+/// A kernel switch (0 = not chosen yet, 1 = on, 2 = off): on where `available()` (asked on
+/// first use) unless set otherwise before.
+fn switch(state: &AtomicU8, available: fn() -> bool) -> bool {
+    match state.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let on = vnni_available();
-            let _ = VNNI.compare_exchange(
-                0,
-                if on { 1 } else { 2 },
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            VNNI.load(Ordering::Relaxed) == 1
+            let code = if available() { 1 } else { 2 };
+            let _ = state.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+            state.load(Ordering::Relaxed) == 1
         }
     }
 }
@@ -219,21 +220,7 @@ pub fn wide_available() -> bool {
 /// unless [`set_wide`] turned it off. One token, memory-bound, stays on the 256-bit kernels.
 /// The results are the same bits either way.
 pub fn wide() -> bool {
-    let on = match WIDE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = wide_available();
-            let _ = WIDE.compare_exchange(
-                0,
-                if on { 1 } else { 2 },
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            WIDE.load(Ordering::Relaxed) == 1
-        }
-    };
-    on && vnni()
+    switch(&WIDE, wide_available) && vnni()
 }
 
 /// Use the 512-bit token loops where available (`true`) or the 256-bit ones alone (`false`,
