@@ -4,7 +4,8 @@
 //! up against 128 (a prefill slice); with RAG_SHAPES=tinyllama (or llama2-7b), TinyLlama's (Llama 2 7B's) gate / up
 //! (5632x2048) and down (2048x5632) against 128 tokens and against one (a generation step).
 //! $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0, q4_k, q5_k, q6_k; default q4_1);
-//! RAG_VNNI=0 and RAG_WIDE=0 turn off VNNI and the 512-bit token loops.
+//! RAG_VNNI=0, RAG_WIDE=0 and RAG_AMX=0 turn off VNNI, the 512-bit token loops and the AMX
+//! tiles.
 //! Prints GMAC/s (and for one token, GB/s of weights read), best of five 0.4 s rounds.
 //!
 //!     cargo run --release --example matmul_speed
@@ -43,6 +44,8 @@ fn main() -> anyhow::Result<()> {
     let vnni = quant::set_vnni(std::env::var("RAG_VNNI").as_deref() != Ok("0"));
     // RAG_WIDE=0: the 256-bit token loops where the CPU has AVX-512.
     let wide = quant::set_wide(std::env::var("RAG_WIDE").as_deref() != Ok("0"));
+    // RAG_AMX=0: the 512-bit token loops for the K-quants where the CPU has AMX.
+    let amx = quant::set_amx(std::env::var("RAG_AMX").as_deref() != Ok("0"));
     let shapes: &[(usize, usize, usize)] = match std::env::var("RAG_SHAPES").ok().as_deref() {
         // TinyLlama's gate / up and down, for a prefill slice and for one token.
         Some("tinyllama") => &[
@@ -82,9 +85,10 @@ fn main() -> anyhow::Result<()> {
         let gbs = best * m.bytes() as f64 / (rows * cols) as f64;
         println!(
             "{ty:?} {rows}x{cols} x {tokens} tokens, {threads} threads{}: {best:.1} GMAC/s ({:.1} GB/s of weights per token)",
-            match (vnni, wide) {
-                (_, true) => ", VNNI, 512-bit",
-                (true, _) => ", VNNI",
+            match (vnni, wide, amx) {
+                (_, _, true) => ", VNNI, 512-bit, AMX",
+                (_, true, _) => ", VNNI, 512-bit",
+                (true, _, _) => ", VNNI",
                 _ => "",
             },
             gbs / tokens as f64

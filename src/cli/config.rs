@@ -4,8 +4,8 @@
 //! Environment: `RAG_HOME` (cache, default `~/.cache/rag`), `RAG_MODEL` (a GGUF path),
 //! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_EMBEDDER` (`llama` or
 //! `minilm`), `RAG_THREADS`, `RAG_CONFIG` (a config file), `RAG_KERNELS=scalar` (the portable
-//! kernels instead of AVX2) or `RAG_KERNELS=avx2` (no 512-bit token loops where the CPU has
-//! AVX-512). The config file is `--config PATH`, else `RAG_CONFIG`, else
+//! kernels instead of AVX2), `RAG_KERNELS=avx2` (no 512-bit token loops where the CPU has
+//! AVX-512) or `RAG_KERNELS=avx512` (no AMX tiles where it has those). The config file is `--config PATH`, else `RAG_CONFIG`, else
 //! `./rag.toml`, else `$RAG_HOME/config.toml`, whichever exists first:
 //!
 //! ```toml
@@ -120,6 +120,10 @@ pub fn resolve(args: &GlobalArgs) -> Result<Config> {
         // The 256-bit kernels only, where the CPU also has AVX-512 (for comparisons).
         Ok(v) if v == "avx2" => {
             quant::set_wide(false);
+        }
+        // No AMX tiles, where the CPU has them (for comparisons).
+        Ok(v) if v == "avx512" => {
+            quant::set_amx(false);
         }
         _ => {}
     }

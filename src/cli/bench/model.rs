@@ -602,7 +602,11 @@ pub fn bench_model(
     let (llamacpp, llamacpp_skipped) = match &opts.llamacpp_python {
         None => (
             None,
-            Some("no llama-cpp-python venv (run scripts/llamacpp-venv.sh)".into()),
+            Some(
+                "skipped (--no-llamacpp, or no llama-cpp-python venv: run \
+                 scripts/llamacpp-venv.sh)"
+                    .into(),
+            ),
         ),
         Some(py) => match run_llamacpp(py, &path, &prompt_text, &chunks, config, opts) {
             Ok(n) => (Some(n), None),

@@ -10,8 +10,9 @@
 //! [`set_kernels`] forces the scalar one (the `rag` command does so for `RAG_KERNELS=scalar`). The
 //! `*_with` variants take the choice explicitly (tests and benchmarks compare the two).
 //! Within the AVX2 kernels, [`vnni`] and [`wide`] pick `vpdpbusd` and, for products of two
-//! or more tokens in [`gemm_x8`], 512-bit token loops, where the CPU has them; the results
-//! are the same bits with or without either.
+//! or more tokens in [`gemm_x8`], 512-bit token loops, and [`amx`] AMX tiles for the K-quants'
+//! products of sixteen or more, where the CPU has them; the results are the same bits with
+//! or without any of them.
 //!
 //! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
 //! [`dot_f32`] and [`quantize_row_q8`] return the same bits with either. The
@@ -35,6 +36,8 @@
 //! [`dequantize_row`] (or read F32 directly) and use [`dot_f32`] against the unquantized
 //! activation, which is both faster and exact.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -229,6 +232,39 @@ pub fn set_wide(on: bool) -> bool {
     let on = on && wide_available();
     WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
     wide()
+}
+
+/// 0 = not chosen yet, 1 = on, 2 = off.
+static AMX: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU has AMX-TILE and AMX-INT8, the OS lets this process use the tiles (on
+/// Linux the first call asks for them), and [`wide_available`] holds (detected once).
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| wide_available() && amx::detect())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`gemm_x8`] of sixteen or more tokens runs the K-quants (Q4_K, Q5_K, Q6_K) on AMX
+/// tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows of a sub-block):
+/// where [`amx_available`] and [`wide`] are both true, unless [`set_amx`] turned it off. The
+/// results are the same bits either way.
+pub fn amx() -> bool {
+    switch(&AMX, amx_available) && wide()
+}
+
+/// Use the AMX tiles where available (`true`) or the 512-bit token loops (`false`, for
+/// comparisons); returns what is in use afterwards.
+pub fn set_amx(on: bool) -> bool {
+    let on = on && amx_available();
+    AMX.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    amx()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -450,6 +486,16 @@ unsafe fn gemm_x8_raw(
     ldo: usize,
 ) {
     match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected and the tiles granted (`amx` implies `amx_available`
+        // and `wide`); sizes checked by the caller.
+        Kernels::Avx2
+            if acts.len() >= 16 * nb
+                && matches!(ty, QType::Q4K | QType::Q5K | QType::Q6K)
+                && amx() =>
+        {
+            amx::gemm_x8_k(ty, packed, acts, nb, out, ldo)
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected (`wide` implies `wide_available`); sizes checked by the
         // caller.

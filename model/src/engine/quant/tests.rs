@@ -602,22 +602,26 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     for q in acts[1].qs.iter_mut() {
         *q = 127;
     }
-    // (kernels, VNNI on, 512-bit token loops on) of each run.
-    let mut kernels = vec![(Kernels::Scalar, false, false)];
+    // (kernels, VNNI on, 512-bit token loops on, AMX on) of each run.
+    let mut kernels = vec![(Kernels::Scalar, false, false, false)];
     if avx2_available() {
-        kernels.push((Kernels::Avx2, false, false));
+        kernels.push((Kernels::Avx2, false, false, false));
     }
     if vnni_available() {
-        kernels.push((Kernels::Avx2, true, false));
+        kernels.push((Kernels::Avx2, true, false, false));
     }
     if vnni_available() && wide_available() {
-        kernels.push((Kernels::Avx2, true, true));
+        kernels.push((Kernels::Avx2, true, true, false));
+    }
+    if vnni_available() && amx_available() {
+        kernels.push((Kernels::Avx2, true, true, true));
     }
     let mut all = Vec::new();
-    let (vnni_was, wide_was) = (vnni(), wide());
-    for &(k, v, w) in &kernels {
+    let (vnni_was, wide_was, amx_was) = (vnni(), wide(), amx());
+    for &(k, v, w, x) in &kernels {
         set_vnni(v);
         set_wide(w);
+        set_amx(x);
         let mut out = vec![f32::NAN; rows * t];
         gemm_x8_with(k, ty, &packed, &acts, cols, &mut out);
         for i in 0..t {
@@ -647,6 +651,7 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     }
     set_vnni(vnni_was);
     set_wide(wide_was);
+    set_amx(amx_was);
     for (o, k) in all[1..].iter().zip(&kernels[1..]) {
         for (a, b) in o.iter().zip(&all[0]) {
             assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {k:?} vs scalar");

@@ -1,0 +1,369 @@
+//! AMX tile forms of the K-quant x8 kernels (Q4_K, Q5_K, Q6_K), for products of sixteen or
+//! more tokens on CPUs with AMX-TILE and AMX-INT8 ([`super::amx`]). Each sub-block's integer
+//! sums come from one `tdpbssd`: sixteen tokens' activation bytes (tile A, 16 × 32 or
+//! 16 × 16 bytes) against sixteen rows' weights (tile B, two groups of eight rows in the x8
+//! layout side by side, which is the tile's four-bytes-per-column form), 256 sums at once.
+//! The weights of sixteen rows are unpacked once per call by the 256-bit kernels' own code
+//! ([`super::avx2_k`]) into a buffer of tiles; Q6_K's are stored less 32, so the product
+//! already holds the offset the other kernels subtract. The activations are copied once per
+//! call into the same order, sixteen tokens' block a tile (512 contiguous bytes a product:
+//! 1.1-1.4x on Q4_K against loading the tile straight from the interleaved blocks).
+//!
+//! Every sub-block's sums are stored and scaled in f32, as the other kernels do, and that
+//! float work now dominates: 4 vector operations per token and sixteen rows for each 32
+//! columns (Q6_K: 6, two 16-column halves), against 1 tile product. On the host this was
+//! written on, tile and vector work did not overlap, so Q6_K gains little (its products are
+//! half as wide).
+//!
+//! The sums are exact, and each token's sixteen rows then take the float operations of the
+//! 512-bit and 256-bit kernels, lane for lane, in the same order: the same bits. Rows left
+//! over from whole tiles (a lone group of eight) and tokens (fewer than sixteen) go to
+//! [`super::avx512`].
+#![allow(clippy::needless_range_loop)]
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use super::avx2_k::{unpack_k45, unpack_q6k, UnpackedK};
+use super::avx512;
+use super::blocks::{x8_block_bytes, BlockQ8, QType};
+
+/// Whether this CPU and kernel let a process use AMX-TILE and AMX-INT8: CPUID says so, the
+/// OS enables the tile state (XCR0 bits 17 and 18), and Linux grants this process the tile
+/// data (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, asked here, once).
+pub(super) fn detect() -> bool {
+    // SAFETY: CPUID is always there on x86_64; xgetbv after OSXSAVE says it may run.
+    unsafe {
+        let leaf7 = __cpuid_count(7, 0);
+        let (tile, int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        if !(tile && int8) || __cpuid(1).ecx & (1 << 27) == 0 {
+            return false;
+        }
+        if xcr0() & (3 << 17) != 3 << 17 {
+            return false;
+        }
+    }
+    request_tile_data()
+}
+
+#[target_feature(enable = "xsave")]
+unsafe fn xcr0() -> u64 {
+    _xgetbv(0)
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_data() -> bool {
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with two integer arguments; it reads and writes no
+    // memory of ours.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") 158i64 => ret, // SYS_arch_prctl
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// A tile configuration (palette 1): tile `t` has `rows[t]` rows of `colsb[t]` bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    /// Tiles 0, 1, 2: A (16 tokens × `k` bytes), B (`k / 4` rows of 64 bytes), C (16 × 16
+    /// sums).
+    fn new(k: u8) -> TileConfig {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for (t, (colsb, rows)) in [(k, 16), (64, k / 4), (64, 16)].into_iter().enumerate() {
+            c[16 + 2 * t] = colsb;
+            c[48 + t] = rows;
+        }
+        TileConfig(c)
+    }
+}
+
+/// One unit (256 columns) of sixteen rows as tiles: `w[c]` is chunk `c` (four columns) of
+/// both groups, `sc` / `nm` the per-sub-block (Q6_K: per 16 columns) scales and minimums of
+/// the sixteen rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Unit {
+    w: [[u8; 64]; 64],
+    sc: [[f32; 16]; 16],
+    nm: [[f32; 16]; 8],
+}
+
+impl Unit {
+    const ZERO: Unit = Unit {
+        w: [[0; 64]; 64],
+        sc: [[0.0; 16]; 16],
+        nm: [[0.0; 16]; 8],
+    };
+}
+
+/// 256 sums of one product: `c[m][n]` for token `m`, row `n`.
+#[repr(C, align(64))]
+struct Sums([[i32; 16]; 16]);
+
+/// One activation block of sixteen tokens as a tile: their bytes (a token a row) and their
+/// scales and scaled sums.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Tokens {
+    q: [[i8; 32]; 16],
+    d: [f32; 16],
+    s: [f32; 16],
+}
+
+/// The activations of a whole number of sixteen-token tiles, block by block within each tile
+/// (`nb` [`Tokens`] a tile): each product then loads 512 contiguous bytes.
+fn tokens_as_tiles(acts: &[BlockQ8], nb: usize) -> Vec<Tokens> {
+    let tiles = acts.len() / nb / 16;
+    let mut out = Vec::with_capacity(tiles * nb);
+    for tt in 0..tiles {
+        for c in 0..nb {
+            let blk = |m: usize| &acts[(16 * tt + m) * nb + c];
+            out.push(Tokens {
+                q: std::array::from_fn(|m| blk(m).qs),
+                d: std::array::from_fn(|m| blk(m).d),
+                s: std::array::from_fn(|m| blk(m).s),
+            });
+        }
+    }
+    out
+}
+
+/// Stores the two halves of `a` and `b` side by side at `p` (64 bytes).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_pair(p: *mut u8, a: __m256i, b: __m256i) {
+    _mm256_storeu_si256(p as *mut __m256i, a);
+    _mm256_storeu_si256(p.add(32) as *mut __m256i, b);
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_pair_ps(p: &mut [f32; 16], a: __m256, b: __m256) {
+    _mm256_storeu_ps(p.as_mut_ptr(), a);
+    _mm256_storeu_ps(p.as_mut_ptr().add(8), b);
+}
+
+/// [`super::gemm_x8`] for Q4_K, Q5_K or Q6_K and sixteen or more tokens (the caller checked
+/// the sizes and that [`super::amx`] is on).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn gemm_x8_k(
+    ty: QType,
+    packed: &[u8],
+    acts: &[BlockQ8],
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let units = nb / 8;
+    let bs = x8_block_bytes(ty);
+    let group_bytes = units * bs;
+    let groups = packed.len() / group_bytes;
+    let t = acts.len() / nb;
+    let (tiles, whole) = (groups / 2, t / 16 * 16);
+    let rest = |packed: &[u8], acts: &[BlockQ8], out: *mut f32| match ty {
+        QType::Q4K => avx512::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
+        QType::Q5K => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
+        _ => avx512::gemm_x8_q6k(packed, acts, nb, out, ldo),
+    };
+    if tiles > 0 && whole > 0 {
+        let q6 = ty == QType::Q6K;
+        let cfg = TileConfig::new(if q6 { 16 } else { 32 });
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        let mut buf = vec![Unit::ZERO; units];
+        let tokens = tokens_as_tiles(&acts[..whole * nb], nb);
+        for rt in 0..tiles {
+            let rows = &packed[2 * rt * group_bytes..(2 * rt + 2) * group_bytes];
+            match ty {
+                QType::Q4K => unpack_units::<false, false>(rows, bs, &mut buf),
+                QType::Q5K => unpack_units::<true, false>(rows, bs, &mut buf),
+                _ => unpack_units::<false, true>(rows, bs, &mut buf),
+            }
+            for (tt, a) in tokens.chunks_exact(nb).enumerate() {
+                let o = out.add(16 * tt * ldo + 16 * rt);
+                if q6 {
+                    tile_q6k(&buf, a, o, ldo);
+                } else {
+                    tile_k45(&buf, a, o, ldo);
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+    if tiles > 0 && whole < t {
+        let rows = &packed[..2 * tiles * group_bytes];
+        rest(rows, &acts[whole * nb..], out.add(whole * ldo));
+    }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        rest(&packed[g * group_bytes..], acts, out.add(8 * g));
+    }
+}
+
+/// Unpacks the units of two groups of eight rows (`rows`, `bs` bytes a unit and group) into
+/// `buf` as tiles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_units<const FIVE: bool, const Q6: bool>(rows: &[u8], bs: usize, buf: &mut [Unit]) {
+    let (base, group_bytes) = (rows.as_ptr(), rows.len() / 2);
+    let mut u = UnpackedK::<2, 16> {
+        w: [[_mm256_setzero_si256(); 64]; 2],
+        sc: [[_mm256_setzero_ps(); 16]; 2],
+        nm: [[_mm256_setzero_ps(); 8]; 2],
+    };
+    let mut u45 = UnpackedK::<2, 8> {
+        w: [[_mm256_setzero_si256(); 64]; 2],
+        sc: [[_mm256_setzero_ps(); 8]; 2],
+        nm: [[_mm256_setzero_ps(); 8]; 2],
+    };
+    // Q6_K's weights less 32: the signed product then holds the offset.
+    let off = _mm256_set1_epi8(32);
+    for (b, unit) in buf.iter_mut().enumerate() {
+        let blk = |g: usize| base.add(g * group_bytes + b * bs);
+        if Q6 {
+            for g in 0..2 {
+                unpack_q6k::<2>(blk(g), g, &mut u);
+            }
+            for c in 0..64 {
+                let w = [0, 1].map(|g| _mm256_sub_epi8(u.w[g][c], off));
+                store_pair(unit.w[c].as_mut_ptr(), w[0], w[1]);
+            }
+            for s in 0..16 {
+                store_pair_ps(&mut unit.sc[s], u.sc[0][s], u.sc[1][s]);
+            }
+        } else {
+            for g in 0..2 {
+                unpack_k45::<2, FIVE>(blk(g), g, &mut u45);
+            }
+            for c in 0..64 {
+                store_pair(unit.w[c].as_mut_ptr(), u45.w[0][c], u45.w[1][c]);
+            }
+            for s in 0..8 {
+                store_pair_ps(&mut unit.sc[s], u45.sc[0][s], u45.sc[1][s]);
+                store_pair_ps(&mut unit.nm[s], u45.nm[0][s], u45.nm[1][s]);
+            }
+        }
+    }
+}
+
+/// One product into `sums`: `tileloadd` of tile 0 (A: activation bytes at `pa`, a token
+/// every `lda` bytes) and tile 1 (B: weights at `pb`, 64 bytes a row), `tdpbssd` into tile 2
+/// from zero, `tilestored` of tile 2.
+#[inline(always)]
+unsafe fn product(pa: *const i8, lda: usize, pb: *const u8, sums: &mut Sums) {
+    asm!(
+        "tileloadd tmm0, [{pa} + {lda}*1]",
+        "tileloadd tmm1, [{pb} + {ld}*1]",
+        "tilezero tmm2",
+        "tdpbssd tmm2, tmm0, tmm1",
+        "tilestored [{ps} + {ld}*1], tmm2",
+        pa = in(reg) pa,
+        lda = in(reg) lda,
+        pb = in(reg) pb,
+        ps = in(reg) sums.0.as_mut_ptr(),
+        ld = in(reg) 64usize,
+        options(nostack),
+    )
+}
+
+/// Products `0..n`, one after the other: `operands(i)` gives product `i`'s activation and
+/// weight pointers, `scale(i, sums, acc)` adds its sums to the accumulators. (They travel
+/// by value: kept in a place whose address is taken, they would be reloaded around every
+/// tile store.) A second set of tiles, product `i + 1` started before the sums of `i` are
+/// scaled, measured no faster: on the host this was written on, tile and vector work did
+/// not overlap.
+#[inline(always)]
+unsafe fn pipeline(
+    n: usize,
+    operands: impl Fn(usize) -> (*const i8, *const u8),
+    scale: impl Fn(usize, &Sums, Acc) -> Acc,
+) -> Acc {
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let mut sums = Sums([[0; 16]; 16]);
+    for i in 0..n {
+        let (pa, pb) = operands(i);
+        product(pa, 32, pb, &mut sums);
+        acc = scale(i, &sums, acc);
+    }
+    acc
+}
+
+/// Sixteen tokens' accumulators for sixteen rows.
+type Acc = [__m512; 16];
+
+/// Sixteen tokens (`acts`, [`Tokens`] block by block) against the sixteen rows unpacked in
+/// `buf`, Q4_K / Q5_K: per sub-block, `acc = fma(sums, sc × d, acc)` then `acc -= nm × s`
+/// (the activation's scale and scaled sum), as the 512-bit kernel.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_k45(buf: &[Unit], acts: &[Tokens], out: *mut f32, ldo: usize) {
+    let (a, u) = (acts.as_ptr(), buf.as_ptr());
+    // Sub-block i is activation block i, sub-block i % 8 of unit i / 8.
+    let operands = |i: usize| {
+        let w = (*u.add(i / 8)).w[8 * (i % 8)].as_ptr();
+        ((*a.add(i)).q.as_ptr() as *const i8, w)
+    };
+    let acc = pipeline(acts.len(), operands, |i, s, mut acc| {
+        let (unit, blk) = (&*u.add(i / 8), &*a.add(i));
+        let sc = _mm512_loadu_ps(unit.sc[i % 8].as_ptr());
+        let nm = _mm512_loadu_ps(unit.nm[i % 8].as_ptr());
+        for m in 0..16 {
+            let f = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.0[m].as_ptr() as *const _));
+            let x = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, _mm512_set1_ps(blk.d[m])), acc[m]);
+            acc[m] = _mm512_fnmadd_ps(nm, _mm512_set1_ps(blk.s[m]), x);
+        }
+        acc
+    });
+    store(&acc, out, ldo);
+}
+
+/// As [`tile_k45`] for Q6_K: per 16 columns, `acc = fma(sums, sc × d, acc)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_q6k(buf: &[Unit], acts: &[Tokens], out: *mut f32, ldo: usize) {
+    let (a, u) = (acts.as_ptr(), buf.as_ptr());
+    // Half i is columns 16 (i % 2).. of activation block i / 2, and chunks 4 (i % 16).. of
+    // unit i / 16.
+    let operands = |i: usize| {
+        let q = (*a.add(i / 2)).q.as_ptr() as *const i8;
+        (
+            q.add(16 * (i % 2)),
+            (*u.add(i / 16)).w[4 * (i % 16)].as_ptr(),
+        )
+    };
+    let acc = pipeline(2 * acts.len(), operands, |i, s, mut acc| {
+        let blk = &*a.add(i / 2);
+        let sc = _mm512_loadu_ps((*u.add(i / 16)).sc[i % 16].as_ptr());
+        for m in 0..16 {
+            let f = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.0[m].as_ptr() as *const _));
+            acc[m] = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, _mm512_set1_ps(blk.d[m])), acc[m]);
+        }
+        acc
+    });
+    store(&acc, out, ldo);
+}
+
+/// Token `m`'s sixteen rows from `acc[m]` to `out + m * ldo`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store(acc: &[__m512; 16], out: *mut f32, ldo: usize) {
+    for m in 0..16 {
+        _mm512_storeu_ps(out.add(m * ldo), acc[m]);
+    }
+}
