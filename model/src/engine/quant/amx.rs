@@ -1,31 +1,35 @@
-//! AMX tile forms of the K-quant x8 kernels (Q4_K, Q5_K, Q6_K), for products of sixteen or
-//! more tokens on CPUs with AMX-TILE and AMX-INT8 ([`super::amx`]). Each sub-block's integer
-//! sums come from one `tdpbssd`: sixteen tokens' activation bytes (tile A, 16 × 32 or
-//! 16 × 16 bytes) against sixteen rows' weights (tile B, two groups of eight rows in the x8
-//! layout side by side, which is the tile's four-bytes-per-column form), 256 sums at once.
-//! The weights of sixteen rows are unpacked once per call by the 256-bit kernels' own code
-//! ([`super::avx2_k`]) into a buffer of tiles; Q6_K's are stored less 32, so the product
-//! already holds the offset the other kernels subtract. The activations are copied once per
-//! call into the same order, sixteen tokens' block a tile (512 contiguous bytes a product:
-//! 1.1-1.4x on Q4_K against loading the tile straight from the interleaved blocks).
-//!
-//! Every sub-block's sums are stored and scaled in f32, as the other kernels do, and that
-//! float work now dominates: 4 vector operations per token and sixteen rows for each 32
-//! columns (Q6_K: 6, two 16-column halves), against 1 tile product. On the host this was
-//! written on, tile and vector work did not overlap, so Q6_K gains little (its products are
-//! half as wide).
+//! AMX tile forms of the x8 kernels for Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K,
+//! Q6_K), for products of sixteen or more tokens on CPUs with AMX-TILE and AMX-INT8
+//! ([`super::amx`]). Each block's (K-quants: sub-block's) integer sums come from one
+//! `tdpbssd`: sixteen tokens' activation bytes (tile A, 16 × 32 or, for Q6_K's 16-column
+//! scales, 16 × 16 bytes) against sixteen rows' weights (tile B: two groups of eight rows in
+//! the x8 layout side by side, which is the tile's four-bytes-a-column form), 256 sums at
+//! once. The weights of sixteen rows are unpacked once per call by the 256-bit kernels' own
+//! code ([`super::avx2`], [`super::avx2_k`]) into a buffer of tiles; Q6_K's are stored less
+//! 32, so the product already holds the offset the other kernels subtract. The activations
+//! are copied once per call into the same order, sixteen tokens' block a tile (512
+//! contiguous bytes a product: 1.1-1.4x on Q4_K against loading the tile straight from the
+//! interleaved blocks).
 //!
 //! The sums are exact, and each token's sixteen rows then take the float operations of the
 //! 512-bit and 256-bit kernels, lane for lane, in the same order: the same bits. Rows left
 //! over from whole tiles (a lone group of eight) and tokens (fewer than sixteen) go to
-//! [`super::avx512`].
+//! [`super::avx512`]. Q8_0 stays there too: its kernels wrap an activation of -128 against a
+//! negative weight as `_mm256_sign_epi8` does, which an exact tile product would not.
+//!
+//! Every block's sums are stored and scaled in f32, as the other kernels do, and that float
+//! work now dominates: 4 vector operations per token and sixteen rows for each 32 columns
+//! (Q6_K: 6, two 16-column halves), against one tile product. On the host this was written
+//! on, tile and vector work did not overlap, so Q6_K gains little (its products are half as
+//! wide).
 #![allow(clippy::needless_range_loop)]
 use std::arch::asm;
 use std::arch::x86_64::*;
 
+use super::avx2::{unpack_q45, Unpacked};
 use super::avx2_k::{unpack_k45, unpack_q6k, UnpackedK};
 use super::avx512;
-use super::blocks::{x8_block_bytes, BlockQ8, QType};
+use super::blocks::{x8_block_bytes, x8_group_bytes, BlockQ8, QType};
 
 /// Whether this CPU and kernel let a process use AMX-TILE and AMX-INT8: CPUID says so, the
 /// OS enables the tile state (XCR0 bits 17 and 18), and Linux grants this process the tile
@@ -113,6 +117,25 @@ impl Unit {
     };
 }
 
+/// One block (32 columns) of sixteen rows of Q4_0 / Q4_1 / Q5_0 / Q5_1 as a tile: `w[c]` is
+/// chunk `c` of both groups, `d` the rows' scales, `m` their minimums (or the offset times
+/// the scale).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block {
+    w: [[u8; 64]; 8],
+    d: [f32; 16],
+    m: [f32; 16],
+}
+
+impl Block {
+    const ZERO: Block = Block {
+        w: [[0; 64]; 8],
+        d: [0.0; 16],
+        m: [0.0; 16],
+    };
+}
+
 /// 256 sums of one product: `c[m][n]` for token `m`, row `n`.
 #[repr(C, align(64))]
 struct Sums([[i32; 16]; 16]);
@@ -160,10 +183,17 @@ unsafe fn store_pair_ps(p: &mut [f32; 16], a: __m256, b: __m256) {
     _mm256_storeu_ps(p.as_mut_ptr().add(8), b);
 }
 
-/// [`super::gemm_x8`] for Q4_K, Q5_K or Q6_K and sixteen or more tokens (the caller checked
-/// the sizes and that [`super::amx`] is on).
+/// Whether [`gemm_x8`] takes `ty`: the 4- and 5-bit 32-element formats and the K-quants (not
+/// Q8_0, see the module's note).
+pub(super) fn takes(ty: QType) -> bool {
+    use QType::*;
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q5K | Q6K)
+}
+
+/// [`super::gemm_x8`] for a type [`takes`] allows and sixteen or more tokens (the caller
+/// checked the sizes and that [`super::amx`] is on).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn gemm_x8_k(
+pub(super) unsafe fn gemm_x8(
     ty: QType,
     packed: &[u8],
     acts: &[BlockQ8],
@@ -171,48 +201,150 @@ pub(super) unsafe fn gemm_x8_k(
     out: *mut f32,
     ldo: usize,
 ) {
-    let units = nb / 8;
+    let p = (ty, packed, acts, nb, out, ldo);
     let bs = x8_block_bytes(ty);
-    let group_bytes = units * bs;
+    match ty {
+        QType::Q4_0 => drive(
+            p,
+            32,
+            Block::ZERO,
+            |r, b| unpack_blocks::<false, false>(r, bs, b),
+            tile_q45,
+        ),
+        QType::Q4_1 => drive(
+            p,
+            32,
+            Block::ZERO,
+            |r, b| unpack_blocks::<false, true>(r, bs, b),
+            tile_q45,
+        ),
+        QType::Q5_0 => drive(
+            p,
+            32,
+            Block::ZERO,
+            |r, b| unpack_blocks::<true, false>(r, bs, b),
+            tile_q45,
+        ),
+        QType::Q5_1 => drive(
+            p,
+            32,
+            Block::ZERO,
+            |r, b| unpack_blocks::<true, true>(r, bs, b),
+            tile_q45,
+        ),
+        QType::Q4K => drive(
+            p,
+            32,
+            Unit::ZERO,
+            |r, b| unpack_units::<false, false>(r, bs, b),
+            tile_k45,
+        ),
+        QType::Q5K => drive(
+            p,
+            32,
+            Unit::ZERO,
+            |r, b| unpack_units::<true, false>(r, bs, b),
+            tile_k45,
+        ),
+        _ => drive(
+            p,
+            16,
+            Unit::ZERO,
+            |r, b| unpack_units::<false, true>(r, bs, b),
+            tile_q6k,
+        ),
+    }
+}
+
+/// The arguments of [`gemm_x8`].
+type Product<'a> = (QType, &'a [u8], &'a [BlockQ8], usize, *mut f32, usize);
+
+/// Runs the product on tiles of sixteen rows × sixteen tokens, `k` bytes of activations a
+/// tile product: for each pair of groups of eight rows, `unpack` fills the buffer of units
+/// (`U`, 256 or 32 columns each), then `tile` takes each sixteen tokens against it. What is
+/// left over goes to [`rest`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn drive<U: Copy>(
+    (ty, packed, acts, nb, out, ldo): Product<'_>,
+    k: u8,
+    zero: U,
+    unpack: impl Fn(&[u8], &mut [U]),
+    tile: unsafe fn(&[U], &[Tokens], *mut f32, usize),
+) {
+    let group_bytes = x8_group_bytes(ty, 32 * nb);
+    let units = group_bytes / x8_block_bytes(ty);
     let groups = packed.len() / group_bytes;
     let t = acts.len() / nb;
     let (tiles, whole) = (groups / 2, t / 16 * 16);
-    let rest = |packed: &[u8], acts: &[BlockQ8], out: *mut f32| match ty {
-        QType::Q4K => avx512::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
-        QType::Q5K => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
-        _ => avx512::gemm_x8_q6k(packed, acts, nb, out, ldo),
-    };
     if tiles > 0 && whole > 0 {
-        let q6 = ty == QType::Q6K;
-        let cfg = TileConfig::new(if q6 { 16 } else { 32 });
+        let cfg = TileConfig::new(k);
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-        let mut buf = vec![Unit::ZERO; units];
+        let mut buf = vec![zero; units];
         let tokens = tokens_as_tiles(&acts[..whole * nb], nb);
         for rt in 0..tiles {
-            let rows = &packed[2 * rt * group_bytes..(2 * rt + 2) * group_bytes];
-            match ty {
-                QType::Q4K => unpack_units::<false, false>(rows, bs, &mut buf),
-                QType::Q5K => unpack_units::<true, false>(rows, bs, &mut buf),
-                _ => unpack_units::<false, true>(rows, bs, &mut buf),
-            }
+            unpack(
+                &packed[2 * rt * group_bytes..(2 * rt + 2) * group_bytes],
+                &mut buf,
+            );
             for (tt, a) in tokens.chunks_exact(nb).enumerate() {
-                let o = out.add(16 * tt * ldo + 16 * rt);
-                if q6 {
-                    tile_q6k(&buf, a, o, ldo);
-                } else {
-                    tile_k45(&buf, a, o, ldo);
-                }
+                tile(&buf, a, out.add(16 * tt * ldo + 16 * rt), ldo);
             }
         }
         asm!("tilerelease", options(nostack, nomem));
     }
     if tiles > 0 && whole < t {
         let rows = &packed[..2 * tiles * group_bytes];
-        rest(rows, &acts[whole * nb..], out.add(whole * ldo));
+        rest(ty, rows, &acts[whole * nb..], nb, out.add(whole * ldo), ldo);
     }
     if groups % 2 == 1 {
         let g = groups - 1;
-        rest(&packed[g * group_bytes..], acts, out.add(8 * g));
+        rest(
+            ty,
+            &packed[g * group_bytes..],
+            acts,
+            nb,
+            out.add(8 * g),
+            ldo,
+        );
+    }
+}
+
+/// The 512-bit kernels, for rows and tokens left over from whole tiles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rest(ty: QType, packed: &[u8], acts: &[BlockQ8], nb: usize, out: *mut f32, ldo: usize) {
+    match ty {
+        QType::Q4_0 => avx512::gemm_x8_q45::<false, false>(packed, acts, nb, out, ldo),
+        QType::Q4_1 => avx512::gemm_x8_q45::<false, true>(packed, acts, nb, out, ldo),
+        QType::Q5_0 => avx512::gemm_x8_q45::<true, false>(packed, acts, nb, out, ldo),
+        QType::Q5_1 => avx512::gemm_x8_q45::<true, true>(packed, acts, nb, out, ldo),
+        QType::Q4K => avx512::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
+        QType::Q5K => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
+        _ => avx512::gemm_x8_q6k(packed, acts, nb, out, ldo),
+    }
+}
+
+/// Unpacks the blocks (32 columns) of two groups of eight rows (`rows`, `bs` bytes a block
+/// and group) of Q4_0 / Q4_1 / Q5_0 / Q5_1 into `buf` as tiles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_blocks<const FIVE: bool, const MIN: bool>(
+    rows: &[u8],
+    bs: usize,
+    buf: &mut [Block],
+) {
+    let (base, group_bytes) = (rows.as_ptr(), rows.len() / 2);
+    let mut u = Unpacked::<2>::new();
+    for (b, block) in buf.iter_mut().enumerate() {
+        for g in 0..2 {
+            unpack_q45::<2, FIVE, MIN>(base.add(g * group_bytes + b * bs), g, &mut u);
+        }
+        for c in 0..8 {
+            store_pair(block.w[c].as_mut_ptr(), u.w[0][c], u.w[1][c]);
+        }
+        store_pair_ps(&mut block.d, u.d[0], u.d[1]);
+        store_pair_ps(&mut block.m, u.m[0], u.m[1]);
     }
 }
 
@@ -306,6 +438,35 @@ unsafe fn pipeline(
 
 /// Sixteen tokens' accumulators for sixteen rows.
 type Acc = [__m512; 16];
+
+/// Sixteen tokens (`acts`, [`Tokens`] block by block) against the sixteen rows unpacked in
+/// `buf`, Q4_0 / Q4_1 / Q5_0 / Q5_1: per block, `acc = fma(sums, d × d', acc)` then
+/// `acc += m × s'` (the activation's scale and scaled sum), as the 512-bit kernel.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_q45(buf: &[Block], acts: &[Tokens], out: *mut f32, ldo: usize) {
+    let (a, u) = (acts.as_ptr(), buf.as_ptr());
+    let operands = |i: usize| {
+        (
+            (*a.add(i)).q.as_ptr() as *const i8,
+            (*u.add(i)).w[0].as_ptr(),
+        )
+    };
+    let acc = pipeline(acts.len(), operands, |i, s, mut acc| {
+        let (block, blk) = (&*u.add(i), &*a.add(i));
+        let (d, mn) = (
+            _mm512_loadu_ps(block.d.as_ptr()),
+            _mm512_loadu_ps(block.m.as_ptr()),
+        );
+        for m in 0..16 {
+            let f = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.0[m].as_ptr() as *const _));
+            let x = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(blk.d[m])), acc[m]);
+            acc[m] = _mm512_fmadd_ps(mn, _mm512_set1_ps(blk.s[m]), x);
+        }
+        acc
+    });
+    store(&acc, out, ldo);
+}
 
 /// Sixteen tokens (`acts`, [`Tokens`] block by block) against the sixteen rows unpacked in
 /// `buf`, Q4_K / Q5_K: per sub-block, `acc = fma(sums, sc × d, acc)` then `acc -= nm × s`

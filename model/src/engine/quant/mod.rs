@@ -10,8 +10,8 @@
 //! [`set_kernels`] forces the scalar one (the `rag` command does so for `RAG_KERNELS=scalar`). The
 //! `*_with` variants take the choice explicitly (tests and benchmarks compare the two).
 //! Within the AVX2 kernels, [`vnni`] and [`wide`] pick `vpdpbusd` and, for products of two
-//! or more tokens in [`gemm_x8`], 512-bit token loops, and [`amx`] AMX tiles for the K-quants'
-//! products of sixteen or more, where the CPU has them; the results are the same bits with
+//! or more tokens in [`gemm_x8`], 512-bit token loops, and [`amx`] AMX tiles for products
+//! of sixteen or more, where the CPU has them; the results are the same bits with
 //! or without any of them.
 //!
 //! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
@@ -251,8 +251,9 @@ pub fn amx_available() -> bool {
     }
 }
 
-/// Whether [`gemm_x8`] of sixteen or more tokens runs the K-quants (Q4_K, Q5_K, Q6_K) on AMX
-/// tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows of a sub-block):
+/// Whether [`gemm_x8`] of sixteen or more tokens runs Q4_0, Q4_1, Q5_0, Q5_1 and the
+/// K-quants on AMX tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows
+/// of a block or sub-block):
 /// where [`amx_available`] and [`wide`] are both true, unless [`set_amx`] turned it off. The
 /// results are the same bits either way.
 pub fn amx() -> bool {
@@ -489,12 +490,8 @@ unsafe fn gemm_x8_raw(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected and the tiles granted (`amx` implies `amx_available`
         // and `wide`); sizes checked by the caller.
-        Kernels::Avx2
-            if acts.len() >= 16 * nb
-                && matches!(ty, QType::Q4K | QType::Q5K | QType::Q6K)
-                && amx() =>
-        {
-            amx::gemm_x8_k(ty, packed, acts, nb, out, ldo)
+        Kernels::Avx2 if acts.len() >= 16 * nb && amx::takes(ty) && amx() => {
+            amx::gemm_x8(ty, packed, acts, nb, out, ldo)
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected (`wide` implies `wide_available`); sizes checked by the
