@@ -202,57 +202,14 @@ pub(super) unsafe fn gemm_x8(
     ldo: usize,
 ) {
     let p = (ty, packed, acts, nb, out, ldo);
-    let bs = x8_block_bytes(ty);
     match ty {
-        QType::Q4_0 => drive(
-            p,
-            32,
-            Block::ZERO,
-            |r, b| unpack_blocks::<false, false>(r, bs, b),
-            tile_q45,
-        ),
-        QType::Q4_1 => drive(
-            p,
-            32,
-            Block::ZERO,
-            |r, b| unpack_blocks::<false, true>(r, bs, b),
-            tile_q45,
-        ),
-        QType::Q5_0 => drive(
-            p,
-            32,
-            Block::ZERO,
-            |r, b| unpack_blocks::<true, false>(r, bs, b),
-            tile_q45,
-        ),
-        QType::Q5_1 => drive(
-            p,
-            32,
-            Block::ZERO,
-            |r, b| unpack_blocks::<true, true>(r, bs, b),
-            tile_q45,
-        ),
-        QType::Q4K => drive(
-            p,
-            32,
-            Unit::ZERO,
-            |r, b| unpack_units::<false, false>(r, bs, b),
-            tile_k45,
-        ),
-        QType::Q5K => drive(
-            p,
-            32,
-            Unit::ZERO,
-            |r, b| unpack_units::<true, false>(r, bs, b),
-            tile_k45,
-        ),
-        _ => drive(
-            p,
-            16,
-            Unit::ZERO,
-            |r, b| unpack_units::<false, true>(r, bs, b),
-            tile_q6k,
-        ),
+        QType::Q4_0 => drive(p, 32, Block::ZERO, unpack_blocks::<false, false>, tile_q45),
+        QType::Q4_1 => drive(p, 32, Block::ZERO, unpack_blocks::<false, true>, tile_q45),
+        QType::Q5_0 => drive(p, 32, Block::ZERO, unpack_blocks::<true, false>, tile_q45),
+        QType::Q5_1 => drive(p, 32, Block::ZERO, unpack_blocks::<true, true>, tile_q45),
+        QType::Q4K => drive(p, 32, Unit::ZERO, unpack_units::<false, false>, tile_k45),
+        QType::Q5K => drive(p, 32, Unit::ZERO, unpack_units::<true, false>, tile_k45),
+        _ => drive(p, 16, Unit::ZERO, unpack_units::<false, true>, tile_q6k),
     }
 }
 
@@ -260,8 +217,9 @@ pub(super) unsafe fn gemm_x8(
 type Product<'a> = (QType, &'a [u8], &'a [BlockQ8], usize, *mut f32, usize);
 
 /// Runs the product on tiles of sixteen rows × sixteen tokens, `k` bytes of activations a
-/// tile product: for each pair of groups of eight rows, `unpack` fills the buffer of units
-/// (`U`, 256 or 32 columns each), then `tile` takes each sixteen tokens against it. What is
+/// tile product: for each pair of groups of eight rows, `unpack(rows, unit bytes, buffer)`
+/// fills the buffer of units (`U`, 256 or 32 columns each), then `tile` takes each sixteen
+/// tokens against it. What is
 /// left over goes to [`rest`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -269,11 +227,11 @@ unsafe fn drive<U: Copy>(
     (ty, packed, acts, nb, out, ldo): Product<'_>,
     k: u8,
     zero: U,
-    unpack: impl Fn(&[u8], &mut [U]),
+    unpack: unsafe fn(&[u8], usize, &mut [U]),
     tile: unsafe fn(&[U], &[Tokens], *mut f32, usize),
 ) {
-    let group_bytes = x8_group_bytes(ty, 32 * nb);
-    let units = group_bytes / x8_block_bytes(ty);
+    let (bs, group_bytes) = (x8_block_bytes(ty), x8_group_bytes(ty, 32 * nb));
+    let units = group_bytes / bs;
     let groups = packed.len() / group_bytes;
     let t = acts.len() / nb;
     let (tiles, whole) = (groups / 2, t / 16 * 16);
@@ -283,10 +241,8 @@ unsafe fn drive<U: Copy>(
         let mut buf = vec![zero; units];
         let tokens = tokens_as_tiles(&acts[..whole * nb], nb);
         for rt in 0..tiles {
-            unpack(
-                &packed[2 * rt * group_bytes..(2 * rt + 2) * group_bytes],
-                &mut buf,
-            );
+            let rows = &packed[2 * rt * group_bytes..(2 * rt + 2) * group_bytes];
+            unpack(rows, bs, &mut buf);
             for (tt, a) in tokens.chunks_exact(nb).enumerate() {
                 tile(&buf, a, out.add(16 * tt * ldo + 16 * rt), ldo);
             }
@@ -328,7 +284,7 @@ unsafe fn rest(ty: QType, packed: &[u8], acts: &[BlockQ8], nb: usize, out: *mut 
 /// Unpacks the blocks (32 columns) of two groups of eight rows (`rows`, `bs` bytes a block
 /// and group) of Q4_0 / Q4_1 / Q5_0 / Q5_1 into `buf` as tiles.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn unpack_blocks<const FIVE: bool, const MIN: bool>(
     rows: &[u8],
     bs: usize,
@@ -351,7 +307,7 @@ unsafe fn unpack_blocks<const FIVE: bool, const MIN: bool>(
 /// Unpacks the units of two groups of eight rows (`rows`, `bs` bytes a unit and group) into
 /// `buf` as tiles.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn unpack_units<const FIVE: bool, const Q6: bool>(rows: &[u8], bs: usize, buf: &mut [Unit]) {
     let (base, group_bytes) = (rows.as_ptr(), rows.len() / 2);
     let mut u = UnpackedK::<2, 16> {
