@@ -398,60 +398,66 @@ type Acc = [__m512; 16];
 /// Sixteen tokens (`acts`, [`Tokens`] block by block) against the sixteen rows unpacked in
 /// `buf`, Q4_0 / Q4_1 / Q5_0 / Q5_1: per block, `acc = fma(sums, d × d', acc)` then
 /// `acc += m × s'` (the activation's scale and scaled sum), as the 512-bit kernel.
-#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_q45(buf: &[Block], acts: &[Tokens], out: *mut f32, ldo: usize) {
-    let (a, u) = (acts.as_ptr(), buf.as_ptr());
-    let operands = |i: usize| {
-        (
-            (*a.add(i)).q.as_ptr() as *const i8,
-            (*u.add(i)).w[0].as_ptr(),
-        )
+    let u = buf.as_ptr();
+    let parts = |i: usize| {
+        let b = &*u.add(i);
+        (b.w[0].as_ptr(), b.d.as_ptr(), b.m.as_ptr())
     };
-    let acc = pipeline(acts.len(), operands, |i, s, mut acc| {
-        let (block, blk) = (&*u.add(i), &*a.add(i));
-        let (d, mn) = (
-            _mm512_loadu_ps(block.d.as_ptr()),
-            _mm512_loadu_ps(block.m.as_ptr()),
-        );
-        for m in 0..16 {
-            let f = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.0[m].as_ptr() as *const _));
-            let x = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(blk.d[m])), acc[m]);
-            acc[m] = _mm512_fmadd_ps(mn, _mm512_set1_ps(blk.s[m]), x);
-        }
-        acc
-    });
-    store(&acc, out, ldo);
+    tile_scaled::<false>(acts, parts, out, ldo);
 }
 
-/// Sixteen tokens (`acts`, [`Tokens`] block by block) against the sixteen rows unpacked in
-/// `buf`, Q4_K / Q5_K: per sub-block, `acc = fma(sums, sc × d, acc)` then `acc -= nm × s`
-/// (the activation's scale and scaled sum), as the 512-bit kernel.
-#[inline]
+/// As [`tile_q45`] for Q4_K / Q5_K, per sub-block and less the minimum: `acc = fma(sums, sc
+/// × d', acc)` then `acc -= nm × s'`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_k45(buf: &[Unit], acts: &[Tokens], out: *mut f32, ldo: usize) {
-    let (a, u) = (acts.as_ptr(), buf.as_ptr());
+    let u = buf.as_ptr();
     // Sub-block i is activation block i, sub-block i % 8 of unit i / 8.
-    let operands = |i: usize| {
-        let w = (*u.add(i / 8)).w[8 * (i % 8)].as_ptr();
-        ((*a.add(i)).q.as_ptr() as *const i8, w)
+    let parts = |i: usize| {
+        let (unit, j) = (&*u.add(i / 8), i % 8);
+        (
+            unit.w[8 * j].as_ptr(),
+            unit.sc[j].as_ptr(),
+            unit.nm[j].as_ptr(),
+        )
     };
+    tile_scaled::<true>(acts, parts, out, ldo);
+}
+
+/// The blocks of `acts` against weights with a scale and a minimum per row and block:
+/// `parts(i)` gives block `i`'s weight tile, its sixteen rows' scales and minimums; `acc =
+/// fma(sums, scale × d', acc)`, then the minimum times the activation's scaled sum added, or
+/// taken off where `LESS`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_scaled<const LESS: bool>(
+    acts: &[Tokens],
+    parts: impl Fn(usize) -> (*const u8, *const f32, *const f32),
+    out: *mut f32,
+    ldo: usize,
+) {
+    let a = acts.as_ptr();
+    let operands = |i: usize| ((*a.add(i)).q.as_ptr() as *const i8, parts(i).0);
     let acc = pipeline(acts.len(), operands, |i, s, mut acc| {
-        let (unit, blk) = (&*u.add(i / 8), &*a.add(i));
-        let sc = _mm512_loadu_ps(unit.sc[i % 8].as_ptr());
-        let nm = _mm512_loadu_ps(unit.nm[i % 8].as_ptr());
+        let (_, scale, min) = parts(i);
+        let (scale, min, blk) = (_mm512_loadu_ps(scale), _mm512_loadu_ps(min), &*a.add(i));
         for m in 0..16 {
             let f = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.0[m].as_ptr() as *const _));
-            let x = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, _mm512_set1_ps(blk.d[m])), acc[m]);
-            acc[m] = _mm512_fnmadd_ps(nm, _mm512_set1_ps(blk.s[m]), x);
+            let x = _mm512_fmadd_ps(f, _mm512_mul_ps(scale, _mm512_set1_ps(blk.d[m])), acc[m]);
+            let sum = _mm512_set1_ps(blk.s[m]);
+            acc[m] = if LESS {
+                _mm512_fnmadd_ps(min, sum, x)
+            } else {
+                _mm512_fmadd_ps(min, sum, x)
+            };
         }
         acc
     });
     store(&acc, out, ldo);
 }
 
-/// As [`tile_k45`] for Q6_K: per 16 columns, `acc = fma(sums, sc × d, acc)`.
-#[inline]
+/// As [`tile_k45`] for Q6_K: per 16 columns, `acc = fma(sums, sc × d', acc)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_q6k(buf: &[Unit], acts: &[Tokens], out: *mut f32, ldo: usize) {
     let (a, u) = (acts.as_ptr(), buf.as_ptr());
