@@ -5,8 +5,9 @@
 //! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_EMBEDDER` (`llama` or
 //! `minilm`), `RAG_THREADS`, `RAG_CONFIG` (a config file), `RAG_KERNELS=scalar` (the portable
 //! kernels instead of AVX2), `RAG_KERNELS=avx2` (no 512-bit token loops where the CPU has
-//! AVX-512) or `RAG_KERNELS=avx512` (no AMX tiles where it has those). The config file is `--config PATH`, else `RAG_CONFIG`, else
-//! `./rag.toml`, else `$RAG_HOME/config.toml`, whichever exists first:
+//! AVX-512) or `RAG_KERNELS=avx512` (no AMX tiles where it has those). The config file is
+//! `--config PATH`, else `RAG_CONFIG`, else `./rag.toml`, else `$RAG_HOME/config.toml`,
+//! whichever exists first:
 //!
 //! ```toml
 //! model = "/models/llama-2-7b-chat.Q4_K_M.gguf"
