@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     let vnni = quant::set_vnni(std::env::var("RAG_VNNI").as_deref() != Ok("0"));
     // RAG_WIDE=0: the 256-bit token loops where the CPU has AVX-512.
     let wide = quant::set_wide(std::env::var("RAG_WIDE").as_deref() != Ok("0"));
-    // RAG_AMX=0: the 512-bit token loops for the K-quants where the CPU has AMX.
+    // RAG_AMX=0: the 512-bit token loops where the CPU has AMX (Q8_0 never takes the tiles).
     let amx = quant::set_amx(std::env::var("RAG_AMX").as_deref() != Ok("0"));
     let shapes: &[(usize, usize, usize)] = match std::env::var("RAG_SHAPES").ok().as_deref() {
         // TinyLlama's gate / up and down, for a prefill slice and for one token.

@@ -370,14 +370,14 @@ unsafe fn product(pa: *const i8, lda: usize, pb: *const u8, sums: &mut Sums) {
     )
 }
 
-/// Products `0..n`, one after the other: `operands(i)` gives product `i`'s activation and
+/// Products `0..n`, one after the other (activation tiles of [`Tokens`], 32 bytes a token): `operands(i)` gives product `i`'s activation and
 /// weight pointers, `scale(i, sums, acc)` adds its sums to the accumulators. (They travel
 /// by value: kept in a place whose address is taken, they would be reloaded around every
 /// tile store.) A second set of tiles, product `i + 1` started before the sums of `i` are
 /// scaled, measured no faster: on the host this was written on, tile and vector work did
 /// not overlap.
 #[inline(always)]
-unsafe fn pipeline(
+unsafe fn each_product(
     n: usize,
     operands: impl Fn(usize) -> (*const i8, *const u8),
     scale: impl Fn(usize, &Sums, Acc) -> Acc,
@@ -439,7 +439,7 @@ unsafe fn tile_scaled<const LESS: bool>(
 ) {
     let a = acts.as_ptr();
     let operands = |i: usize| ((*a.add(i)).q.as_ptr() as *const i8, parts(i).0);
-    let acc = pipeline(acts.len(), operands, |i, s, mut acc| {
+    let acc = each_product(acts.len(), operands, |i, s, mut acc| {
         let (_, scale, min) = parts(i);
         let (scale, min, blk) = (_mm512_loadu_ps(scale), _mm512_loadu_ps(min), &*a.add(i));
         for m in 0..16 {
@@ -470,7 +470,7 @@ unsafe fn tile_q6k(buf: &[Unit], acts: &[Tokens], out: *mut f32, ldo: usize) {
             (*u.add(i / 16)).w[4 * (i % 16)].as_ptr(),
         )
     };
-    let acc = pipeline(2 * acts.len(), operands, |i, s, mut acc| {
+    let acc = each_product(2 * acts.len(), operands, |i, s, mut acc| {
         let blk = &*a.add(i / 2);
         let sc = _mm512_loadu_ps((*u.add(i / 16)).sc[i % 16].as_ptr());
         for m in 0..16 {
