@@ -150,9 +150,9 @@ impl QMatrix {
                     quant::gemm_x8(self.ty, w, x.q, self.cols, o);
                     return;
                 }
-                // Tiles of one run of the x8 kernels (128 tokens), each against all the
-                // task's rows.
-                const TILE: usize = 128;
+                // Tiles of one run of the x8 kernels (256 tokens, a prefill slice), each
+                // against all the task's rows.
+                const TILE: usize = 256;
                 let mut t0 = 0;
                 while t0 < t {
                     let t1 = (t0 + TILE).min(t);
