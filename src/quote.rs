@@ -745,13 +745,38 @@ fn token_offsets(tokenizer: &Tokenizer, tokens: &[u32], text: &str) -> Vec<usize
     out
 }
 
-/// `range` of `text` without its leading and trailing white space; `None` when nothing else
-/// is left.
+/// `range` of `text` without its leading and trailing white space, and without a full stop
+/// that ends a sentence ("in 1998." answers "1998"); `None` when nothing else is left.
 fn trimmed(text: &str, range: Range<usize>) -> Option<Range<usize>> {
     let inner = &text[range.clone()];
     let start = range.start + (inner.len() - inner.trim_start().len());
-    let end = range.end - (inner.len() - inner.trim_end().len());
+    let mut end = range.end - (inner.len() - inner.trim_end().len());
+    if start < end && ends_sentence(&text[start..end]) {
+        end -= 1;
+    }
     (start < end).then_some(start..end)
+}
+
+/// Whether `quote` ends with a full stop that belongs to the sentence rather than to its last
+/// word: not an ellipsis, an initial ("J."), a dotted abbreviation ("U.S.") or a common
+/// abbreviation ("Inc.", "Dr.").
+fn ends_sentence(quote: &str) -> bool {
+    const ABBREVIATIONS: &[&str] = &[
+        "inc", "ltd", "co", "corp", "jr", "sr", "st", "dr", "mr", "mrs", "ms", "no", "vs", "etc",
+        "dept", "approx", "fig", "vol", "pp", "ca", "cf", "al",
+    ];
+    let Some(body) = quote.strip_suffix('.') else {
+        return false;
+    };
+    let word = body.rsplit(char::is_whitespace).next().unwrap_or(body);
+    let word = word.trim_start_matches(|c: char| !c.is_alphanumeric());
+    let Some(last) = word.chars().last() else {
+        return false;
+    };
+    (last.is_alphanumeric() || matches!(last, ')' | '%' | '"' | '\u{201d}'))
+        && word.chars().count() >= 2
+        && !word.contains('.')
+        && !ABBREVIATIONS.contains(&word.to_ascii_lowercase().as_str())
 }
 
 #[cfg(test)]
@@ -857,6 +882,22 @@ mod tests {
         // The second "1912", not the first occurrence of its text.
         assert_eq!(trimmed(t, second..second + 6), Some(second + 1..second + 5));
         assert_eq!(trimmed(t, 2..3), None, "white space only");
+        // A sentence's full stop is left out; an abbreviation's or an initial's is kept.
+        let end = t.len();
+        assert_eq!(&t[trimmed(t, end - 9..end).unwrap()], "road did");
+        for (text, from, want) in [
+            ("It opened in 1998.", "1998", "1998"),
+            ("Sales rose 8%.", "8%", "8%"),
+            ("It was sold to Acme Inc.", "Acme", "Acme Inc."),
+            ("Made in the U.S.", "the", "the U.S."),
+            ("Written by John J.", "John", "John J."),
+            ("And so on...", "so", "so on..."),
+            ("Its name is Q.", "Q", "Q."),
+        ] {
+            let at = text.find(from).unwrap();
+            let got = trimmed(text, at..text.len()).map(|r| &text[r]);
+            assert_eq!(got, Some(want), "{text}");
+        }
     }
 
     #[test]
