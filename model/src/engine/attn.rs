@@ -634,7 +634,7 @@ mod avx2 {
     /// `s[h * w + j] = fma(q_h[d], k_j[d], s[h * w + j])` for `d` in order over each row of
     /// `w` keys, then times `scale`. The order of [`super::scalar::scores`], with the sums in
     /// `s` rather than registers, so that each row of the transposed keys is read front to
-    /// back.
+    /// back. `s` holds zeros on entry (the caller clears it for every call).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn scores_rows<const M: usize, const HALF: bool>(
@@ -647,7 +647,6 @@ mod avx2 {
         let (hd, ks) = (kv.hd, kv.kstride);
         let (kt, pq) = (base(kv.kt), qs.as_ptr());
         let s = &mut s[..M * w];
-        s.fill(0.0);
         let ps = s.as_mut_ptr();
         for d in 0..hd {
             let row = d * ks;
@@ -885,7 +884,7 @@ mod avx512 {
         }
     }
 
-    /// [`super::avx2`]'s `scores_rows`, sixteen keys a register.
+    /// [`super::avx2`]'s `scores_rows`, sixteen keys a register; `s` likewise holds zeros.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn scores_rows<const M: usize, const HALF: bool>(
@@ -898,7 +897,6 @@ mod avx512 {
         let (hd, ks) = (kv.hd, kv.kstride);
         let (kt, pq) = (base(kv.kt), qs.as_ptr());
         let s = &mut s[..M * w];
-        s.fill(0.0);
         let ps = s.as_mut_ptr();
         for d in 0..hd {
             let row = d * ks;
