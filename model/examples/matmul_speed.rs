@@ -7,6 +7,8 @@
 //! RAG_VNNI=0, RAG_WIDE=0 and RAG_AMX=0 turn off VNNI, the 512-bit token loops and the AMX
 //! tiles.
 //! Prints GMAC/s (and for one token, GB/s of weights read), best of five 0.4 s rounds.
+//! RAG_COPIES=N (default 1) cycles through N copies of each matrix, so that one-token
+//! products read their weights from memory, not from a cache that holds the whole matrix.
 //!
 //!     cargo run --release --example matmul_speed
 //!
@@ -66,7 +68,15 @@ fn main() -> anyhow::Result<()> {
     for &(rows, cols, tokens) in shapes {
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &Device::Cpu)?;
         let data = QTensor::quantize(&w, ty.to_ggml())?.data()?.into_owned();
-        let m = QMatrix::blocks(ty, rows, cols, data)?;
+        let copies: usize = std::env::var("RAG_COPIES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let ms = (0..copies)
+            .map(|_| QMatrix::blocks(ty, rows, cols, data.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let m = &ms[0];
         let x = random(tokens * cols, 7);
         let mut q = Vec::new();
         let inp = quantize(&x, cols, &mut q);
@@ -76,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             let start = Instant::now();
             let mut iters = 0;
             while start.elapsed() < Duration::from_millis(400) {
+                let m = &ms[iters % copies];
                 rayon::scope(|_| m.matmul(&inp, &mut y));
                 iters += 1;
             }

@@ -130,6 +130,105 @@ unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
     ]
 }
 
+/// One unit of up to [`SHARE`] groups of eight rows of Q6_K, unpacked for the AVX2 token
+/// loop without VNNI ([`q6k_groups_signed`]): the weights as signed bytes (q - 32, laid out as
+/// [`UnpackedK::w`]), the scales as [`UnpackedK::sc`], and for each 16 columns `off`, -128
+/// times the sum of each row's weights there.
+struct UnpackedQ6<const G: usize> {
+    w: [[__m256i; 64]; G],
+    sc: [[__m256; 16]; G],
+    off: [[__m256i; 16]; G],
+}
+
+/// Q6_K, signed: fill group `g` of `u` from the unit at `blk`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q6k_signed<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedQ6<G>) {
+    let l = k_layout(QType::Q6K);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+    for k in 0..16 {
+        u.sc[g][k] = _mm256_mul_ps(d, bytes8_ps::<true>(blk.add(l.sc + 8 * k)));
+    }
+    let m32 = _mm256_set1_epi8(32);
+    let w = &mut u.w[g];
+    for h in 0..2 {
+        for k in 0..8 {
+            let q = q6k_piece(blk, h, k);
+            for i in 0..4 {
+                w[8 * (4 * h + i) + k] = _mm256_sub_epi8(q[i], m32);
+            }
+        }
+    }
+    // Each row's 16 weights of a half summed (pairs by `maddubs` against ones, at most 64 in
+    // size; eight of them, then the two of a lane by `madd`) and times -128.
+    let (ones, m128) = (_mm256_set1_epi8(1), _mm256_set1_epi16(-128));
+    for j in 0..8 {
+        for e in 0..2 {
+            let mut s = _mm256_setzero_si256();
+            for k in 4 * e..4 * e + 4 {
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(ones, w[8 * j + k]));
+            }
+            u.off[g][2 * j + e] = _mm256_madd_epi16(s, m128);
+        }
+    }
+}
+
+/// Groups `g0..g0 + G` of Q6_K on AVX2 without VNNI: the activation bytes taken as unsigned
+/// (a + 128, by flipping the top bit) against the signed weights, so that `maddubs` needs no
+/// offset term per token; the unpacked `off` (-128 times the weights' sum) starts each 32-bit
+/// sum instead, once per unit for all tokens. The same integer sums as the scalar reference
+/// (sum of a·(q - 32), exactly: a pair of products is at most 2 · 255 · 32 in size and two
+/// pairs fit in 16 bits), then the same float operations, so the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_groups_signed<const G: usize>(
+    g0: usize,
+    packed: &[u8],
+    acts: &[BlockQ8],
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let token = |u: &UnpackedQ6<G>, a: [&BlockQ8; 1], acc: &mut [[__m256; G]; 1]| {
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let a0 = a[0] as *const BlockQ8;
+        for j in 0..8 {
+            let a = &*a0.add(j);
+            let ad = _mm256_set1_ps(a.d);
+            for e in 0..2 {
+                let mut isum: [__m256i; G] = std::array::from_fn(|g| u.off[g][2 * j + e]);
+                for k2 in [4 * e, 4 * e + 2] {
+                    let x = [
+                        _mm256_xor_si256(piece(a, k2), flip),
+                        _mm256_xor_si256(piece(a, k2 + 1), flip),
+                    ];
+                    for g in 0..G {
+                        let w = &u.w[g][8 * j + k2..8 * j + k2 + 2];
+                        let s = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(x[0], w[0]),
+                            _mm256_maddubs_epi16(x[1], w[1]),
+                        );
+                        isum[g] = _mm256_add_epi32(isum[g], _mm256_madd_epi16(s, ones));
+                    }
+                }
+                for g in 0..G {
+                    let scale = _mm256_mul_ps(u.sc[g][2 * j + e], ad);
+                    let f = _mm256_cvtepi32_ps(isum[g]);
+                    acc[0][g] = _mm256_fmadd_ps(f, scale, acc[0][g]);
+                }
+            }
+        }
+    };
+    let mut u = UnpackedQ6::<G> {
+        w: [[_mm256_setzero_si256(); 64]; G],
+        sc: [[_mm256_setzero_ps(); 16]; G],
+        off: [[_mm256_setzero_si256(); 16]; G],
+    };
+    let shape = (nb, 8, x8_block_bytes(QType::Q6K));
+    let unpack = |blk, g, u: &mut _| unpack_q6k_signed::<G>(blk, g, u);
+    x8_loop::<G, 1, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
+}
+
 /// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used, `$dp` which
 /// encoding of it (AVX-VNNI's, or AVX512-VNNI's on 256-bit registers).
 macro_rules! k_kernels {
@@ -313,10 +412,11 @@ macro_rules! k_kernels {
             }
         }
 
-        /// [`super::gemm_x8`] for Q6_K (the caller checked the sizes): weights 0..63 against
-        /// the activations, less 32 times their sum (`maddubs(32, a)`, per token for all
-        /// groups), each 16-column half widened and scaled on its own. One token a step: two
-        /// measured 0.94-0.96x on TinyLlama's shapes (examples/matmul_speed).
+        /// [`super::gemm_x8`] for Q6_K (the caller checked the sizes): with VNNI, weights
+        /// 0..63 against the activations, less 32 times their sum (per token for all
+        /// groups); without, [`q6k_groups_signed`]. Each 16-column half is widened and scaled
+        /// on its own. One token a step: two measured 0.94-0.96x on TinyLlama's shapes
+        /// (examples/matmul_speed).
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $q6k(
             packed: &[u8],
@@ -330,11 +430,15 @@ macro_rules! k_kernels {
                 return $q6k_gemv(packed, acts, out);
             }
             for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
-                let f = match n {
-                    1 => $q6k_groups::<1>,
-                    2 => $q6k_groups::<2>,
-                    3 => $q6k_groups::<3>,
-                    _ => $q6k_groups::<SHARE>,
+                let f = match (n, $vnni) {
+                    (1, true) => $q6k_groups::<1>,
+                    (2, true) => $q6k_groups::<2>,
+                    (3, true) => $q6k_groups::<3>,
+                    (_, true) => $q6k_groups::<SHARE>,
+                    (1, false) => q6k_groups_signed::<1>,
+                    (2, false) => q6k_groups_signed::<2>,
+                    (3, false) => q6k_groups_signed::<3>,
+                    (_, false) => q6k_groups_signed::<SHARE>,
                 };
                 f(g0, packed, acts, nb, out, ldo);
             }
@@ -351,45 +455,24 @@ macro_rules! k_kernels {
             ldo: usize,
         ) {
             let token = |u: &UnpackedK<G, 16>, a: [&BlockQ8; 1], acc: &mut [[__m256; G]; 1]| {
-                let ones = _mm256_set1_epi16(1);
                 let off = _mm256_set1_epi8(32);
                 let a0 = a[0] as *const BlockQ8;
                 for j in 0..8 {
                     let a = &*a0.add(j);
                     let ad = _mm256_set1_ps(a.d);
                     for e in 0..2 {
+                        // VNNI only: AVX2 without it takes `q6k_groups_signed`.
                         let mut isum = [_mm256_setzero_si256(); G];
-                        if $vnni {
-                            let mut corr = _mm256_setzero_si256();
-                            for k in 4 * e..4 * e + 4 {
-                                let x = piece(a, k);
-                                corr = $dp(corr, off, x);
-                                for g in 0..G {
-                                    isum[g] = $dp(isum[g], u.w[g][8 * j + k], x);
-                                }
-                            }
+                        let mut corr = _mm256_setzero_si256();
+                        for k in 4 * e..4 * e + 4 {
+                            let x = piece(a, k);
+                            corr = $dp(corr, off, x);
                             for g in 0..G {
-                                isum[g] = _mm256_sub_epi32(isum[g], corr);
+                                isum[g] = $dp(isum[g], u.w[g][8 * j + k], x);
                             }
-                        } else {
-                            // Two pieces at a time in 16 bits: four products of (q - 32)
-                            // · a, at most 4 · 32 · 128 in size, always fit.
-                            for k2 in [4 * e, 4 * e + 2] {
-                                let x = [piece(a, k2), piece(a, k2 + 1)];
-                                let corr = _mm256_add_epi16(
-                                    _mm256_maddubs_epi16(off, x[0]),
-                                    _mm256_maddubs_epi16(off, x[1]),
-                                );
-                                for g in 0..G {
-                                    let w = &u.w[g][8 * j + k2..8 * j + k2 + 2];
-                                    let s = _mm256_add_epi16(
-                                        _mm256_maddubs_epi16(w[0], x[0]),
-                                        _mm256_maddubs_epi16(w[1], x[1]),
-                                    );
-                                    let v = _mm256_madd_epi16(_mm256_sub_epi16(s, corr), ones);
-                                    isum[g] = _mm256_add_epi32(isum[g], v);
-                                }
-                            }
+                        }
+                        for g in 0..G {
+                            isum[g] = _mm256_sub_epi32(isum[g], corr);
                         }
                         for g in 0..G {
                             let scale = _mm256_mul_ps(u.sc[g][2 * j + e], ad);
