@@ -580,13 +580,15 @@ impl<const G: usize> Unpacked<G> {
     }
 }
 
-/// Ask for the `bytes` bytes at `p` (the block after the one being unpacked).
+/// Ask for the `bytes` bytes at `p` (the block after the one being unpacked). Past the last
+/// block `p` lies outside the weights: the addresses are formed with `wrapping_add`, which
+/// allows that, and a prefetch never faults.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn prefetch(p: *const u8, bytes: usize) {
     let mut o = 0;
     while o < bytes {
-        _mm_prefetch::<_MM_HINT_T0>(p.add(o) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
         o += 64;
     }
 }
@@ -654,7 +656,7 @@ pub(super) unsafe fn x8_loop<const G: usize, const P: usize, U>(
         for b in 0..units {
             for g in 0..G {
                 let blk = packed.as_ptr().add(((g0 + g) * units + b) * bs);
-                prefetch(blk.add(ahead), bs);
+                prefetch(blk.wrapping_add(ahead), bs);
                 unpack(blk, g, u);
             }
             if b + 1 == units {

@@ -160,7 +160,8 @@ unsafe fn unpack_q6k_signed<const G: usize>(blk: *const u8, g: usize, u: &mut Un
         }
     }
     // Each row's 16 weights of a half summed (pairs by `maddubs` against ones, at most 64 in
-    // size; eight of them, then the two of a lane by `madd`) and times -128.
+    // size, four pieces' pairs added in 16 bits, then a lane's two halves by `madd`) and
+    // times -128.
     let (ones, m128) = (_mm256_set1_epi8(1), _mm256_set1_epi16(-128));
     for j in 0..8 {
         for e in 0..2 {
@@ -351,7 +352,7 @@ macro_rules! k_kernels {
                     let blk = packed.as_ptr().add((g * units + b) * bs);
                     let mut o = 0;
                     while o < bs {
-                        _mm_prefetch::<_MM_HINT_T0>(blk.add(bs + o) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
                         o += 64;
                     }
                     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
@@ -517,7 +518,7 @@ macro_rules! k_kernels {
                     let blk = packed.as_ptr().add((g * units + b) * bs);
                     let mut o = 0;
                     while o < bs {
-                        _mm_prefetch::<_MM_HINT_T0>(blk.add(bs + o) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
                         o += 64;
                     }
                     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));

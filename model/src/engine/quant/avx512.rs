@@ -81,7 +81,7 @@ unsafe fn pair_loop<const G: usize, U>(
         for b in 0..units {
             for g in 0..G {
                 let blk = packed.as_ptr().add(((g0 + g) * units + b) * bs);
-                prefetch(blk.add(ahead), bs);
+                prefetch(blk.wrapping_add(ahead), bs);
                 unpack(blk, g, u);
             }
             if b + 1 == units {
