@@ -669,7 +669,9 @@ mod avx2 {
     }
 
     /// Keys a value row is fetched ahead of its use by a generation step's loops (`rows`):
-    /// value rows lie a KV row apart, too far for the hardware's stride prefetch.
+    /// written when value rows lay a KV row apart, too far for the hardware's stride
+    /// prefetch; the cache now keeps each head's rows as one run (`vstride` = head width),
+    /// and the fetch stays, harmless.
     pub(super) const AHEAD: usize = 16;
 
     /// Fetches the `elems` elements at element index `i` of `p` into the cache.

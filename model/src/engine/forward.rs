@@ -177,7 +177,7 @@ impl Weights {
                 .map(|_| vec![f16::ZERO; cap * kv])
                 .collect(),
             v: (0..self.cfg.n_layer)
-                .map(|_| vec![f16::ZERO; max_len * kv])
+                .map(|_| vec![f16::ZERO; cap * kv])
                 .collect(),
             len: 0,
             max_len,
@@ -324,16 +324,22 @@ impl Weights {
                             kt[e * cap + pos + i] = f16::from_f32(x);
                         }
                     }
-                    cc.v[li][pos * kvd..kv_len * kvd].convert_from_f32_slice(&v);
+                    let vt = &mut cc.v[li];
+                    for (i, row) in v.chunks_exact(kvd).enumerate() {
+                        for (h, part) in row.chunks_exact(hd).enumerate() {
+                            let at = (h * cap + pos + i) * hd;
+                            vt[at..at + hd].convert_from_f32_slice(part);
+                        }
+                    }
                     // The kernel reads the f16 cache in place.
-                    let (kt, vs) = (&cc.k[li], &cc.v[li][..kv_len * kvd]);
+                    let (kt, vt) = (&cc.k[li], &cc.v[li]);
                     let views: Vec<KvView<'_>> = (0..nkv)
                         .map(|h| {
                             KvView::new(
                                 KvRows::F16(&kt[h * hd * cap..(h + 1) * hd * cap]),
                                 cap,
-                                KvRows::F16(vs).from(h * hd),
-                                kvd,
+                                KvRows::F16(&vt[h * cap * hd..(h * cap + kv_len) * hd]),
+                                hd,
                                 kv_len,
                                 hd,
                             )
@@ -461,7 +467,10 @@ pub struct Cache {
     /// Keys transposed: element `e` (of `n_kv_head × head_dim`) of position `p` at
     /// `e * cap + p`, so that attention reads eight positions with one load.
     k: Vec<Vec<f16>>,
-    /// Values by position: element `e` of position `p` at `p * n_kv_head * head_dim + e`.
+    /// Values head by head: element `d` of KV head `h` at position `p` at
+    /// `(h * cap + p) * head_dim + d`, so that a head's values are one run of memory (a
+    /// generation step streams them; a row a position apart, they lay `n_kv_head × head_dim`
+    /// elements apart, in a new page every few rows).
     v: Vec<Vec<f16>>,
     len: usize,
     max_len: usize,
