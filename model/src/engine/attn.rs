@@ -670,8 +670,8 @@ mod avx2 {
 
     /// Keys a value row is fetched ahead of its use by a generation step's loops (`rows`):
     /// written when value rows lay a KV row apart, too far for the hardware's stride
-    /// prefetch; the cache now keeps each head's rows as one run (`vstride` = head width),
-    /// and the fetch stays, harmless.
+    /// prefetch. The cache now keeps each head's rows as one run (`vstride` = head width);
+    /// whether the fetch still helps there has not been measured.
     pub(super) const AHEAD: usize = 16;
 
     /// Fetches the `elems` elements at element index `i` of `p` into the cache.

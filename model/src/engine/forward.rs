@@ -460,7 +460,7 @@ struct Scratch {
     up: Vec<f32>,
 }
 
-/// Per-layer keys and values of one sequence, `max_len × n_kv_head × head_dim` each, in f16
+/// Per-layer keys and values of one sequence, `cap × n_kv_head × head_dim` each, in f16
 /// (as llama.cpp keeps them): half the memory of f32, with rounding far below that of the
 /// 8-bit activations.
 pub struct Cache {
@@ -468,13 +468,14 @@ pub struct Cache {
     /// `e * cap + p`, so that attention reads eight positions with one load.
     k: Vec<Vec<f16>>,
     /// Values head by head: element `d` of KV head `h` at position `p` at
-    /// `(h * cap + p) * head_dim + d`, so that a head's values are one run of memory (a
-    /// generation step streams them; a row a position apart, they lay `n_kv_head × head_dim`
-    /// elements apart, in a new page every few rows).
+    /// `(h * cap + p) * head_dim + d`, so that a generation step streams each head's values
+    /// as one run of memory (kept position by position, a head's rows lay `n_kv_head ×
+    /// head_dim` elements apart, a new page every few rows).
     v: Vec<Vec<f16>>,
     len: usize,
     max_len: usize,
-    /// `max_len` rounded up to 8: the row length of the transposed keys.
+    /// `max_len` rounded up to 8: the row length of the transposed keys and the positions
+    /// each head's values have room for.
     cap: usize,
 }
 
