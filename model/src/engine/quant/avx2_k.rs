@@ -131,12 +131,11 @@ unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
 }
 
 /// One unit of up to [`SHARE`] groups of eight rows of Q6_K, unpacked for the AVX2 token
-/// loop without VNNI ([`q6k_groups_signed`]): the weights as signed bytes (q - 32, laid out as
-/// [`UnpackedK::w`]), the scales as [`UnpackedK::sc`], and for each 16 columns `off`, -128
-/// times the sum of each row's weights there.
+/// loop without VNNI ([`q6k_groups_signed`]): [`unpack_q6k`]'s registers with the weights
+/// made signed (q - 32), and for each 16 columns `off`, -128 times the sum of each row's
+/// weights there.
 struct UnpackedQ6<const G: usize> {
-    w: [[__m256i; 64]; G],
-    sc: [[__m256; 16]; G],
+    k: UnpackedK<G, 16>,
     off: [[__m256i; 16]; G],
 }
 
@@ -144,20 +143,11 @@ struct UnpackedQ6<const G: usize> {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_q6k_signed<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedQ6<G>) {
-    let l = k_layout(QType::Q6K);
-    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-    for k in 0..16 {
-        u.sc[g][k] = _mm256_mul_ps(d, bytes8_ps::<true>(blk.add(l.sc + 8 * k)));
-    }
+    unpack_q6k::<G>(blk, g, &mut u.k);
     let m32 = _mm256_set1_epi8(32);
-    let w = &mut u.w[g];
-    for h in 0..2 {
-        for k in 0..8 {
-            let q = q6k_piece(blk, h, k);
-            for i in 0..4 {
-                w[8 * (4 * h + i) + k] = _mm256_sub_epi8(q[i], m32);
-            }
-        }
+    let w = &mut u.k.w[g];
+    for r in w.iter_mut() {
+        *r = _mm256_sub_epi8(*r, m32);
     }
     // Each row's 16 weights of a half summed (pairs by `maddubs` against ones, at most 64 in
     // size, four pieces' pairs added in 16 bits, then a lane's two halves by `madd`) and
@@ -204,7 +194,7 @@ unsafe fn q6k_groups_signed<const G: usize>(
                         _mm256_xor_si256(piece(a, k2 + 1), flip),
                     ];
                     for g in 0..G {
-                        let w = &u.w[g][8 * j + k2..8 * j + k2 + 2];
+                        let w = &u.k.w[g][8 * j + k2..8 * j + k2 + 2];
                         let s = _mm256_add_epi16(
                             _mm256_maddubs_epi16(x[0], w[0]),
                             _mm256_maddubs_epi16(x[1], w[1]),
@@ -213,7 +203,7 @@ unsafe fn q6k_groups_signed<const G: usize>(
                     }
                 }
                 for g in 0..G {
-                    let scale = _mm256_mul_ps(u.sc[g][2 * j + e], ad);
+                    let scale = _mm256_mul_ps(u.k.sc[g][2 * j + e], ad);
                     let f = _mm256_cvtepi32_ps(isum[g]);
                     acc[0][g] = _mm256_fmadd_ps(f, scale, acc[0][g]);
                 }
@@ -221,8 +211,11 @@ unsafe fn q6k_groups_signed<const G: usize>(
         }
     };
     let mut u = UnpackedQ6::<G> {
-        w: [[_mm256_setzero_si256(); 64]; G],
-        sc: [[_mm256_setzero_ps(); 16]; G],
+        k: UnpackedK {
+            w: [[_mm256_setzero_si256(); 64]; G],
+            sc: [[_mm256_setzero_ps(); 16]; G],
+            nm: [[_mm256_setzero_ps(); 8]; G],
+        },
         off: [[_mm256_setzero_si256(); 16]; G],
     };
     let shape = (nb, 8, x8_block_bytes(QType::Q6K));
