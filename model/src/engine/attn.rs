@@ -575,8 +575,8 @@ mod avx2 {
     }
 
     /// [`super::scalar::scores`] for `M` queries: 32 keys at a time (four registers of
-    /// eight per query), each element of the queries broadcast once for all of them; where
-    /// `rows`, [`scores_rows`].
+    /// eight per query; 24 for three queries), each element of the queries broadcast once
+    /// for all of them; where `rows`, [`scores_rows`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn scores<const M: usize, const HALF: bool>(
         kv: &KvView<'_>,
@@ -763,11 +763,11 @@ mod avx2 {
     /// `o` their outputs, `hd` apart): 32 elements at a time in registers across all keys,
     /// each value loaded once for all heads. Where `rows` (a generation step), the keys go
     /// in blocks of [`BLOCK`] rows: each block's rows are fetched whole, [`AHEAD`], by the
-    /// pass over its first 32 elements, and the passes over the others find them in the
-    /// first-level cache; the sums are carried from block to block in `o`, so each element
-    /// is still summed in key order (the same bits). Before, each 32-element pass read one
-    /// line of every row of the head, 4 passes with a stride of a row each for Llama 2's
-    /// 128-element heads.
+    /// pass over its first elements (32, or 64 for one head), and the passes over the
+    /// others find them in the first-level cache; the sums are carried from block to block
+    /// in `o`, so each element is still summed in key order (the same bits). Before, each
+    /// 32-element pass read one line of every row of the head, 4 passes with a stride of a
+    /// row each for Llama 2's 128-element heads.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn values<const M: usize, const HALF: bool>(
         kv: &KvView<'_>,
@@ -841,7 +841,7 @@ mod avx2 {
         }
     }
 
-    /// Elements `c..c + 8R` of the `M` heads' value sums over keys `j0..j1` (`keys`), added
+    /// Elements `c..c + 8R` of the `M` heads' value sums over keys `j0..j1`, added
     /// to the sums in `o` unless `j0` is 0; each key's `fetch` elements from element `c` of
     /// its row fetched [`AHEAD`] keys early (none when 0).
     #[inline]
