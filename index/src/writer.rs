@@ -409,6 +409,26 @@ impl Drop for IndexWriter {
     }
 }
 
+/// How long a writer keeps trying a lock that is held before it reports
+/// [`IndexError::Locked`]: long enough to outlast a lock that only looks held because a child
+/// process forked by this program (or another thread's `Command`) still shares the lock's
+/// file until it execs, short enough that a second ingest is turned away at once.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+
+/// `attempt()` until it returns anything but [`IndexError::Locked`] or [`LOCK_PATIENCE`] has
+/// passed.
+fn patiently<T>(mut attempt: impl FnMut() -> Result<T, IndexError>) -> Result<T, IndexError> {
+    let start = Instant::now();
+    loop {
+        match attempt() {
+            Err(IndexError::Locked { .. }) if start.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn acquire_lock(dir: &Path) -> Result<File, IndexError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -418,13 +438,14 @@ fn acquire_lock(dir: &Path) -> Result<File, IndexError> {
         .truncate(false)
         .open(&path)
         .at(&path)?;
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(file),
+    patiently(|| match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(()),
         Err(fs4::TryLockError::WouldBlock) => Err(IndexError::Locked {
             dir: dir.to_path_buf(),
         }),
         Err(fs4::TryLockError::Error(e)) => Err(e).at(&path),
-    }
+    })?;
+    Ok(file)
 }
 
 /// Empty `dir` except for the lock file. The manifest goes first and tantivy's `meta.json`
@@ -464,13 +485,15 @@ fn tantivy_writer(
     options: &WriterOptions,
 ) -> Result<tantivy::IndexWriter<TantivyDocument>, IndexError> {
     // One indexing thread: the machine's other cores are busy embedding.
-    match index.writer_with_num_threads(1, options.memory_budget.max(15 << 20)) {
-        Ok(w) => Ok(w),
-        Err(TantivyError::LockFailure(LockError::LockBusy, _)) => Err(IndexError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    patiently(
+        || match index.writer_with_num_threads(1, options.memory_budget.max(15 << 20)) {
+            Ok(w) => Ok(w),
+            Err(TantivyError::LockFailure(LockError::LockBusy, _)) => Err(IndexError::Locked {
+                dir: dir.to_path_buf(),
+            }),
+            Err(e) => Err(e.into()),
+        },
+    )
 }
 
 /// Create a new, empty store: tantivy index, empty vector file, and a first commit whose
