@@ -183,6 +183,14 @@ unsafe fn q6k_groups_signed<const G: usize>(
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(i8::MIN);
         let a0 = a[0] as *const BlockQ8;
+        // The unit's activation bytes with their top bit flipped (a + 128), once for all
+        // groups: each piece is then a broadcast straight from memory.
+        let mut flipped = [_mm256_setzero_si256(); 8];
+        for (j, f) in flipped.iter_mut().enumerate() {
+            let q = (*a0.add(j)).qs.as_ptr() as *const __m256i;
+            *f = _mm256_xor_si256(_mm256_loadu_si256(q), flip);
+        }
+        let fp = flipped.as_ptr() as *const i32;
         for j in 0..8 {
             let a = &*a0.add(j);
             let ad = _mm256_set1_ps(a.d);
@@ -190,8 +198,8 @@ unsafe fn q6k_groups_signed<const G: usize>(
                 let mut isum: [__m256i; G] = std::array::from_fn(|g| u.off[g][2 * j + e]);
                 for k2 in [4 * e, 4 * e + 2] {
                     let x = [
-                        _mm256_xor_si256(piece(a, k2), flip),
-                        _mm256_xor_si256(piece(a, k2 + 1), flip),
+                        _mm256_set1_epi32(fp.add(8 * j + k2).read()),
+                        _mm256_set1_epi32(fp.add(8 * j + k2 + 1).read()),
                     ];
                     for g in 0..G {
                         let w = &u.k.w[g][8 * j + k2..8 * j + k2 + 2];
