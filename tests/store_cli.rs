@@ -166,6 +166,46 @@ fn scenario(store: &[&str], corpus: &Path) {
         .collect::<Vec<_>>());
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("type:EXT"));
+    // How the two lists are fused: scaled scores by default (the best passage scores about 1
+    // or more), reciprocal ranks on request (at most 1/61 a list, weighed), the dense list
+    // weighed by --dense-weight.
+    let scores = |extra: &[&str]| -> Vec<f64> {
+        let mut args = vec!["search", "--json", "-k", "5"];
+        args.extend_from_slice(extra);
+        args.push("Who designed the bridge?");
+        let s = json(&run(&args));
+        let v: Vec<f64> = s["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["score"].as_f64().unwrap())
+            .collect();
+        assert!(!v.is_empty(), "{s:#}");
+        v
+    };
+    let top = scores(&[])[0];
+    assert!(top > 0.5, "scaled scores, best {top}");
+    let rrf = scores(&["--fusion", "rrf"]);
+    assert!(rrf.iter().all(|&x| x <= 2.0 / 61.0 + 1e-6), "{rrf:?}");
+    let bm25_only = scores(&["--fusion", "rrf", "--dense-weight", "0"]);
+    assert!(
+        bm25_only.iter().all(|&x| x <= 1.0 / 61.0 + 1e-6),
+        "{bm25_only:?}"
+    );
+    assert!(rrf[0] > bm25_only[0], "{rrf:?} {bm25_only:?}");
+    for (flag, says) in [
+        ("--fusion=ranks", "rrf"),
+        ("--dense-weight=-1", "--dense-weight"),
+    ] {
+        let bad = rag(&with(&["search", flag, "bridge"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>());
+        assert!(!bad.status.success(), "{flag}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains(says), "{flag}: {err}");
+    }
+
     // And by when the files were last changed.
     let ps = found("before:2010-01-01", "library reading room");
     assert!(ps.iter().all(|p| p.ends_with("library.txt")), "{ps:?}");

@@ -63,6 +63,14 @@ pub struct RetrievalArgs {
     /// Depth of each list fed to the fusion (default 50).
     #[arg(long)]
     depth: Option<usize>,
+    /// How hybrid search fuses its two lists: scores (each list's scores scaled to 0..1, then
+    /// weighed; the default) or rrf (reciprocal ranks: only the order counts).
+    #[arg(long, value_name = "scores|rrf")]
+    fusion: Option<rag::Fusion>,
+    /// Weight of the dense list in hybrid fusion, BM25's being 1 (default: 1 for MiniLM, 0.2
+    /// for Llama hidden states; docs/EVAL.md has how they were chosen).
+    #[arg(long, value_name = "W")]
+    dense_weight: Option<f64>,
     /// Abstain without asking the model when the best passage covers less than this share of
     /// the question's (IDF-weighted) terms; 0 turns it off. Default 0.4.
     #[arg(long, value_name = "0..1")]
@@ -96,6 +104,14 @@ impl RetrievalArgs {
         if let Some(d) = self.depth {
             r.bm25_depth = d;
             r.dense_depth = d;
+        }
+        r.fusion = self.fusion;
+        if let Some(w) = self.dense_weight {
+            anyhow::ensure!(
+                w.is_finite() && w >= 0.0,
+                "--dense-weight must be a number >= 0 (BM25's weight is 1), not {w}"
+            );
+            r.dense_weight = Some(w);
         }
         if let Some(m) = self.min_evidence {
             anyhow::ensure!(

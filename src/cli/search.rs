@@ -14,6 +14,7 @@ pub const EXAMPLES: &str = "Examples:
   rag search \"When did the black death reach Europe?\"
   rag search -k 3 --json \"What is the capital of France?\"
   rag search --mode bm25 \"exact phrase words\"
+  rag search --fusion rrf --dense-weight 0.5 \"reading room opening hours\"
 
 The passages are exactly those `rag ask` with the same flags gives the model: the same
 retrieval, fusion, duplicate collapsing and trimming to the chat model's context (so the chat
