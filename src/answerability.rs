@@ -41,9 +41,9 @@ use crate::retrieve;
 /// Version of the fitted-file format.
 ///
 /// ```
-/// assert_eq!(rag::answerability::FITTED_VERSION, 2);
+/// assert_eq!(rag::answerability::FITTED_VERSION, 3);
 /// ```
-pub const FITTED_VERSION: u32 = 2;
+pub const FITTED_VERSION: u32 = 3;
 
 /// A span that was scored: its text and its [`SPAN_FEATURES`].
 #[derive(Debug, Clone, PartialEq)]

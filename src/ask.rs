@@ -218,7 +218,8 @@ pub struct Answer {
     pub decision: Option<crate::answerability::Decision>,
     /// Why generation stopped (`None` when the model was not asked).
     pub stop: Option<StopReason>,
-    /// The rendered prompt, when asked for.
+    /// The rendered prompt, when asked for: in quote mode the one the model read, which
+    /// holds only the passages a quote may start in.
     pub prompt: Option<String>,
     pub timings: AskTimings,
 }

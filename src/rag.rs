@@ -563,6 +563,9 @@ impl Rag {
                 fitted.and_then(|f| f.spans.as_ref()),
                 &opts.generate.cancel,
             )?;
+            if let (true, Some(q)) = (opts.keep_prompt, &quoted) {
+                answer.prompt = Some(q.read.clone());
+            }
             let evidence = answer.evidence.unwrap_or(0.0);
             ask::cite_quote(
                 index.as_ref(),

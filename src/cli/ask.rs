@@ -225,7 +225,7 @@ pub fn run(config: Config, args: AskArgs) -> Result<()> {
     }
     if answer.decision.is_some() {
         eprintln!(
-            "[{} passages, {} prompt tokens at {:.0} tok/s, quote chosen in {:.2}s, {:.1}s in all]",
+            "[{} passages, the quoted one read ({} prompt tokens at {:.0} tok/s), quote chosen in {:.2}s, {:.1}s in all]",
             answer.passages.len(),
             t.prompt_tokens,
             t.prefill_tok_s,

@@ -123,6 +123,11 @@ pub struct EvalQaArgs {
     /// Quote mode: the weight of a first token's prior taken off its score.
     #[arg(long, value_name = "W", allow_hyphen_values = true)]
     quote_prior: Option<f32>,
+    /// Quote mode: the model reads every retrieved passage before it scores spans, not only
+    /// the one the quote may start in (the way before 2026-12-07; slower, and on SQuAD 2.0
+    /// less accurate).
+    #[arg(long)]
+    quote_all_passages: bool,
     /// Fit the answerability decision and the span ranker on this run's quotes (use with --set
     /// squad2 --split fit) and write them here (default $RAG_HOME/answerability/MODEL.json,
     /// where rag finds them). Run it twice: the decision is fitted on the quotes the ranker
@@ -347,6 +352,7 @@ fn run_qa(mut config: Config, args: EvalQaArgs) -> Result<()> {
     q.starts = args.quote_starts.unwrap_or(q.starts);
     q.candidates = args.fit.is_some();
     q.prior = args.quote_prior.unwrap_or(q.prior);
+    q.all_passages = args.quote_all_passages;
     let index = args.index.unwrap_or_else(|| {
         config
             .home
