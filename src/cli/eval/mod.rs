@@ -124,8 +124,8 @@ pub struct EvalQaArgs {
     #[arg(long, value_name = "W", allow_hyphen_values = true)]
     quote_prior: Option<f32>,
     /// Quote mode: the model reads every retrieved passage before it scores spans, not only
-    /// the one the quote may start in (the way before 2026-12-07; slower, and on SQuAD 2.0
-    /// less accurate).
+    /// the one the quote may start in (the way before 2026-12-07: slower, and its quotes less
+    /// accurate on SQuAD 2.0).
     #[arg(long)]
     quote_all_passages: bool,
     /// Fit the answerability decision and the span ranker on this run's quotes (use with --set
