@@ -138,8 +138,7 @@ pub(crate) fn generate(
         );
         (rendered.text(), rendered.encode(tokenizer))
     };
-    let ids = &read_ids[..];
-    let mut session = model.session(ids, room)?;
+    let mut session = model.session(&read_ids, room)?;
     let hidden = session.hidden().to_vec();
     let nf = session.score(&not_found)?;
     let not_found_logprob = nf.iter().sum::<f32>() / nf.len().max(1) as f32;
@@ -251,7 +250,7 @@ pub(crate) fn generate(
         text: tokenizer.decode(&tokens),
         tokens,
         logprobs: span.logprobs.clone(),
-        prompt_tokens: ids.len(),
+        prompt_tokens: read_ids.len(),
         stop: rag_model::StopReason::EndOfTurn,
         prefill_secs: session.prefill_secs(),
         decode_secs: t0.elapsed().as_secs_f64(),
