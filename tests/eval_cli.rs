@@ -206,6 +206,62 @@ fn pages_on_questions_about_one_pdf() {
     assert_eq!(hybrid["doc_at_1"], 1.0, "{r:#}");
     assert_eq!(hybrid["page_at_10"], 1.0, "{r:#}");
     assert_eq!(r["runs"].as_array().unwrap().len(), 3);
+    assert!(r.get("asked").is_none(), "asked without --ask: {r:#}");
+
+    // --ask: each question asked as `rag ask` does (the real model), each answer in the JSON
+    // and the shares computed from them.
+    let o = rag(
+        &[
+            "eval",
+            "pages",
+            "--questions",
+            q,
+            "--docs",
+            d,
+            "--ask",
+            "--json",
+        ],
+        &home,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = r["runs"].as_array().unwrap();
+    let answered: Vec<&Value> = runs
+        .iter()
+        .map(|run| &run["asked"])
+        .filter(|a| a["abstained"] == false)
+        .collect();
+    for run in runs {
+        let a = &run["asked"];
+        assert!(a["secs"].as_f64().unwrap() > 0.0, "{run:#}");
+        if a["abstained"] == true {
+            assert!(!a["abstain_reason"].is_null(), "{run:#}");
+            assert_eq!(a["cited_page"], false, "{run:#}");
+        }
+        // Only PDFs are searched, so every citation is in the one PDF.
+        for c in a["cited"].as_array().unwrap() {
+            assert!(
+                c["path"].as_str().unwrap().ends_with("law/dmca.pdf"),
+                "{run:#}"
+            );
+        }
+    }
+    let on_page = answered.iter().filter(|a| a["cited_page"] == true).count();
+    let share = |k: &str| r["asked"][k].as_f64().unwrap();
+    assert_eq!(share("answered"), answered.len() as f64 / 3.0, "{r:#}");
+    assert_eq!(share("answered_cited_page"), on_page as f64 / 3.0, "{r:#}");
+    let elsewhere = if answered.is_empty() {
+        0.0
+    } else {
+        (answered.len() - on_page) as f64 / answered.len() as f64
+    };
+    assert_eq!(share("answered_elsewhere"), elsewhere, "{r:#}");
+    // The first question's answer (signed on October 28, 1998, by President Clinton) is on
+    // page 1, in the summary's opening paragraph.
+    let first = &runs[0]["asked"];
+    if first["abstained"] == false {
+        assert_eq!(first["cited_page"], true, "{r:#}");
+    }
 
     // A question whose file is not in --docs is refused, naming the file.
     std::fs::write(

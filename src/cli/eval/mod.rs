@@ -48,6 +48,7 @@ The articles are ingested into $RAG_HOME/eval/squad-EMBEDDER (again: nothing to 
     #[command(after_help = "Examples:
   rag eval pages                              43 questions over $RAG_SHARED/data/pdf-samples
   rag eval pages --embedder llama --json
+  rag eval pages --ask --json > pages.json   also ask each question (answers in the JSON)
   rag eval pages --questions my.jsonl --docs ~/reports
 
 A question file has one JSON object a line: {\"question\": \"...\", \"file\": \"sub/doc.pdf\",
@@ -70,6 +71,11 @@ pub struct EvalPagesArgs {
     /// Embedder of the index: llama or minilm.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<EmbedderKind>,
+    /// Also ask each question as `rag ask` does (the default model and answer mode): how many
+    /// are answered, and how many of those cite a passage on a right page; the answers are in
+    /// --json. Slower: the model reads a prompt for each.
+    #[arg(long)]
+    ask: bool,
     /// Print the whole report (scores and every question's ranks) as JSON.
     #[arg(long)]
     json: bool,
@@ -235,7 +241,15 @@ fn run_pages(mut config: Config, args: EvalPagesArgs) -> Result<()> {
             report.indexed, report.chunks, report.seconds
         );
     }
-    let r = pages::eval_pages(&rag, &questions)?;
+    let mut progress = |done: usize, n: usize| {
+        if args.ask {
+            eprint!("\rasked {done}/{n}");
+            if done == n {
+                eprintln!();
+            }
+        }
+    };
+    let r = pages::eval_pages(&rag, &questions, args.ask, &mut progress)?;
     print_report(args.json, &r, || r.table())
 }
 

@@ -7,9 +7,14 @@
 //! Office's DMCA summary (18 pages), an IBM Redpaper sample (18 pages), a NAACL paper (8 pages)
 //! and a five-page essay. A hit counts for its document when its path ends with the question's
 //! file, and for the page when its page range also meets one of the question's pages.
+//!
+//! With `--ask` each question is also asked as `rag ask` asks it: whether it is answered, and
+//! whether the answer cites a passage on one of the question's pages (the set has pages, not
+//! answers: the answers themselves are in `--json`, to read).
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use rag::{Error, Hit, Mode, Rag, Result, RetrieveOptions};
+use rag::{AbstainReason, Answer, Error, Hit, Mode, Rag, Result, RetrieveOptions};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::mean;
@@ -98,6 +103,40 @@ pub struct PageRun {
     /// Whether `rag ask` would turn the question away at the evidence gate.
     pub gated: bool,
     pub evidence: f32,
+    /// What `rag ask` answered (`--ask`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asked: Option<PageAnswer>,
+}
+
+/// One question's answer from `rag ask` (`--ask`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PageAnswer {
+    pub answer: String,
+    pub abstained: bool,
+    pub abstain_reason: Option<AbstainReason>,
+    /// Each cited passage: its file and page range (PDFs).
+    pub cited: Vec<CitedPassage>,
+    /// Whether a cited passage is in the question's file, on one of its pages.
+    pub cited_page: bool,
+    pub secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CitedPassage {
+    pub path: String,
+    pub pages: Option<(u32, u32)>,
+}
+
+/// How `rag ask` did on the set (`--ask`). Every question is answerable from its pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct AskScores {
+    /// Share of questions answered (not turned away).
+    pub answered: f64,
+    /// Share of questions answered with a citation of a passage on one of their pages.
+    pub answered_cited_page: f64,
+    /// Share of the answered ones whose citations miss every page of the question.
+    pub answered_elsewhere: f64,
+    pub secs_per_question: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +148,9 @@ pub struct PagesReport {
     pub modes: Vec<PageScores>,
     /// Share of questions `rag ask` would turn away at the evidence gate (all are answerable).
     pub gated: f64,
+    /// `rag ask`'s answers, scored (`--ask`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asked: Option<AskScores>,
     pub runs: Vec<PageRun>,
 }
 
@@ -117,8 +159,15 @@ const PAGE_MODES: [Mode; 3] = [Mode::Bm25, Mode::Dense, Mode::Hybrid];
 /// Run every question through BM25, HNSW and hybrid retrieval (top 10) and through the
 /// evidence gate of `rag ask`'s defaults, searching only files of the questions' types: the
 /// built-in folder also holds each PDF's reference text (`.groundtruth.md`, `.pdfminer-ref.txt`),
-/// the same words without pages, which would otherwise take the top places.
-pub fn eval_pages(rag: &Rag, questions: &[PageQuestion]) -> Result<PagesReport> {
+/// the same words without pages, which would otherwise take the top places. Where `ask`, each
+/// question is also asked with those options (the model loaded on the first), and `progress`
+/// hears each question done.
+pub fn eval_pages(
+    rag: &Rag,
+    questions: &[PageQuestion],
+    ask_them: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PagesReport> {
     let info = rag.info()?;
     let types = questions
         .iter()
@@ -144,6 +193,13 @@ pub fn eval_pages(rag: &Rag, questions: &[PageQuestion]) -> Result<PagesReport> 
             page_rank.push(p);
         }
         let search = rag.search_with(&q.question, &ask)?;
+        let asked = if ask_them {
+            let t = Instant::now();
+            let answer = rag.ask_with(&q.question, &ask)?;
+            Some(page_answer(&answer, q, t.elapsed().as_secs_f64()))
+        } else {
+            None
+        };
         runs.push(PageRun {
             question: q.question.clone(),
             file: q.file.clone(),
@@ -152,7 +208,9 @@ pub fn eval_pages(rag: &Rag, questions: &[PageQuestion]) -> Result<PagesReport> 
             page_rank,
             gated: search.abstains,
             evidence: search.evidence,
+            asked,
         });
+        progress(runs.len(), questions.len());
     }
     let share = |f: &dyn Fn(&PageRun) -> bool| {
         mean(&runs.iter().map(|r| f(r) as u8 as f64).collect::<Vec<_>>())
@@ -179,6 +237,27 @@ pub fn eval_pages(rag: &Rag, questions: &[PageQuestion]) -> Result<PagesReport> 
             }
         })
         .collect();
+    let asked = ask_them.then(|| {
+        let answered = |r: &PageRun| r.asked.as_ref().is_some_and(|a| !a.abstained);
+        let on_page = |r: &PageRun| answered(r) && r.asked.as_ref().is_some_and(|a| a.cited_page);
+        let n_answered = runs.iter().filter(|r| answered(r)).count();
+        AskScores {
+            answered: share(&answered),
+            answered_cited_page: share(&on_page),
+            answered_elsewhere: if n_answered == 0 {
+                0.0
+            } else {
+                runs.iter().filter(|r| answered(r) && !on_page(r)).count() as f64
+                    / n_answered as f64
+            },
+            secs_per_question: mean(
+                &runs
+                    .iter()
+                    .filter_map(|r| r.asked.as_ref().map(|a| a.secs))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    });
     Ok(PagesReport {
         questions: runs.len(),
         documents: info.documents,
@@ -186,26 +265,56 @@ pub fn eval_pages(rag: &Rag, questions: &[PageQuestion]) -> Result<PagesReport> 
         embedder: info.embedder.clone(),
         modes,
         gated: share(&|r| r.gated),
+        asked,
         runs,
     })
+}
+
+/// `answer` to `q`, with whether it cites a passage on one of `q`'s pages.
+fn page_answer(answer: &Answer, q: &PageQuestion, secs: f64) -> PageAnswer {
+    let cited: Vec<CitedPassage> = answer
+        .citations
+        .iter()
+        .map(|c| CitedPassage {
+            path: c.path.clone(),
+            pages: c.pages,
+        })
+        .collect();
+    let cited_page = !answer.abstained
+        && cited
+            .iter()
+            .any(|c| in_file(&c.path, &q.file) && on_pages(c.pages, &q.pages));
+    PageAnswer {
+        answer: answer.answer.clone(),
+        abstained: answer.abstained,
+        abstain_reason: answer.abstain_reason,
+        cited,
+        cited_page,
+        secs,
+    }
+}
+
+/// Whether `path` (as indexed) is the question's `file` (relative to the documents' folder).
+fn in_file(path: &str, file: &str) -> bool {
+    let p = path.replace('\\', "/");
+    p == file || p.ends_with(&format!("/{file}"))
+}
+
+/// Whether a passage's page range meets one of `pages`.
+fn on_pages(range: Option<(u32, u32)>, pages: &[u32]) -> bool {
+    range.is_some_and(|(a, b)| pages.iter().any(|&p| a <= p && p <= b))
 }
 
 /// The rank (from 1) of the first hit in `file`, and of the first one in `file` whose pages
 /// meet `pages`.
 fn ranks(hits: &[Hit], file: &str, pages: &[u32]) -> (Option<usize>, Option<usize>) {
-    let in_file = |h: &Hit| {
-        let p = h.chunk.path.replace('\\', "/");
-        p == file || p.ends_with(&format!("/{file}"))
-    };
-    let on_page = |h: &Hit| {
-        h.chunk
-            .pages
-            .is_some_and(|(a, b)| pages.iter().any(|&p| a <= p && p <= b))
-    };
-    let doc = hits.iter().position(in_file).map(|i| i + 1);
+    let doc = hits
+        .iter()
+        .position(|h| in_file(&h.chunk.path, file))
+        .map(|i| i + 1);
     let page = hits
         .iter()
-        .position(|h| in_file(h) && on_page(h))
+        .position(|h| in_file(&h.chunk.path, file) && on_pages(h.chunk.pages, pages))
         .map(|i| i + 1);
     (doc, page)
 }
@@ -238,6 +347,13 @@ impl PagesReport {
             "\nturned away by `rag ask`'s evidence gate: {:.3} (every question is answerable)\n",
             self.gated
         );
+        if let Some(a) = &self.asked {
+            s += &format!(
+                "asked as `rag ask` does: answered {:.3}, answered citing a right page {:.3}; \
+                 {:.3} of the answers cite only other pages; {:.2} s a question\n",
+                a.answered, a.answered_cited_page, a.answered_elsewhere, a.secs_per_question
+            );
+        }
         let missed: Vec<&PageRun> = self
             .runs
             .iter()
