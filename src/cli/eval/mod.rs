@@ -71,7 +71,7 @@ pub struct EvalPagesArgs {
     /// Embedder of the index: llama or minilm.
     #[arg(long, value_name = "llama|minilm")]
     embedder: Option<EmbedderKind>,
-    /// Also ask each question as `rag ask` does (the default model and answer mode): how many
+    /// Also ask each question as `rag ask` does (the configured model and answer mode): how many
     /// are answered, and how many of those cite a passage on a right page; the answers are in
     /// --json. Slower: the model reads a prompt for each.
     #[arg(long)]

@@ -134,7 +134,8 @@ pub struct AskScores {
     pub answered: f64,
     /// Share of questions answered with a citation of a passage on one of their pages.
     pub answered_cited_page: f64,
-    /// Share of the answered ones whose citations miss every page of the question.
+    /// Share of the answered ones that cite no passage on the question's pages (other pages,
+    /// or none at all).
     pub answered_elsewhere: f64,
     pub secs_per_question: f64,
 }
@@ -350,7 +351,7 @@ impl PagesReport {
         if let Some(a) = &self.asked {
             s += &format!(
                 "asked as `rag ask` does: answered {:.3}, answered citing a right page {:.3}; \
-                 {:.3} of the answers cite only other pages; {:.2} s a question\n",
+                 {:.3} of the answers cite none of its pages; {:.2} s a question\n",
                 a.answered, a.answered_cited_page, a.answered_elsewhere, a.secs_per_question
             );
         }
