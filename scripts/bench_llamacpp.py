@@ -14,9 +14,15 @@ How each number is taken:
   prompt: the prompt's tokens (BOS as the model's metadata says) are evaluated in one
     llama_decode (n_batch = n_ubatch >= prompt length) from an empty KV cache; one warm-up,
     then --runs timed runs; prompt_tok_s is the median (the best is also given).
-  generation: after the prompt, --gen-tokens tokens are decoded one at a time, each the
-    argmax of the previous logits (greedy; EOS is ignored), --runs times; gen_tok_s is the
-    median over runs of gen_tokens / time, excluding the prompt.
+  generation: after each timed prompt, --gen-tokens tokens are decoded one at a time, each
+    the argmax of the previous logits (greedy; EOS is ignored); gen_tok_s is the median over
+    runs of gen_tokens / time, excluding the prompt.
+  --serve: the model is loaded and warmed up once (then one JSON line, {"ready", and
+    "prompt_tokens" as llama.cpp counts them}), then each line `run` on stdin times one
+    prompt and its generation and answers one JSON line ({"prompt_s", "gen_s"}); `done` ends
+    the runs and the report follows as without it. A caller alternates these runs with its
+    own, so that both engines are measured in the same minutes of a machine whose speed
+    drifts (rag bench model does).
   embedding: a second Llama(embedding=True, pooling_type=MEAN) embeds the text of
     --embed-file, split into chunks of --embed-chunk-tokens tokens (each chunk embedded on
     its own, one llama_decode per chunk, as an indexer would; --embed-batched packs chunks
@@ -93,6 +99,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="timed runs for prompt and generation")
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--serve", action="store_true",
+                    help="time one run per `run` line on stdin (one JSON line each) until `done`")
     args = ap.parse_args()
 
     try:
@@ -134,18 +142,40 @@ def main():
         llm.eval(prompt_ids)
         return time.perf_counter() - t0
 
-    def generate():
-        eval_prompt()
+    def generate(n):
         t0 = time.perf_counter()
-        for _ in range(args.gen_tokens):
+        for _ in range(n):
             tok = int(np.argmax(last_logits()))
             llm.eval([tok])
         return time.perf_counter() - t0
 
-    eval_prompt()  # warm-up
-    prompt_times = [eval_prompt() for _ in range(args.runs)]
-    generate()  # warm-up... of the single-token path
-    gen_times = [generate() for _ in range(args.runs)]
+    def run():
+        """One timed prompt and the generation after it: (prompt s, generation s)."""
+        p = eval_prompt()
+        return p, generate(args.gen_tokens)
+
+    eval_prompt()  # warm-up of the prompt path...
+    generate(min(args.gen_tokens, 8))  # ...and of the single-token one
+    prompt_times, gen_times = [], []
+    if args.serve:
+        print(json.dumps({"ready": True, "prompt_tokens": n_prompt}), flush=True)
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd == "done":
+                break
+            if cmd != "run":
+                die(f"unknown command {cmd!r} on stdin (expected `run` or `done`)")
+            p, g = run()
+            prompt_times.append(p)
+            gen_times.append(g)
+            print(json.dumps({"prompt_s": p, "gen_s": g}), flush=True)
+        if not prompt_times:
+            die("no run was asked for before `done`")
+    else:
+        for _ in range(args.runs):
+            p, g = run()
+            prompt_times.append(p)
+            gen_times.append(g)
     # The greedy continuation, for eyeballing against our implementation.
     eval_prompt()
     cont = []

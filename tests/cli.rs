@@ -185,6 +185,103 @@ fn bench_model_prints_its_table() {
     assert!(out.contains("llama.cpp not measured"), "{out}");
 }
 
+/// llama.cpp's Python (scripts/llamacpp-venv.sh makes it in $RAG_HOME), or why not. With
+/// RAG_LLAMACPP_TESTS=require (CI) a missing one fails instead of skipping.
+fn llamacpp_python() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("RAG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/rag")))?;
+    let py = home.join("venv-llamacpp/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import llama_cpp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let why = format!(
+            "{} with llama-cpp-python is not here (scripts/llamacpp-venv.sh makes it)",
+            py.display()
+        );
+        let required = std::env::var("RAG_LLAMACPP_TESTS").is_ok_and(|v| v == "require");
+        assert!(!required, "{why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(py)
+}
+
+#[test]
+fn bench_model_alternates_runs_with_llama_cpp() {
+    let Some(py) = llamacpp_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_llama2(&p, |_| {});
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "The harbour master keeps the tide tables. ".repeat(20),
+    )
+    .unwrap();
+    let o = rag(&[
+        "bench",
+        "model",
+        "--model",
+        p.to_str().unwrap(),
+        "--text-file",
+        text.to_str().unwrap(),
+        "--llamacpp-python",
+        py.to_str().unwrap(),
+        "--runs",
+        "3",
+        "--prompt-tokens",
+        "40",
+        "--gen-tokens",
+        "3",
+        "--embed-chunks",
+        "0",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &v["reports"][0];
+    assert!(r["llamacpp_skipped"].is_null(), "{r}");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{r}");
+    // The order flips run by run, and each run has both engines' rates.
+    let first: Vec<bool> = runs
+        .iter()
+        .map(|x| x["llamacpp_first"].as_bool().unwrap())
+        .collect();
+    assert_eq!(first, [false, true, false], "{r}");
+    for x in runs {
+        for k in [
+            "rag_prompt_tok_s",
+            "rag_gen_tok_s",
+            "llamacpp_prompt_tok_s",
+            "llamacpp_gen_tok_s",
+        ] {
+            assert!(x[k].as_f64().is_some_and(|t| t > 0.0), "{k}: {r}");
+        }
+    }
+    // The reported rates are the medians of the runs (llama.cpp's from its own clock, the
+    // same runs).
+    let median = |k: &str| {
+        let mut t: Vec<f64> = runs.iter().map(|x| x[k].as_f64().unwrap()).collect();
+        t.sort_by(f64::total_cmp);
+        t[1]
+    };
+    assert_eq!(
+        r["rag"]["prompt_tok_s"].as_f64(),
+        Some(median("rag_prompt_tok_s"))
+    );
+    assert_eq!(
+        r["rag"]["gen_tok_s"].as_f64(),
+        Some(median("rag_gen_tok_s"))
+    );
+    let l = r["llamacpp"]["prompt_tok_s"].as_f64().unwrap();
+    let m = median("llamacpp_prompt_tok_s");
+    assert!((l / m - 1.0).abs() < 1e-6, "{l} vs {m}: {r}");
+}
+
 #[test]
 fn bench_model_shape_without_its_tool_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();

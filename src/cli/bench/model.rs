@@ -4,8 +4,9 @@
 //! Benchmarks, not tests: the numbers depend on the machine and its load, so they are printed
 //! (and pasted into the README), never asserted. Ratios against llama.cpp measured in the same run
 //! are the figures to compare across machines.
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,7 +40,9 @@ pub struct BenchModelArgs {
     /// this is given).
     #[arg(long, value_name = "N")]
     embed_chunks: Option<usize>,
-    /// Repetitions (the median is reported).
+    /// Runs of each engine (medians reported): each rag run is paired with a llama.cpp run
+    /// (loaded once), back to back, the order flipping run by run, so that both see the same
+    /// minutes of a machine whose speed drifts; the table lists each pair's ratio.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Python with llama-cpp-python (default: $RAG_HOME/venv-llamacpp/bin/python if present).
@@ -148,7 +151,8 @@ pub struct BenchOptions {
     pub embed_chunk_tokens: usize,
     /// Number of chunks embedded. Default 16.
     pub embed_chunks: usize,
-    /// Repetitions; the median is reported. Default 3.
+    /// Runs of each engine, paired and alternated ([`PairedRun`]); medians are reported.
+    /// Default 3.
     pub runs: usize,
     /// Python of a venv with llama-cpp-python; `None` skips llama.cpp.
     pub llamacpp_python: Option<PathBuf>,
@@ -210,6 +214,20 @@ pub struct BenchReport {
     /// (a slight overestimate: of the token table only one row is read per token, unless it
     /// is also the output matrix).
     pub rag_weights_gb_s: Option<f64>,
+    /// Each run's rates, rag's and llama.cpp's alternating (the medians above are of these).
+    pub runs: Vec<PairedRun>,
+}
+
+/// One run of each engine, back to back: a prompt from an empty cache, then the generation
+/// after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedRun {
+    pub rag_prompt_tok_s: f64,
+    pub rag_gen_tok_s: f64,
+    pub llamacpp_prompt_tok_s: Option<f64>,
+    pub llamacpp_gen_tok_s: Option<f64>,
+    /// Whether llama.cpp ran first in this pair (the order flips run by run).
+    pub llamacpp_first: bool,
 }
 
 /// The machine's read bandwidth, GB/s: `threads` threads summing their parts of a 512 MiB
@@ -279,6 +297,25 @@ impl BenchReport {
             );
         }
         row("peak RSS MiB", self.rag.peak_rss_mib, l.peak_rss_mib);
+        // Each pair's ratios: how far one run can be trusted on this machine.
+        let ratios = |f: fn(&PairedRun) -> (f64, Option<f64>)| {
+            let v: Vec<String> = self
+                .runs
+                .iter()
+                .filter_map(|r| match f(r) {
+                    (a, Some(b)) if b > 0.0 => Some(format!("{:.2}x", a / b)),
+                    _ => None,
+                })
+                .collect();
+            v.join(" ")
+        };
+        if self.runs.len() > 1 && self.runs.iter().any(|r| r.llamacpp_prompt_tok_s.is_some()) {
+            s += &format!(
+                "\nruns, alternated (ratio each): prompt {}; generation {}\n",
+                ratios(|r| (r.rag_prompt_tok_s, r.llamacpp_prompt_tok_s)),
+                ratios(|r| (r.rag_gen_tok_s, r.llamacpp_gen_tok_s)),
+            );
+        }
         if let Some(g) = self.rag_generation_peak_rss_mib {
             s += &format!(
                 "\nrag peak RSS: generation {g:.0} MiB ({:.2}x the file)",
@@ -553,38 +590,71 @@ pub fn bench_model(
     }
     let prompt_text = tok.decode(&all[..opts.prompt_tokens]);
     let prompt = tok.encode(&prompt_text, true, false);
+    let chunks: Vec<String> = all
+        .chunks(opts.embed_chunk_tokens)
+        .take(opts.embed_chunks)
+        .map(|c| tok.decode(c))
+        .collect();
 
-    // Prompt: fresh cache each run, median time.
-    let mut times = Vec::new();
-    for _ in 0..opts.runs.max(1) {
-        let mut cache = model.new_cache(prompt.len() + opts.gen_tokens)?;
-        let t = Instant::now();
-        model.prefill(&prompt, &mut cache)?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    let prompt_tok_s = prompt.len() as f64 / median(&mut times);
+    // llama.cpp loaded and warmed up in its own process first, so that its runs can alternate
+    // with rag's: this machine's speed drifts by a fifth within minutes, and two engines
+    // measured a few minutes apart would compare the drift.
+    let mut llamacpp = match &opts.llamacpp_python {
+        None => Err("skipped (--no-llamacpp, or no llama-cpp-python venv: run \
+                     scripts/llamacpp-venv.sh)"
+            .to_string()),
+        Some(py) => LlamaCpp::start(py, &path, &prompt_text, &chunks, config, opts),
+    };
 
-    // Generation: greedy, end-of-sequence ignored, after the prompt.
-    let mut times = Vec::new();
-    for _ in 0..opts.runs.max(1) {
-        let mut cache = model.new_cache(prompt.len() + opts.gen_tokens)?;
-        let mut next = rag_model::greedy(&model.prefill(&prompt, &mut cache)?).unwrap_or(0);
+    // A short warm-up (code paths, the thread pool, buffers), then the runs: a fresh cache
+    // each, the prompt timed, then greedy generation after it (end-of-sequence ignored).
+    // Run by run the order flips (rag first, then llama.cpp first), so a drift in the
+    // machine's speed falls on both.
+    let rag_run = |prompt: &[u32], gen_tokens: usize| -> Result<(f64, f64)> {
+        let mut cache = model.new_cache(prompt.len() + gen_tokens)?;
         let t = Instant::now();
-        for _ in 0..opts.gen_tokens {
+        let logits = model.prefill(prompt, &mut cache)?;
+        let prompt_s = t.elapsed().as_secs_f64();
+        let mut next = rag_model::greedy(&logits).unwrap_or(0);
+        let t = Instant::now();
+        for _ in 0..gen_tokens {
             let l = model.step(&[next], &mut cache)?;
             next = rag_model::greedy(&l).unwrap_or(0);
         }
-        times.push(t.elapsed().as_secs_f64());
+        Ok((prompt_s, t.elapsed().as_secs_f64()))
+    };
+    rag_run(&prompt[..prompt.len().min(64)], opts.gen_tokens.min(8))?;
+    let mut runs = Vec::new();
+    for i in 0..opts.runs.max(1) {
+        let llama_first = i % 2 == 1;
+        let mut other = None;
+        if llama_first {
+            other = LlamaCpp::run_or_stop(&mut llamacpp, opts.gen_tokens);
+        }
+        let (prompt_s, gen_s) = rag_run(&prompt, opts.gen_tokens)?;
+        if !llama_first {
+            other = LlamaCpp::run_or_stop(&mut llamacpp, opts.gen_tokens);
+        }
+        let rate = |n: usize, s: f64| n as f64 / s;
+        runs.push(PairedRun {
+            rag_prompt_tok_s: rate(prompt.len(), prompt_s),
+            rag_gen_tok_s: rate(opts.gen_tokens, gen_s),
+            llamacpp_prompt_tok_s: other.map(|(p, _)| p),
+            llamacpp_gen_tok_s: other.map(|(_, g)| g),
+            llamacpp_first: llama_first && other.is_some(),
+        });
     }
-    let gen_tok_s = opts.gen_tokens as f64 / median(&mut times);
+    let rates = |f: fn(&PairedRun) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+    let prompt_tok_s = rates(|r| r.rag_prompt_tok_s);
+    let gen_tok_s = rates(|r| r.rag_gen_tok_s);
     let gen_rss = peak_rss_mib();
 
     // Embedding: the same weights, batched chunks.
-    let (embed_tokens, embed_tok_s, embed_rss, chunks) = if opts.embed_chunks == 0 {
-        (None, None, None, Vec::new())
+    let (embed_tokens, embed_tok_s, embed_rss) = if chunks.is_empty() {
+        (None, None, None)
     } else {
-        let (n, rate, rss, chunks) = bench_embedding(&model, &all, opts)?;
-        (Some(n), Some(rate), rss, chunks)
+        let (n, rate, rss) = bench_embedding(&model, &chunks, opts)?;
+        (Some(n), Some(rate), rss)
     };
 
     let rag = EngineNumbers {
@@ -599,19 +669,10 @@ pub fn bench_model(
             (a, b) => a.or(b),
         },
     };
-    let (llamacpp, llamacpp_skipped) = match &opts.llamacpp_python {
-        None => (
-            None,
-            Some(
-                "skipped (--no-llamacpp, or no llama-cpp-python venv: run \
-                 scripts/llamacpp-venv.sh)"
-                    .into(),
-            ),
-        ),
-        Some(py) => match run_llamacpp(py, &path, &prompt_text, &chunks, config, opts) {
-            Ok(n) => (Some(n), None),
-            Err(e) => (None, Some(e)),
-        },
+    // llama.cpp's own report (its medians of the same runs, its embedding and peak memory).
+    let (llamacpp, llamacpp_skipped) = match llamacpp.and_then(LlamaCpp::finish) {
+        Ok(n) => (Some(n), None),
+        Err(e) => (None, Some(e)),
     };
     let file_bytes = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64);
     Ok(BenchReport {
@@ -626,22 +687,18 @@ pub fn bench_model(
         rag_embedding_peak_rss_mib: embed_rss,
         llamacpp,
         llamacpp_skipped,
+        runs,
     })
 }
 
-/// The embedding phase: (tokens, tokens/s, peak RSS, the chunks embedded).
+/// The embedding phase over `chunks`: (tokens, tokens/s, peak RSS).
 fn bench_embedding(
     model: &Arc<Model>,
-    all: &[u32],
+    chunks: &[String],
     opts: &BenchOptions,
-) -> Result<(usize, f64, Option<f64>, Vec<String>)> {
+) -> Result<(usize, f64, Option<f64>)> {
     reset_peak_rss();
     let embedder = Embedder::new(model.clone(), EmbedOptions::default());
-    let chunks: Vec<String> = all
-        .chunks(opts.embed_chunk_tokens)
-        .take(opts.embed_chunks)
-        .map(|c| model.tokenizer().decode(c))
-        .collect();
     let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
     let embed_tokens: usize = refs.iter().map(|c| embedder.count_tokens(c)).sum();
     embedder.embed(&refs[..1])?; // warm-up
@@ -653,63 +710,190 @@ fn bench_embedding(
     }
     let embed_tok_s = embed_tokens as f64 / median(&mut times);
     let embed_rss = peak_rss_mib();
-    Ok((embed_tokens, embed_tok_s, embed_rss, chunks))
+    Ok((embed_tokens, embed_tok_s, embed_rss))
 }
 
-fn run_llamacpp(
-    python: &Path,
-    model: &Path,
-    prompt_text: &str,
-    chunks: &[String],
-    config: &Config,
-    opts: &BenchOptions,
-) -> std::result::Result<EngineNumbers, String> {
-    let dir = std::env::temp_dir().join(format!("rag-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let script = dir.join("bench_llamacpp.py");
-    std::fs::write(&script, LLAMACPP_SCRIPT).map_err(|e| e.to_string())?;
-    let prompt_file = dir.join("prompt.txt");
-    let embed_file = dir.join("embed.txt");
-    std::fs::write(&prompt_file, prompt_text).map_err(|e| e.to_string())?;
-    std::fs::write(&embed_file, chunks.join("")).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(python);
-    cmd.arg(&script);
-    if !chunks.is_empty() {
-        cmd.arg("--embed-file").arg(&embed_file);
-    }
-    let n_ctx = (opts.prompt_tokens + opts.gen_tokens + 64).max(2048);
-    let out = cmd
-        .arg("--model")
-        .arg(model)
-        .arg("--prompt-file")
-        .arg(&prompt_file)
-        .arg("--threads")
-        .arg(config.threads_or_default().to_string())
-        .arg("--gen-tokens")
-        .arg(opts.gen_tokens.to_string())
-        .arg("--runs")
-        .arg(opts.runs.max(1).to_string())
-        .arg("--n-ctx")
-        .arg(n_ctx.to_string())
-        .arg("--embed-chunk-tokens")
-        .arg(opts.embed_chunk_tokens.to_string())
-        .arg("--json")
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = out.map_err(|e| format!("could not run {}: {e}", python.display()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // Killed by a signal: llama.cpp itself crashed (its AMX kernels did on one machine).
-        #[cfg(unix)]
-        if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
-            return Err(format!(
-                "llama.cpp crashed (signal {sig}); on a CPU that lists AMX, rebuild it without \
-                 AMX with `LLAMACPP_AMX=0 scripts/llamacpp-venv.sh`"
-            ));
+/// llama.cpp in a child process (`bench_llamacpp.py --serve`): the model loaded and warmed up
+/// once, then one timed run (a prompt and the generation after it) per [`LlamaCpp::run`].
+struct LlamaCpp {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// The script, its inputs and its stderr; removed on drop.
+    dir: PathBuf,
+    python: PathBuf,
+    /// The prompt's length as llama.cpp tokenizes it (its rates are of this).
+    prompt_tokens: usize,
+}
+
+impl LlamaCpp {
+    fn start(
+        python: &Path,
+        model: &Path,
+        prompt_text: &str,
+        chunks: &[String],
+        config: &Config,
+        opts: &BenchOptions,
+    ) -> std::result::Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("rag-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok::<_, String>(p)
+        };
+        let script = write("bench_llamacpp.py", LLAMACPP_SCRIPT)?;
+        let prompt_file = write("prompt.txt", prompt_text)?;
+        let embed_file = write("embed.txt", &chunks.concat())?;
+        let stderr = std::fs::File::create(dir.join("stderr.txt"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut cmd = Command::new(python);
+        cmd.arg(&script);
+        if !chunks.is_empty() {
+            cmd.arg("--embed-file").arg(&embed_file);
         }
-        return Err(format!("bench_llamacpp.py failed: {}", stderr.trim()));
+        let n_ctx = (opts.prompt_tokens + opts.gen_tokens + 64).max(2048);
+        cmd.arg("--model")
+            .arg(model)
+            .arg("--prompt-file")
+            .arg(&prompt_file)
+            .arg("--threads")
+            .arg(config.threads_or_default().to_string())
+            .arg("--gen-tokens")
+            .arg(opts.gen_tokens.to_string())
+            .arg("--n-ctx")
+            .arg(n_ctx.to_string())
+            .arg("--embed-chunk-tokens")
+            .arg(opts.embed_chunk_tokens.to_string())
+            .args(["--json", "--serve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("could not run {}: {e}", python.display()));
+            }
+        };
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let mut me = LlamaCpp {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout.expect("piped stdout")).lines(),
+            dir,
+            python: python.to_path_buf(),
+            prompt_tokens: 0,
+        };
+        #[derive(serde::Deserialize)]
+        struct Ready {
+            prompt_tokens: usize,
+        }
+        match me
+            .line()
+            .and_then(|l| serde_json::from_str::<Ready>(&l).ok())
+        {
+            Some(r) => {
+                me.prompt_tokens = r.prompt_tokens;
+                Ok(me)
+            }
+            None => Err(me.failure()),
+        }
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable llama.cpp output: {e}"))
+
+    /// The next line the script prints, or `None` at its end.
+    fn line(&mut self) -> Option<String> {
+        self.stdout.next().and_then(|l| l.ok())
+    }
+
+    /// One timed run: (prompt tokens/s, generation tokens/s).
+    fn run(&mut self, gen_tokens: usize) -> std::result::Result<(f64, f64), String> {
+        #[derive(serde::Deserialize)]
+        struct Times {
+            prompt_s: f64,
+            gen_s: f64,
+        }
+        let asked = self
+            .stdin
+            .as_mut()
+            .is_some_and(|i| writeln!(i, "run").and_then(|()| i.flush()).is_ok());
+        let answer = asked.then(|| self.line()).flatten();
+        match answer.and_then(|l| serde_json::from_str::<Times>(&l).ok()) {
+            Some(t) => Ok((
+                self.prompt_tokens as f64 / t.prompt_s,
+                gen_tokens as f64 / t.gen_s,
+            )),
+            None => Err(self.failure()),
+        }
+    }
+
+    /// [`LlamaCpp::run`], turning `state` into the error when it fails (llama.cpp is then left
+    /// out of the remaining runs and the report says why).
+    fn run_or_stop(
+        state: &mut std::result::Result<Self, String>,
+        gen_tokens: usize,
+    ) -> Option<(f64, f64)> {
+        let me = state.as_mut().ok()?;
+        match me.run(gen_tokens) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                *state = Err(e);
+                None
+            }
+        }
+    }
+
+    /// End the runs and read the script's report.
+    fn finish(mut self) -> std::result::Result<EngineNumbers, String> {
+        if let Some(mut i) = self.stdin.take() {
+            let _ = writeln!(i, "done");
+        }
+        let last = std::iter::from_fn(|| self.line()).last();
+        match last.map(|l| serde_json::from_str::<EngineNumbers>(&l)) {
+            Some(Ok(n)) if self.child.wait().is_ok_and(|s| s.success()) => Ok(n),
+            Some(Err(e)) => Err(format!("unreadable llama.cpp output: {e}")),
+            _ => Err(self.failure()),
+        }
+    }
+
+    /// Why the script stopped: waits for it and reads its stderr.
+    fn failure(&mut self) -> String {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let status = self.child.wait();
+        let stderr = std::fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default();
+        // Killed by a signal it did not get from us: llama.cpp itself crashed (its AMX kernels
+        // did on one machine).
+        #[cfg(unix)]
+        if let Ok(Some(sig)) = status
+            .as_ref()
+            .map(std::os::unix::process::ExitStatusExt::signal)
+        {
+            if sig != 9 {
+                return format!(
+                    "llama.cpp crashed (signal {sig}); on a CPU that lists AMX, rebuild it \
+                     without AMX with `LLAMACPP_AMX=0 scripts/llamacpp-venv.sh`"
+                );
+            }
+        }
+        let tail: Vec<&str> = stderr.trim().lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{} bench_llamacpp.py stopped ({}): {}",
+            self.python.display(),
+            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            tail.join(" / ")
+        )
+    }
+}
+
+impl Drop for LlamaCpp {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
