@@ -114,8 +114,9 @@ impl QMatrix {
         matmul_many(&[self], x, &mut [y]);
     }
 
-    /// Rows `r0..r1` of the product into `out` (`t × rows`, row-major).
-    fn rows_into(&self, x: &Input<'_>, r0: usize, r1: usize, out: SyncPtr) {
+    /// Rows `r0..r1` of the product into `out` (`t × rows`, row-major); `units`, `x` with
+    /// one scale per 256 columns where Q6_K takes it so (see [`matmul_many`]), else empty.
+    fn rows_into(&self, x: &Input<'_>, units: &[BlockQ8], r0: usize, r1: usize, out: SyncPtr) {
         let t = x.t;
         let rows = self.rows;
         match &self.data {
@@ -141,13 +142,18 @@ impl QMatrix {
             Store::X8(p) => {
                 // Row ranges start and end on groups of eight (see matmul_many).
                 let nb = self.cols / 32;
+                let q = if self.ty == QType::Q6K && !units.is_empty() {
+                    units
+                } else {
+                    x.q
+                };
                 let gb = quant::x8_group_bytes(self.ty, self.cols);
                 let w = &p[r0 / 8 * gb..r1 / 8 * gb];
                 let n = r1 - r0;
                 if t == 1 {
                     // SAFETY: the task owns rows r0..r1 of the single output row.
                     let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), n) };
-                    quant::gemm_x8(self.ty, w, x.q, self.cols, o);
+                    quant::gemm_x8(self.ty, w, q, self.cols, o);
                     return;
                 }
                 // Tiles of one run of the x8 kernels (256 tokens, a prefill slice), each
@@ -162,7 +168,7 @@ impl QMatrix {
                         quant::gemm_x8_strided(
                             self.ty,
                             w,
-                            &x.q[t0 * nb..t1 * nb],
+                            &q[t0 * nb..t1 * nb],
                             self.cols,
                             out.0.add(t0 * rows + r0),
                             rows,
@@ -241,8 +247,17 @@ pub fn matmul_many(mats: &[&QMatrix], x: &Input<'_>, ys: &mut [&mut [f32]]) {
             r = e;
         }
     }
+    // Q6_K without VNNI takes its activations with one scale per 256 columns
+    // (`quant::q6k_units`): made here, once for the matrices of the call that take them.
+    let mut units = Vec::new();
+    let takes_units = |m: &&QMatrix| m.ty == QType::Q6K && matches!(m.data, Store::X8(_));
+    if quant::q6k_units() && mats.iter().any(takes_units) {
+        units.resize(x.q.len(), BlockQ8::default());
+        quantize_rows(x.f, x.cols, &mut units, quant::quantize_row_q8_units);
+    }
     let outs: Vec<SyncPtr> = ys.iter_mut().map(|y| SyncPtr(y.as_mut_ptr())).collect();
-    let run = |&(mi, r0, r1): &(usize, usize, usize)| mats[mi].rows_into(x, r0, r1, outs[mi]);
+    let run =
+        |&(mi, r0, r1): &(usize, usize, usize)| mats[mi].rows_into(x, &units, r0, r1, outs[mi]);
     if tasks.len() <= 1 || threads <= 1 {
         tasks.iter().for_each(run);
     } else {
@@ -256,6 +271,20 @@ struct SyncPtr(*mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
+/// Each row of `cols` values of `x` into its part of `q` by `f`, rows in parallel from 8 on.
+fn quantize_rows(x: &[f32], cols: usize, q: &mut [BlockQ8], f: fn(&[f32], &mut [BlockQ8])) {
+    let nb = cols / 32;
+    if x.len() / cols >= 8 {
+        q.par_chunks_mut(nb)
+            .zip(x.par_chunks(cols))
+            .for_each(|(q, x)| f(x, q));
+    } else {
+        for (q, x) in q.chunks_mut(nb).zip(x.chunks(cols)) {
+            f(x, q);
+        }
+    }
+}
+
 /// The input of a matrix product: `t` rows of `cols` values, as f32 and quantized.
 pub struct Input<'a> {
     f: &'a [f32],
@@ -267,16 +296,7 @@ pub struct Input<'a> {
 /// Quantize `t` rows of `cols` f32 values into `q` (resized) and return them as an [`Input`].
 pub fn quantize<'a>(x: &'a [f32], cols: usize, q: &'a mut Vec<BlockQ8>) -> Input<'a> {
     let t = x.len() / cols;
-    let nb = cols / 32;
-    q.resize(t * nb, BlockQ8::default());
-    if t >= 8 {
-        q.par_chunks_mut(nb)
-            .zip(x.par_chunks(cols))
-            .for_each(|(q, x)| quant::quantize_row_q8(x, q));
-    } else {
-        for (q, x) in q.chunks_mut(nb).zip(x.chunks(cols)) {
-            quant::quantize_row_q8(x, q);
-        }
-    }
+    q.resize(t * (cols / 32), BlockQ8::default());
+    quantize_rows(x, cols, q, quant::quantize_row_q8);
     Input { f: x, q, t, cols }
 }

@@ -467,52 +467,78 @@ unsafe fn q6k<const N: usize>(row: &[u8], acts: [&[BlockQ8]; N]) -> [f32; N] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
-    let sign = _mm256_set1_ps(-0.0);
-    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (i, ob) in out.iter_mut().enumerate() {
         let p = x.as_ptr().add(32 * i);
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
-        let mut mx = _mm256_andnot_ps(sign, v[0]);
-        for k in 1..4 {
-            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
-        }
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
-        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        let amax = _mm_cvtss_f32(m4);
-        let d = amax / 127.0;
-        let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-        let mut iv = [_mm256_setzero_si256(); 4];
-        for k in 0..4 {
-            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(v[k], id),
-            );
-            iv[k] = _mm256_cvtps_epi32(r);
-        }
-        let sum = _mm256_add_epi32(
-            _mm256_add_epi32(iv[0], iv[1]),
-            _mm256_add_epi32(iv[2], iv[3]),
-        );
-        let s4 = _mm_add_epi32(
-            _mm256_castsi256_si128(sum),
-            _mm256_extracti128_si256::<1>(sum),
-        );
-        let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
-        let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b10_11_00_01>(s4));
-        let isum = _mm_cvtsi128_si32(s4);
-        let p16a = _mm256_packs_epi32(iv[0], iv[1]);
-        let p16b = _mm256_packs_epi32(iv[2], iv[3]);
-        let p8 = _mm256_packs_epi16(p16a, p16b);
-        let p8 = _mm256_permutevar8x32_epi32(p8, perm);
-        _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, p8);
-        ob.d = d;
-        ob.s = d * isum as f32;
+        q8_block(p, abs_max(p, 4), ob);
     }
+}
+
+/// [`super::quantize_row_q8_units`]: the scalar code's operations (its maximum, division
+/// and rounding), so the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_row_q8_units(x: &[f32], out: &mut [BlockQ8]) {
+    for (u, ou) in out.chunks_exact_mut(8).enumerate() {
+        let p = x.as_ptr().add(256 * u);
+        let amax = abs_max(p, 32);
+        for (i, ob) in ou.iter_mut().enumerate() {
+            q8_block(p.add(32 * i), amax, ob);
+        }
+    }
+}
+
+/// The largest magnitude of the `8 * n` values at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn abs_max(p: *const f32, n: usize) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut mx = _mm256_andnot_ps(sign, _mm256_loadu_ps(p));
+    for k in 1..n {
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k))));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    _mm_cvtss_f32(m4)
+}
+
+/// The 32 values at `p` as one block whose scale is `amax / 127`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block(p: *const f32, amax: f32, ob: &mut BlockQ8) {
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let mut iv = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v[k], id),
+        );
+        iv[k] = _mm256_cvtps_epi32(r);
+    }
+    let sum = _mm256_add_epi32(
+        _mm256_add_epi32(iv[0], iv[1]),
+        _mm256_add_epi32(iv[2], iv[3]),
+    );
+    let s4 = _mm_add_epi32(
+        _mm256_castsi256_si128(sum),
+        _mm256_extracti128_si256::<1>(sum),
+    );
+    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b10_11_00_01>(s4));
+    let isum = _mm_cvtsi128_si32(s4);
+    let p16a = _mm256_packs_epi32(iv[0], iv[1]);
+    let p16b = _mm256_packs_epi32(iv[2], iv[3]);
+    let p8 = _mm256_packs_epi16(p16a, p16b);
+    let p8 = _mm256_permutevar8x32_epi32(p8, perm);
+    _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, p8);
+    ob.d = d;
+    ob.s = d * isum as f32;
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -130,48 +130,98 @@ unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
     ]
 }
 
-/// One unit of up to [`SHARE`] groups of eight rows of Q6_K, unpacked for the AVX2 token
-/// loop without VNNI ([`q6k_groups_signed`]): [`unpack_q6k`]'s registers with the weights
-/// made signed (q - 32), and for each 16 columns `off`, -128 times the sum of each row's
-/// weights there.
+/// One unit (256 columns) of up to [`SHARE`] groups of eight rows of Q6_K, unpacked for the
+/// AVX2 loops without VNNI ([`gemm_x8_q6k_units`]): [`unpack_q6k`]'s registers with the
+/// weights made signed (q - 32); each 16 columns' 8-bit scales as 16-bit pairs (`sc`
+/// twice in each row's lane, for `madd`); `off`, -128 times the sum over the unit of each
+/// 16 columns' weights times their scale; and the rows' `d`.
 struct UnpackedQ6<const G: usize> {
     k: UnpackedK<G, 16>,
-    off: [[__m256i; 16]; G],
+    sc: [[__m256i; 16]; G],
+    off: [__m256i; G],
+    d: [__m256; G],
 }
 
-/// Q6_K, signed: fill group `g` of `u` from the unit at `blk`.
+/// The 8-bit scales of 16 columns `k` of the unit at `blk`, one per row, as 16-bit pairs:
+/// each row's 32-bit lane holds its scale twice.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q6k_signed<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedQ6<G>) {
+unsafe fn q6k_scale_pairs(blk: *const u8, k: usize) -> __m256i {
+    let at = blk.add(k_layout(QType::Q6K).sc + 8 * k);
+    let s = _mm256_cvtepi8_epi32(_mm_loadl_epi64(at as *const __m128i));
+    _mm256_or_si256(
+        _mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)),
+        _mm256_slli_epi32::<16>(s),
+    )
+}
+
+/// Q6_K for [`q6k_units_groups`]: fill group `g` of `u` from the unit at `blk`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q6k_units<const G: usize>(blk: *const u8, g: usize, u: &mut UnpackedQ6<G>) {
     unpack_q6k::<G>(blk, g, &mut u.k);
+    u.d[g] = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
     let m32 = _mm256_set1_epi8(32);
     let w = &mut u.k.w[g];
     for r in w.iter_mut() {
         *r = _mm256_sub_epi8(*r, m32);
     }
     // Each row's 16 weights of a half summed (pairs by `maddubs` against ones, at most 64 in
-    // size, four pieces' pairs added in 16 bits, then a lane's two halves by `madd`) and
-    // times -128.
-    let (ones, m128) = (_mm256_set1_epi8(1), _mm256_set1_epi16(-128));
-    for j in 0..8 {
-        for e in 0..2 {
-            let mut s = _mm256_setzero_si256();
-            for k in 4 * e..4 * e + 4 {
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(ones, w[8 * j + k]));
-            }
-            u.off[g][2 * j + e] = _mm256_madd_epi16(s, m128);
+    // size, four pieces' pairs added in 16 bits), times the half's scale by `madd`, over the
+    // unit; then times -128.
+    let ones = _mm256_set1_epi8(1);
+    let mut off = _mm256_setzero_si256();
+    for k in 0..16 {
+        let sc = q6k_scale_pairs(blk, k);
+        u.sc[g][k] = sc;
+        let (j, e) = (k / 2, k % 2);
+        let mut sw = _mm256_setzero_si256();
+        for p in 4 * e..4 * e + 4 {
+            sw = _mm256_add_epi16(sw, _mm256_maddubs_epi16(ones, w[8 * j + p]));
         }
+        off = _mm256_add_epi32(off, _mm256_madd_epi16(sw, sc));
+    }
+    u.off[g] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(off));
+}
+
+/// [`super::gemm_x8`] for Q6_K on AVX2 without VNNI ([`super::q6k_units`]): activations with
+/// one scale per 256 columns ([`super::quantize_row_q8_units`]), so each row's sixteen
+/// 8-bit scales fold into its integer sum and a unit takes one float step,
+/// `fma(sum, d·d_a, acc)`, instead of sixteen (1.12-1.24x the speed of a float step per 16
+/// columns, 7B shapes, one thread, alternated in one process). The sum is exact (see
+/// [`q6k_units_groups`]); the scalar kernels compute the same integer and the same float
+/// step, so the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn gemm_x8_q6k_units(
+    packed: &[u8],
+    acts: &[BlockQ8],
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    if acts.len() == nb {
+        return q6k_units_gemv(packed, acts, out);
+    }
+    let bs = x8_block_bytes(QType::Q6K);
+    for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
+        let f = match n {
+            1 => q6k_units_groups::<1>,
+            2 => q6k_units_groups::<2>,
+            3 => q6k_units_groups::<3>,
+            _ => q6k_units_groups::<SHARE>,
+        };
+        f(g0, packed, acts, nb, out, ldo);
     }
 }
 
-/// Groups `g0..g0 + G` of Q6_K on AVX2 without VNNI: the activation bytes taken as unsigned
+/// Groups `g0..g0 + G` of [`gemm_x8_q6k_units`]: the activation bytes taken as unsigned
 /// (a + 128, by flipping the top bit) against the signed weights, so that `maddubs` needs no
-/// offset term per token; the unpacked `off` (-128 times the weights' sum) starts each 32-bit
-/// sum instead, once per unit for all tokens. The same integer sums as the scalar reference
-/// (sum of a·(q - 32), exactly: a pair of products is at most 2 · 255 · 32 in size and two
-/// pairs fit in 16 bits), then the same float operations, so the same bits.
+/// offset term per token; the unpacked `off` (-128 times the scaled weights' sum) starts each
+/// sum instead, once per unit for all tokens. Per 16 columns, two pairs of products (each at
+/// most 2 · 255 · 32 in size: two fit in 16 bits) summed in 16 bits, then times the scale
+/// and widened by one `madd`; a unit's sum is at most about 4 · 10^8 in size, in 32 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_groups_signed<const G: usize>(
+unsafe fn q6k_units_groups<const G: usize>(
     g0: usize,
     packed: &[u8],
     acts: &[BlockQ8],
@@ -180,7 +230,6 @@ unsafe fn q6k_groups_signed<const G: usize>(
     ldo: usize,
 ) {
     let token = |u: &UnpackedQ6<G>, a: [&BlockQ8; 1], acc: &mut [[__m256; G]; 1]| {
-        let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(i8::MIN);
         let a0 = a[0] as *const BlockQ8;
         // The unit's activation bytes with their top bit flipped (a + 128), once for all
@@ -191,11 +240,9 @@ unsafe fn q6k_groups_signed<const G: usize>(
             *f = _mm256_xor_si256(_mm256_loadu_si256(q), flip);
         }
         let fp = flipped.as_ptr() as *const i32;
+        let mut isum: [__m256i; G] = u.off;
         for j in 0..8 {
-            let a = &*a0.add(j);
-            let ad = _mm256_set1_ps(a.d);
             for e in 0..2 {
-                let mut isum: [__m256i; G] = std::array::from_fn(|g| u.off[g][2 * j + e]);
                 for k2 in [4 * e, 4 * e + 2] {
                     let x = [
                         _mm256_set1_epi32(fp.add(8 * j + k2).read()),
@@ -207,15 +254,17 @@ unsafe fn q6k_groups_signed<const G: usize>(
                             _mm256_maddubs_epi16(x[0], w[0]),
                             _mm256_maddubs_epi16(x[1], w[1]),
                         );
-                        isum[g] = _mm256_add_epi32(isum[g], _mm256_madd_epi16(s, ones));
+                        let v = _mm256_madd_epi16(s, u.sc[g][2 * j + e]);
+                        isum[g] = _mm256_add_epi32(isum[g], v);
                     }
                 }
-                for g in 0..G {
-                    let scale = _mm256_mul_ps(u.k.sc[g][2 * j + e], ad);
-                    let f = _mm256_cvtepi32_ps(isum[g]);
-                    acc[0][g] = _mm256_fmadd_ps(f, scale, acc[0][g]);
-                }
             }
+        }
+        // The unit's one activation scale.
+        let ad = _mm256_set1_ps((*a0).d);
+        for g in 0..G {
+            let f = _mm256_cvtepi32_ps(isum[g]);
+            acc[0][g] = _mm256_fmadd_ps(f, _mm256_mul_ps(u.d[g], ad), acc[0][g]);
         }
     };
     let mut u = UnpackedQ6::<G> {
@@ -224,11 +273,85 @@ unsafe fn q6k_groups_signed<const G: usize>(
             sc: [[_mm256_setzero_ps(); 16]; G],
             nm: [[_mm256_setzero_ps(); 8]; G],
         },
-        off: [[_mm256_setzero_si256(); 16]; G],
+        sc: [[_mm256_setzero_si256(); 16]; G],
+        off: [_mm256_setzero_si256(); G],
+        d: [_mm256_setzero_ps(); G],
     };
     let shape = (nb, 8, x8_block_bytes(QType::Q6K));
-    let unpack = |blk, g, u: &mut _| unpack_q6k_signed::<G>(blk, g, u);
+    let unpack = |blk, g, u: &mut _| unpack_q6k_units::<G>(blk, g, u);
     x8_loop::<G, 1, _>(packed, acts, shape, g0, out, ldo, &mut u, unpack, token);
+}
+
+/// One token of [`gemm_x8_q6k_units`], read straight from the packed bytes (no unpacked
+/// copy): the unsigned weights (0..63) against the activations, two pieces' pairs summed in
+/// 16 bits (at most 4 · 63 · 128), times the scale by `madd`; less 32 times each 16
+/// activations' sum times its scale (one `madd` per sub-block's two halves: a half's
+/// activation sum fits in 16 bits). The same integer as the token loop, the same float
+/// step, so the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_units_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
+    let (l, bs) = (k_layout(QType::Q6K), x8_block_bytes(QType::Q6K));
+    let units = act.len() / 8;
+    // Per sub-block, its two halves' activation sums as one 32-bit word (16 bits each).
+    let halves: Vec<i32> = act
+        .iter()
+        .map(|a| {
+            let half = |e: usize| {
+                a.qs[16 * e..16 * e + 16]
+                    .iter()
+                    .map(|&q| q as i32)
+                    .sum::<i32>()
+            };
+            (half(0) & 0xFFFF) | (half(1) << 16)
+        })
+        .collect();
+    for g in 0..packed.len() / (units * bs) {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..units {
+            let blk = packed.as_ptr().add((g * units + b) * bs);
+            let mut o = 0;
+            while o < bs {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
+                o += 64;
+            }
+            let mut isum = _mm256_setzero_si256();
+            let mut corr = _mm256_setzero_si256();
+            for j in 0..8 {
+                // Each row's two half scales of sub-block j as a 16-bit pair, against the
+                // two halves' activation sums.
+                let pair = _mm_unpacklo_epi8(
+                    _mm_loadl_epi64(blk.add(l.sc + 16 * j) as *const __m128i),
+                    _mm_loadl_epi64(blk.add(l.sc + 16 * j + 8) as *const __m128i),
+                );
+                let v = _mm256_madd_epi16(
+                    _mm256_cvtepi8_epi16(pair),
+                    _mm256_set1_epi32(halves[8 * b + j]),
+                );
+                corr = _mm256_add_epi32(corr, v);
+            }
+            for h in 0..2 {
+                for k2 in (0..8).step_by(2) {
+                    let mut s16 = [_mm256_setzero_si256(); 4];
+                    for k in k2..k2 + 2 {
+                        let q = q6k_piece(blk, h, k);
+                        for i in 0..4 {
+                            let x = piece(&act[8 * b + 4 * h + i], k);
+                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(q[i], x));
+                        }
+                    }
+                    for i in 0..4 {
+                        let sc = q6k_scale_pairs(blk, 2 * (4 * h + i) + k2 / 4);
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16[i], sc));
+                    }
+                }
+            }
+            let isum = _mm256_sub_epi32(isum, _mm256_slli_epi32::<5>(corr));
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+            let f = _mm256_cvtepi32_ps(isum);
+            acc = _mm256_fmadd_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(act[8 * b].d)), acc);
+        }
+        _mm256_storeu_ps(out.add(8 * g), acc);
+    }
 }
 
 /// The kernels for one instruction set: `$vnni` says whether `vpdpbusd` is used, `$dp` which
@@ -429,9 +552,9 @@ macro_rules! k_kernels {
 
         /// [`super::gemm_x8`] for Q6_K (the caller checked the sizes): with VNNI, weights
         /// 0..63 against the activations, less 32 times their sum (per token for all
-        /// groups); without, [`q6k_groups_signed`]. Each 16-column half is widened and scaled
-        /// on its own. One token a step: two measured 0.94-0.96x on TinyLlama's shapes
-        /// (examples/matmul_speed).
+        /// groups), each 16-column half widened and scaled on its own; without,
+        /// [`gemm_x8_q6k_units`]. One token a step: two measured 0.94-0.96x on TinyLlama's
+        /// shapes (examples/matmul_speed).
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $q6k(
             packed: &[u8],
@@ -440,20 +563,19 @@ macro_rules! k_kernels {
             out: *mut f32,
             ldo: usize,
         ) {
+            if !$vnni {
+                return gemm_x8_q6k_units(packed, acts, nb, out, ldo);
+            }
             let bs = x8_block_bytes(QType::Q6K);
             if acts.len() == nb {
                 return $q6k_gemv(packed, acts, out);
             }
             for (g0, n) in group_sets(packed.len() / (nb / 8 * bs), acts.len() / nb) {
-                let f = match (n, $vnni) {
-                    (1, true) => $q6k_groups::<1>,
-                    (2, true) => $q6k_groups::<2>,
-                    (3, true) => $q6k_groups::<3>,
-                    (_, true) => $q6k_groups::<SHARE>,
-                    (1, false) => q6k_groups_signed::<1>,
-                    (2, false) => q6k_groups_signed::<2>,
-                    (3, false) => q6k_groups_signed::<3>,
-                    (_, false) => q6k_groups_signed::<SHARE>,
+                let f = match n {
+                    1 => $q6k_groups::<1>,
+                    2 => $q6k_groups::<2>,
+                    3 => $q6k_groups::<3>,
+                    _ => $q6k_groups::<SHARE>,
                 };
                 f(g0, packed, acts, nb, out, ldo);
             }
@@ -476,7 +598,7 @@ macro_rules! k_kernels {
                     let a = &*a0.add(j);
                     let ad = _mm256_set1_ps(a.d);
                     for e in 0..2 {
-                        // VNNI only: AVX2 without it takes `q6k_groups_signed`.
+                        // VNNI only: AVX2 without it takes `gemm_x8_q6k_units`.
                         let mut isum = [_mm256_setzero_si256(); G];
                         let mut corr = _mm256_setzero_si256();
                         for k in 4 * e..4 * e + 4 {
@@ -513,7 +635,6 @@ macro_rules! k_kernels {
         unsafe fn $q6k_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
             let (l, bs) = (k_layout(QType::Q6K), x8_block_bytes(QType::Q6K));
             let units = act.len() / 8;
-            let ones = _mm256_set1_epi16(1);
             let corr: Vec<[i32; 2]> = act
                 .iter()
                 .map(|a| {
@@ -539,28 +660,11 @@ macro_rules! k_kernels {
                     for h in 0..2 {
                         // isum[i][e]: sub-block 4h + i, half e.
                         let mut isum = [[_mm256_setzero_si256(); 2]; 4];
-                        for k2 in (0..8).step_by(2) {
-                            let mut s16 = [_mm256_setzero_si256(); 4];
-                            for k in k2..k2 + 2 {
-                                let q = q6k_piece(blk, h, k);
-                                for i in 0..4 {
-                                    let w = q[i];
-                                    let x = piece(&act[8 * b + 4 * h + i], k);
-                                    if $vnni {
-                                        let e = k / 4;
-                                        isum[i][e] = $dp(isum[i][e], w, x);
-                                    } else {
-                                        s16[i] =
-                                            _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, x));
-                                    }
-                                }
-                            }
-                            if !$vnni {
-                                // Two pieces of 0..63 weights: four products, which fit.
-                                for i in 0..4 {
-                                    let v = _mm256_madd_epi16(s16[i], ones);
-                                    isum[i][k2 / 4] = _mm256_add_epi32(isum[i][k2 / 4], v);
-                                }
+                        for k in 0..8 {
+                            let q = q6k_piece(blk, h, k);
+                            for i in 0..4 {
+                                let x = piece(&act[8 * b + 4 * h + i], k);
+                                isum[i][k / 4] = $dp(isum[i][k / 4], q[i], x);
                             }
                         }
                         for i in 0..4 {

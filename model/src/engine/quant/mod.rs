@@ -12,7 +12,10 @@
 //! Within the AVX2 kernels, [`vnni`] and [`wide`] pick `vpdpbusd` and, for products of two
 //! or more tokens in [`gemm_x8`], 512-bit token loops, and [`amx`] AMX tiles for products
 //! of sixteen or more, where the CPU has them; the results are the same bits with
-//! or without any of them.
+//! or without any of them, except Q6_K's: without VNNI it takes activations with one scale
+//! per 256 columns and folds its scales into the integer sums ([`q6k_units`]), with VNNI
+//! ordinary blocks and a float step per 16 columns, and the scalar kernels follow the same
+//! switch.
 //!
 //! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
 //! [`dot_f32`] and [`quantize_row_q8`] return the same bits with either. The
@@ -129,8 +132,8 @@ static VNNI: AtomicU8 = AtomicU8::new(0);
 /// straight into 32 bits; AVX-VNNI's encoding, or AVX512-VNNI's on 256-bit registers where
 /// only that one exists, as on AMD Zen 4): where the CPU has either (detected once), unless
 /// [`set_vnni`] turned it off. The results are the same bits either way (both compute each
-/// integer sum exactly; Q8_0's 16-bit pair sums never saturate, see `quant/avx2.rs`); only
-/// the speed differs.
+/// integer sum exactly; Q8_0's 16-bit pair sums never saturate, see `quant/avx2.rs`), except
+/// for Q6_K, whose form follows this switch ([`q6k_units`]).
 pub fn vnni() -> bool {
     switch(&VNNI, vnni_available)
 }
@@ -273,6 +276,53 @@ pub fn set_amx(on: bool) -> bool {
 /// Quantize `x` (length `32 * out.len()`) to 8-bit blocks.
 pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     quantize_row_q8_with(kernels(), x, out)
+}
+
+/// Quantize `x` (length `32 * out.len()`, `out.len()` a multiple of 8) to 8-bit blocks with
+/// one scale per 256 values: each unit of eight blocks shares the `d` of its largest
+/// magnitude (as llama.cpp's Q8_K). What Q6_K products take where [`q6k_units`] holds. The
+/// same bits with either kernels.
+pub fn quantize_row_q8_units(x: &[f32], out: &mut [BlockQ8]) {
+    quantize_row_q8_units_with(kernels(), x, out)
+}
+
+/// [`quantize_row_q8_units`] with explicit kernels.
+pub fn quantize_row_q8_units_with(k: Kernels, x: &[f32], out: &mut [BlockQ8]) {
+    assert!(
+        x.len() == 32 * out.len() && out.len().is_multiple_of(8),
+        "quantize_row_q8_units: {} values for {} blocks",
+        x.len(),
+        out.len()
+    );
+    match effective(k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: effective() returned Avx2 only where the features were detected.
+        Kernels::Avx2 => unsafe { avx2::quantize_row_q8_units(x, out) },
+        _ => scalar::quantize_row_q8_units(x, out),
+    }
+}
+
+/// Whether the Q6_K products of [`gemm_x8`] take activations with one scale per 256 columns
+/// ([`quantize_row_q8_units`]) and fold each row's sixteen 8-bit scales into its integer sum,
+/// one float step per 256 columns: wherever [`vnni`] is off (AVX2 alone, and the scalar
+/// kernels beside it, which give the same bits). With VNNI (and the 512-bit loops and the
+/// tiles, which need it) Q6_K takes the ordinary blocks and a float step per 16 columns, and
+/// the scalar kernels there do the same. [`super::quantize`] makes both kinds of blocks for
+/// inputs 256 columns wide.
+pub fn q6k_units() -> bool {
+    !vnni()
+}
+
+/// Panics unless each eight blocks of `acts` share one scale where `ty` takes them so.
+fn check_units(ty: QType, acts: &[BlockQ8]) {
+    if ty == QType::Q6K && q6k_units() {
+        assert!(
+            acts.chunks(8)
+                .all(|u| u.iter().all(|b| b.d.to_bits() == u[0].d.to_bits())),
+            "gemm_x8: Q6_K here takes activations with one scale per 256 columns \
+             (quantize_row_q8_units)"
+        );
+    }
 }
 
 /// [`quantize_row_q8`] with explicit kernels.
@@ -432,6 +482,7 @@ pub fn gemm_x8_with(
 ) {
     let (rows, t) = x8_shape(ty, packed, acts, cols);
     assert_eq!(out.len(), rows * t, "gemm_x8: output size");
+    check_units(ty, acts);
     // SAFETY: `out` holds the t × rows cells.
     unsafe { gemm_x8_raw(k, ty, packed, acts, cols / 32, out.as_mut_ptr(), rows) }
 }
@@ -455,6 +506,7 @@ pub unsafe fn gemm_x8_strided(
         ldo >= rows,
         "gemm_x8_strided: stride {ldo} below {rows} rows"
     );
+    check_units(ty, acts);
     gemm_x8_raw(kernels(), ty, packed, acts, cols / 32, out, ldo)
 }
 

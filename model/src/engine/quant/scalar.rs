@@ -125,7 +125,9 @@ pub(super) unsafe fn gemm_x8_body(
 /// The K-quant part of [`gemm_x8_body`]: for each row, unit (256 columns) and 32-column
 /// sub-block, the exact integer sum against that sub-block's activation block, then, as the
 /// AVX2 kernels, `fma(sum, (d·scale)·d_a)` and for Q4_K / Q5_K `fma(-(dmin·min), s_a)`
-/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale).
+/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale; where
+/// [`super::q6k_units`] holds, the halves' sums times their scales summed over the unit in
+/// integers and one `fma(sum, d·d_a)` with the unit's one activation scale).
 #[inline(always)]
 unsafe fn gemm_x8k_body(
     ty: QType,
@@ -141,6 +143,7 @@ unsafe fn gemm_x8k_body(
     let rows = packed.len() / (units * bs) * 8;
     let t = acts.len() / nb;
     let chunk = |at: usize, r: usize, i: usize| at + 32 * (i / 4) + 4 * r + i % 4;
+    let unit_scales = super::q6k_units();
     for g in 0..rows / 8 {
         for i in 0..t {
             let mut acc = [0f32; 8];
@@ -148,6 +151,22 @@ unsafe fn gemm_x8k_body(
                 let o = &packed[(g * units + b) * bs..][..bs];
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let d = rd_f16(o, 2 * r);
+                    if ty == QType::Q6K && unit_scales {
+                        // One activation scale for the unit: the scales fold into the
+                        // integer sum, one float step (`avx2_k::gemm_x8_q6k_units`).
+                        let mut isum = 0i32;
+                        for k in 0..16 {
+                            let a = &acts[i * nb + 8 * b + k / 2];
+                            let mut dot = 0i32;
+                            for c in 16 * (k % 2)..16 * (k % 2) + 16 {
+                                let q = q6k_x8(&o[l.qs..], r, k / 2, c) as i32 - 32;
+                                dot += q * a.qs[c] as i32;
+                            }
+                            isum += o[l.sc + 8 * k + r] as i8 as i32 * dot;
+                        }
+                        *acc = (isum as f32).mul_add(d * acts[i * nb + 8 * b].d, *acc);
+                        continue;
+                    }
                     for j in 0..8 {
                         let a = &acts[i * nb + 8 * b + j];
                         if ty == QType::Q6K {
@@ -195,6 +214,23 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
         }
         ob.d = d;
         ob.s = d * sum as f32;
+    }
+}
+
+pub fn quantize_row_q8_units(x: &[f32], out: &mut [BlockQ8]) {
+    for (xu, ou) in x.chunks_exact(256).zip(out.chunks_exact_mut(8)) {
+        let amax = xu.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        for (xb, ob) in xu.chunks_exact(32).zip(ou.iter_mut()) {
+            let mut sum = 0i32;
+            for (q, &v) in ob.qs.iter_mut().zip(xb) {
+                *q = (v * id).round_ties_even() as i8;
+                sum += *q as i32;
+            }
+            ob.d = d;
+            ob.s = d * sum as f32;
+        }
     }
 }
 

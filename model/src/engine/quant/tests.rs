@@ -455,6 +455,18 @@ fn quantize_row_q8_avx2_matches_scalar() {
         let a = q8(&x, Kernels::Avx2);
         assert_eq!(s, a);
     }
+    // One scale per 256 values, the largest magnitude in each of the unit's blocks in turn.
+    for x in [
+        activation(&weights(1024, 3), true, 4),
+        (0..768).map(|i| (i as f32 - 300.0) * 0.37).collect(),
+    ] {
+        let units = |k| {
+            let mut out = vec![BlockQ8::default(); x.len() / 32];
+            quantize_row_q8_units_with(k, &x, &mut out);
+            out
+        };
+        assert_eq!(units(Kernels::Scalar), units(Kernels::Avx2));
+    }
 }
 
 #[test]
@@ -587,21 +599,30 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     // More than one run of 128 tokens, the last of an odd count (the AVX2 Q4 kernels take
     // two tokens a step); single tokens (below) take the one-group path.
     let t = 131;
-    let mut acts: Vec<BlockQ8> = (0..t as u64)
-        .flat_map(|i| {
-            q8(
-                &activation(&weights(cols, 80 + i), i % 2 == 1, 90 + i),
-                Kernels::Scalar,
-            )
-        })
-        .collect();
-    // Extreme blocks too: all -128 / +127 against the largest nibbles.
-    for q in acts[0].qs.iter_mut() {
-        *q = -128;
-    }
-    for q in acts[1].qs.iter_mut() {
-        *q = 127;
-    }
+    // The activations as the kernels in use take them: for Q6_K without VNNI, one scale per
+    // 256 columns.
+    let acts_for = |units: bool| {
+        let mut acts: Vec<BlockQ8> = (0..t as u64)
+            .flat_map(|i| {
+                let x = activation(&weights(cols, 80 + i), i % 2 == 1, 90 + i);
+                if units {
+                    let mut out = vec![BlockQ8::default(); nb];
+                    quantize_row_q8_units(&x, &mut out);
+                    out
+                } else {
+                    q8(&x, Kernels::Scalar)
+                }
+            })
+            .collect();
+        // Extreme blocks too: all -128 / +127 against the largest nibbles.
+        for q in acts[0].qs.iter_mut() {
+            *q = -128;
+        }
+        for q in acts[1].qs.iter_mut() {
+            *q = 127;
+        }
+        acts
+    };
     // (kernels, VNNI on, 512-bit token loops on, AMX on) of each run.
     let mut kernels = vec![(Kernels::Scalar, false, false, false)];
     if avx2_available() {
@@ -616,14 +637,20 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     if vnni_available() && amx_available() {
         kernels.push((Kernels::Avx2, true, true, true));
     }
-    let mut all = Vec::new();
     let (vnni_was, wide_was, amx_was) = (vnni(), wide(), amx());
     for &(k, v, w, x) in &kernels {
         set_vnni(v);
         set_wide(w);
         set_amx(x);
+        let acts = acts_for(ty == QType::Q6K && q6k_units());
         let mut out = vec![f32::NAN; rows * t];
         gemm_x8_with(k, ty, &packed, &acts, cols, &mut out);
+        // The scalar kernels with the same switches (Q6_K's float order follows VNNI).
+        let mut want = vec![f32::NAN; rows * t];
+        gemm_x8_with(Kernels::Scalar, ty, &packed, &acts, cols, &mut want);
+        for (a, b) in out.iter().zip(&want) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {k:?} VNNI {v} vs scalar");
+        }
         for i in 0..t {
             let mut one = vec![f32::NAN; rows];
             gemm_x8_with(k, ty, &packed, &acts[i * nb..(i + 1) * nb], cols, &mut one);
@@ -647,14 +674,87 @@ fn x8_gemm_for(ty: QType, rows: usize) {
                 );
             }
         }
-        all.push(out);
     }
     set_vnni(vnni_was);
     set_wide(wide_was);
     set_amx(amx_was);
-    for (o, k) in all[1..].iter().zip(&kernels[1..]) {
-        for (a, b) in o.iter().zip(&all[0]) {
-            assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {k:?} vs scalar");
+}
+
+/// Q6_K's activations with one scale per 256 columns: each unit shares the `d` of its
+/// largest magnitude, which quantizes to ±127; `s` is `d` times the block's sum; and where
+/// [`q6k_units`] holds, `gemm_x8` refuses ordinary blocks instead of misreading them.
+#[test]
+fn q8_units() {
+    let x: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * if i < 256 { 0.01 } else { 3.0 })
+        .collect();
+    let mut out = vec![BlockQ8::default(); 16];
+    quantize_row_q8_units(&x, &mut out);
+    for (u, xu) in out.chunks(8).zip(x.chunks(256)) {
+        let amax = xu.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(u.iter().all(|b| b.d == amax / 127.0), "{:?}", u[0].d);
+        let qs: Vec<i8> = u.iter().flat_map(|b| b.qs).collect();
+        assert_eq!(qs.iter().map(|q| q.unsigned_abs()).max(), Some(127));
+        for (q, v) in qs.iter().zip(xu) {
+            assert!((*q as f32 * u[0].d - v).abs() <= u[0].d / 2.0 * 1.0001);
+        }
+        for b in u {
+            let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+            assert_eq!(b.s, b.d * sum as f32);
+        }
+    }
+    if q6k_units() {
+        let cols = 256;
+        let (bytes, _) = candle_row(QType::Q6K, &weights(8 * cols, 5));
+        let packed = repack_x8(QType::Q6K, bytes, 8, cols);
+        let blocks = q8(&x[..cols], Kernels::Scalar);
+        let mut y = vec![0f32; 8];
+        let r = std::panic::catch_unwind(move || {
+            gemm_x8_with(Kernels::Scalar, QType::Q6K, &packed, &blocks, cols, &mut y)
+        });
+        assert!(r.is_err(), "ordinary blocks taken for Q6_K's units");
+    }
+}
+
+/// Q6_K with one activation scale per 256 columns is as close to the exact product as with
+/// a scale per 32 (the per-32 blocks reach finer values where a unit's magnitudes differ).
+#[test]
+fn q6k_units_close_to_reference() {
+    if !q6k_units() {
+        eprintln!("skipped: Q6_K takes ordinary blocks here (VNNI)");
+        return;
+    }
+    let (rows, cols) = (16, 1024);
+    let w = weights(rows * cols, 41);
+    let (bytes, deq) = candle_row(QType::Q6K, &w);
+    let packed = repack_x8(QType::Q6K, bytes, rows, cols);
+    for seed in 0..4 {
+        let x = activation(&weights(cols, 60 + seed), seed % 2 == 0, 70 + seed);
+        let mut units = vec![BlockQ8::default(); cols / 32];
+        quantize_row_q8_units(&x, &mut units);
+        for k in [Kernels::Scalar, Kernels::Avx2] {
+            let mut y = vec![0f32; rows];
+            gemm_x8_with(k, QType::Q6K, &packed, &units, cols, &mut y);
+            for r in 0..rows {
+                let wr = &deq[r * cols..(r + 1) * cols];
+                let exact: f64 = wr.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = wr
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                // The activations' rounding: at most half a unit's step per value.
+                let (want, _) = reference(wr, &units);
+                assert!(
+                    (y[r] as f64 - want).abs() <= 1e-5 * mag,
+                    "{k:?} seed {seed} row {r}: {} vs {want}",
+                    y[r]
+                );
+                assert!(
+                    (want - exact).abs() <= 0.02 * mag,
+                    "seed {seed} row {r}: {want} vs exact {exact}"
+                );
+            }
         }
     }
 }
