@@ -597,7 +597,7 @@ unsafe fn gemm_x8_raw(
             _ if vnni() => avx2::gemm_x8_q8_vnni(packed, acts, nb, out, ldo),
             _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo),
         },
-        _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo),
+        _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo, q6k_units()),
     }
 }
 

@@ -7,7 +7,8 @@ use super::blocks::{
     k_layout, q6k_source, q6k_x8, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType,
 };
 
-/// [`super::gemm_x8`], lane by lane as the AVX2 code.
+/// [`super::gemm_x8`], lane by lane as the AVX2 code; `units`: whether Q6_K takes
+/// activations with one scale per 256 columns ([`super::q6k_units`]).
 ///
 /// # Safety
 /// As [`super::gemm_x8_strided`].
@@ -18,13 +19,14 @@ pub unsafe fn gemm_x8(
     nb: usize,
     out: *mut f32,
     ldo: usize,
+    units: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("fma") {
         // SAFETY: FMA detected.
-        return fma::gemm_x8(ty, packed, acts, nb, out, ldo);
+        return fma::gemm_x8(ty, packed, acts, nb, out, ldo, units);
     }
-    gemm_x8_body(ty, packed, acts, nb, out, ldo)
+    gemm_x8_body(ty, packed, acts, nb, out, ldo, units)
 }
 
 /// `_mm256_sign_epi8(a, w)` on one byte.
@@ -45,9 +47,10 @@ pub(super) unsafe fn gemm_x8_body(
     nb: usize,
     out: *mut f32,
     ldo: usize,
+    units: bool,
 ) {
     if ty.block_elems() == 256 {
-        return gemm_x8k_body(ty, packed, acts, nb, out, ldo);
+        return gemm_x8k_body(ty, packed, acts, nb, out, ldo, units);
     }
     let (nf, five, nq) = x8_parts(ty);
     let min = nf == 2;
@@ -125,9 +128,9 @@ pub(super) unsafe fn gemm_x8_body(
 /// The K-quant part of [`gemm_x8_body`]: for each row, unit (256 columns) and 32-column
 /// sub-block, the exact integer sum against that sub-block's activation block, then, as the
 /// AVX2 kernels, `fma(sum, (d·scale)·d_a)` and for Q4_K / Q5_K `fma(-(dmin·min), s_a)`
-/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale; where
-/// [`super::q6k_units`] holds, the halves' sums times their scales summed over the unit in
-/// integers and one `fma(sum, d·d_a)` with the unit's one activation scale).
+/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale; with
+/// `unit_scales`, activations with one scale per 256 columns, the halves' sums times their
+/// scales summed over the unit in integers and one `fma(sum, d·d_a)` with that scale).
 #[inline(always)]
 unsafe fn gemm_x8k_body(
     ty: QType,
@@ -136,6 +139,7 @@ unsafe fn gemm_x8k_body(
     nb: usize,
     out: *mut f32,
     ldo: usize,
+    unit_scales: bool,
 ) {
     let l = k_layout(ty);
     let bs = x8_block_bytes(ty);
@@ -143,7 +147,6 @@ unsafe fn gemm_x8k_body(
     let rows = packed.len() / (units * bs) * 8;
     let t = acts.len() / nb;
     let chunk = |at: usize, r: usize, i: usize| at + 32 * (i / 4) + 4 * r + i % 4;
-    let unit_scales = super::q6k_units();
     for g in 0..rows / 8 {
         for i in 0..t {
             let mut acc = [0f32; 8];
@@ -643,8 +646,9 @@ mod fma {
         nb: usize,
         out: *mut f32,
         ldo: usize,
+        units: bool,
     ) {
-        gemm_x8_body(ty, packed, acts, nb, out, ldo)
+        gemm_x8_body(ty, packed, acts, nb, out, ldo, units)
     }
 
     #[target_feature(enable = "fma")]
