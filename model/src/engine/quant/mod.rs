@@ -307,8 +307,8 @@ pub fn quantize_row_q8_units_with(k: Kernels, x: &[f32], out: &mut [BlockQ8]) {
 /// one float step per 256 columns: wherever [`vnni`] is off (AVX2 alone, and the scalar
 /// kernels beside it, which give the same bits). With VNNI (and the 512-bit loops and the
 /// tiles, which need it) Q6_K takes the ordinary blocks and a float step per 16 columns, and
-/// the scalar kernels there do the same. [`super::quantize`] makes both kinds of blocks for
-/// inputs 256 columns wide.
+/// the scalar kernels there do the same. [`super::matmul_many`] quantizes an input the second
+/// way for the calls that hold a Q6_K matrix.
 pub fn q6k_units() -> bool {
     !vnni()
 }
