@@ -568,8 +568,20 @@ fn tile_bit_identical_to_vec_dot() {
 /// The interleaved layout: rows come back intact, and `gemm_x8` gives the same
 /// bits with either kernel, for a token alone as in a batch, within float rounding of
 /// `vec_dot` on the plain rows.
+/// Held by the tests that flip the global kernel switches ([`set_vnni`] and the like) and by
+/// those whose Q6_K activations follow them ([`q6k_units`]): where VNNI exists, `x8_gemm`
+/// turns it off for a while, which changes the form Q6_K's kernels take in the meantime.
+static SWITCHES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn hold_switches() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding it poisons it; the others still run, each reading
+    // the switches as it finds them.
+    SWITCHES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn x8_gemm() {
+    let _switches = hold_switches();
     for ty in QType::ALL.into_iter().filter(|&t| has_x8(t)) {
         // 2, 5 and 7 groups of eight rows: the kernels' sets of four, three and one.
         for rows in [16, 40, 56] {
@@ -685,6 +697,7 @@ fn x8_gemm_for(ty: QType, rows: usize) {
 /// [`q6k_units`] holds, `gemm_x8` refuses ordinary blocks instead of misreading them.
 #[test]
 fn q8_units() {
+    let _switches = hold_switches();
     let x: Vec<f32> = (0..512)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) * if i < 256 { 0.01 } else { 3.0 })
         .collect();
@@ -720,6 +733,7 @@ fn q8_units() {
 /// a scale per 32 (the per-32 blocks reach finer values where a unit's magnitudes differ).
 #[test]
 fn q6k_units_close_to_reference() {
+    let _switches = hold_switches();
     if !q6k_units() {
         eprintln!("skipped: Q6_K takes ordinary blocks here (VNNI)");
         return;
