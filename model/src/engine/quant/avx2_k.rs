@@ -33,6 +33,18 @@ unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
     })
 }
 
+/// Ask for the `bs`-byte unit after the one at `blk` (the one-token kernels stream their
+/// units in order; the address may lie past the matrix, which a prefetch tolerates).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_next_unit(blk: *const u8, bs: usize) {
+    let mut o = 0;
+    while o < bs {
+        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
+        o += 64;
+    }
+}
+
 /// Bytes `4k..4k + 4` of `a`'s quants, broadcast to eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -309,11 +321,7 @@ unsafe fn q6k_units_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
         let mut acc = _mm256_setzero_ps();
         for b in 0..units {
             let blk = packed.as_ptr().add((g * units + b) * bs);
-            let mut o = 0;
-            while o < bs {
-                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
-                o += 64;
-            }
+            prefetch_next_unit(blk, bs);
             let mut isum = _mm256_setzero_si256();
             let mut corr = _mm256_setzero_si256();
             for j in 0..8 {
@@ -487,11 +495,7 @@ macro_rules! k_kernels {
                 let mut acc = _mm256_setzero_ps();
                 for b in 0..units {
                     let blk = packed.as_ptr().add((g * units + b) * bs);
-                    let mut o = 0;
-                    while o < bs {
-                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
-                        o += 64;
-                    }
+                    prefetch_next_unit(blk, bs);
                     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
                     let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(l.dmin) as *const __m128i));
                     for c in 0..4 {
@@ -651,11 +655,7 @@ macro_rules! k_kernels {
                 let mut acc = _mm256_setzero_ps();
                 for b in 0..units {
                     let blk = packed.as_ptr().add((g * units + b) * bs);
-                    let mut o = 0;
-                    while o < bs {
-                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
-                        o += 64;
-                    }
+                    prefetch_next_unit(blk, bs);
                     let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
                     for h in 0..2 {
                         // isum[i][e]: sub-block 4h + i, half e.
