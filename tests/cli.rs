@@ -145,8 +145,9 @@ fn bad_option_values_exit_2() {
     assert!(stderr(&o).contains("llama2"));
 }
 
-#[test]
-fn bench_model_prints_its_table() {
+/// `rag bench model` on a tiny Llama 2 file and a short text: a 40-token prompt, 3 tokens
+/// generated, no embedding phase, and `extra`.
+fn bench_tiny(extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tiny.gguf");
     common::write_tiny_llama2(&p, |_| {});
@@ -156,23 +157,27 @@ fn bench_model_prints_its_table() {
         "The harbour master keeps the tide tables. ".repeat(20),
     )
     .unwrap();
-    let o = rag(&[
+    let mut args = vec![
         "bench",
         "model",
         "--model",
         p.to_str().unwrap(),
         "--text-file",
         text.to_str().unwrap(),
-        "--no-llamacpp",
-        "--runs",
-        "1",
         "--prompt-tokens",
         "40",
         "--gen-tokens",
         "3",
         "--embed-chunks",
         "0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    rag(&args)
+}
+
+#[test]
+fn bench_model_prints_its_table() {
+    let o = bench_tiny(&["--no-llamacpp", "--runs", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     // The prompt is the text's first 40 tokens and a BOS.
@@ -212,32 +217,11 @@ fn llamacpp_python() -> Option<std::path::PathBuf> {
 #[test]
 fn bench_model_alternates_runs_with_llama_cpp() {
     let Some(py) = llamacpp_python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("tiny.gguf");
-    common::write_tiny_llama2(&p, |_| {});
-    let text = dir.path().join("text.txt");
-    std::fs::write(
-        &text,
-        "The harbour master keeps the tide tables. ".repeat(20),
-    )
-    .unwrap();
-    let o = rag(&[
-        "bench",
-        "model",
-        "--model",
-        p.to_str().unwrap(),
-        "--text-file",
-        text.to_str().unwrap(),
+    let o = bench_tiny(&[
         "--llamacpp-python",
         py.to_str().unwrap(),
         "--runs",
         "3",
-        "--prompt-tokens",
-        "40",
-        "--gen-tokens",
-        "3",
-        "--embed-chunks",
-        "0",
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
