@@ -45,6 +45,11 @@ unsafe fn prefetch_next_unit(blk: *const u8, bs: usize) {
     }
 }
 
+/// The sums of `a`'s two halves of 16 quants (Q6_K's sub-blocks are 16 columns wide).
+fn half_sums(a: &BlockQ8) -> [i32; 2] {
+    [0, 1].map(|e| a.qs[16 * e..16 * e + 16].iter().map(|&q| q as i32).sum())
+}
+
 /// Bytes `4k..4k + 4` of `a`'s quants, broadcast to eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -308,13 +313,8 @@ unsafe fn q6k_units_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
     let halves: Vec<i32> = act
         .iter()
         .map(|a| {
-            let half = |e: usize| {
-                a.qs[16 * e..16 * e + 16]
-                    .iter()
-                    .map(|&q| q as i32)
-                    .sum::<i32>()
-            };
-            (half(0) & 0xFFFF) | (half(1) << 16)
+            let [h0, h1] = half_sums(a);
+            (h0 & 0xFFFF) | (h1 << 16)
         })
         .collect();
     for g in 0..packed.len() / (units * bs) {
@@ -639,18 +639,7 @@ macro_rules! k_kernels {
         unsafe fn $q6k_gemv(packed: &[u8], act: &[BlockQ8], out: *mut f32) {
             let (l, bs) = (k_layout(QType::Q6K), x8_block_bytes(QType::Q6K));
             let units = act.len() / 8;
-            let corr: Vec<[i32; 2]> = act
-                .iter()
-                .map(|a| {
-                    let half = |e: usize| {
-                        a.qs[16 * e..16 * e + 16]
-                            .iter()
-                            .map(|&q| q as i32)
-                            .sum::<i32>()
-                    };
-                    [32 * half(0), 32 * half(1)]
-                })
-                .collect();
+            let corr: Vec<[i32; 2]> = act.iter().map(|a| half_sums(a).map(|h| 32 * h)).collect();
             for g in 0..packed.len() / (units * bs) {
                 let mut acc = _mm256_setzero_ps();
                 for b in 0..units {
