@@ -247,7 +247,7 @@ pub fn matmul_many(mats: &[&QMatrix], x: &Input<'_>, ys: &mut [&mut [f32]]) {
             r = e;
         }
     }
-    // Q6_K without VNNI takes its activations with one scale per 256 columns
+    // Q6_K's units forms take activations with one scale per 256 columns
     // (`quant::q6k_units`): made here, once for the matrices of the call that take them.
     let mut units = Vec::new();
     let takes_units = |m: &&QMatrix| m.ty == QType::Q6K && matches!(m.data, Store::X8(_));

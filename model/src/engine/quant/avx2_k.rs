@@ -24,7 +24,7 @@ pub(super) struct UnpackedK<const G: usize, const S: usize> {
 /// Eight bytes at `p` as eight f32 lanes (unsigned or signed).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
+pub(super) unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
     let x = _mm_loadl_epi64(p as *const __m128i);
     _mm256_cvtepi32_ps(if SIGNED {
         _mm256_cvtepi8_epi32(x)
@@ -37,7 +37,7 @@ unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
 /// units in order; the address may lie past the matrix, which a prefetch tolerates).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prefetch_next_unit(blk: *const u8, bs: usize) {
+pub(super) unsafe fn prefetch_next_unit(blk: *const u8, bs: usize) {
     let mut o = 0;
     while o < bs {
         _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(bs + o) as *const i8);
@@ -46,14 +46,14 @@ unsafe fn prefetch_next_unit(blk: *const u8, bs: usize) {
 }
 
 /// The sums of `a`'s two halves of 16 quants (Q6_K's sub-blocks are 16 columns wide).
-fn half_sums(a: &BlockQ8) -> [i32; 2] {
+pub(super) fn half_sums(a: &BlockQ8) -> [i32; 2] {
     [0, 1].map(|e| a.qs[16 * e..16 * e + 16].iter().map(|&q| q as i32).sum())
 }
 
 /// Bytes `4k..4k + 4` of `a`'s quants, broadcast to eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn piece(a: &BlockQ8, k: usize) -> __m256i {
+pub(super) unsafe fn piece(a: &BlockQ8, k: usize) -> __m256i {
     _mm256_set1_epi32((a.qs.as_ptr().add(4 * k) as *const i32).read_unaligned())
 }
 
@@ -125,7 +125,7 @@ pub(super) unsafe fn unpack_q6k<const G: usize>(
 /// of the fourth register's in its top two.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
+pub(super) unsafe fn q6k_piece(blk: *const u8, h: usize, k: usize) -> [__m256i; 4] {
     let at = blk.add(k_layout(QType::Q6K).qs + q6k_at(h, k, 0, 0, 0));
     let p: [__m256i; 3] =
         std::array::from_fn(|i| _mm256_loadu_si256(at.add(32 * i) as *const __m256i));

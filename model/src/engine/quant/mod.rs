@@ -12,10 +12,9 @@
 //! Within the AVX2 kernels, [`vnni`] and [`wide`] pick `vpdpbusd` and, for products of two
 //! or more tokens in [`gemm_x8`], 512-bit token loops, and [`amx`] AMX tiles for products
 //! of sixteen or more, where the CPU has them; the results are the same bits with
-//! or without any of them, except Q6_K's: without VNNI it takes activations with one scale
-//! per 256 columns and folds its scales into the integer sums ([`q6k_units`]), with VNNI
-//! ordinary blocks and a float step per 16 columns, and the scalar kernels follow the same
-//! switch.
+//! or without any of them, except Q6_K's, whose activations and float steps take one of
+//! three forms that follow these switches ([`q6k_form`]), and the scalar kernels follow the
+//! same switches.
 //!
 //! The scalar kernels are bit-identical to the AVX2 ones: [`vec_dot`], [`vec_dot_x4`],
 //! [`dot_f32`] and [`quantize_row_q8`] return the same bits with either. The
@@ -55,7 +54,7 @@ mod tests;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use blocks::{
-    f16_to_f32, has_x8, repack_x8, x8_block_bytes, x8_group_bytes, x8_row, BlockQ8, QType,
+    f16_to_f32, has_x8, repack_x8, x8_block_bytes, x8_group_bytes, x8_row, BlockQ8, Q6kForm, QType,
 };
 /// Which kernel implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +132,7 @@ static VNNI: AtomicU8 = AtomicU8::new(0);
 /// only that one exists, as on AMD Zen 4): where the CPU has either (detected once), unless
 /// [`set_vnni`] turned it off. The results are the same bits either way (both compute each
 /// integer sum exactly; Q8_0's 16-bit pair sums never saturate, see `quant/avx2.rs`), except
-/// for Q6_K, whose form follows this switch ([`q6k_units`]).
+/// for Q6_K, whose form follows this switch ([`q6k_form`]).
 pub fn vnni() -> bool {
     switch(&VNNI, vnni_available)
 }
@@ -302,15 +301,27 @@ pub fn quantize_row_q8_units_with(k: Kernels, x: &[f32], out: &mut [BlockQ8]) {
     }
 }
 
-/// Whether the Q6_K products of [`gemm_x8`] take activations with one scale per 256 columns
-/// ([`quantize_row_q8_units`]) and fold each row's sixteen 8-bit scales into its integer sum,
-/// one float step per 256 columns: wherever [`vnni`] is off (AVX2 alone, and the scalar
-/// kernels beside it, which give the same bits). With VNNI (and the 512-bit loops and the
-/// tiles, which need it) Q6_K takes the ordinary blocks and a float step per 16 columns, and
-/// the scalar kernels there do the same. [`super::matmul_many`] quantizes an input the second
-/// way for the calls that hold a Q6_K matrix.
+/// The form Q6_K's products take here: [`Q6kForm::UnitsFolded`] where [`vnni`] is off (AVX2
+/// alone); [`Q6kForm::UnitsFloat`] with the 512-bit token loops ([`wide`]) and no tiles
+/// ([`amx`]); [`Q6kForm::Blocks`] otherwise (AVX-VNNI without AVX-512, and the tiles). The
+/// scalar kernels follow the same switches. Per unit of 256 columns the units forms take one
+/// float step (or sixteen cheap ones) where the blocks take sixteen full ones: 1.12-1.24x
+/// (AVX2) and 1.3x (AVX-512) the speed of the blocks form on 7B shapes.
+pub fn q6k_form() -> Q6kForm {
+    if !vnni() {
+        Q6kForm::UnitsFolded
+    } else if wide() && !amx() {
+        Q6kForm::UnitsFloat
+    } else {
+        Q6kForm::Blocks
+    }
+}
+
+/// Whether Q6_K's products take activations with one scale per 256 columns
+/// ([`quantize_row_q8_units`]) here: [`q6k_form`] is one of the units forms.
+/// [`super::matmul_many`] quantizes an input that way for the calls that hold a Q6_K matrix.
 pub fn q6k_units() -> bool {
-    !vnni()
+    q6k_form() != Q6kForm::Blocks
 }
 
 /// Panics unless each eight blocks of `acts` share one scale where `ty` takes them so.
@@ -539,6 +550,13 @@ unsafe fn gemm_x8_raw(
 ) {
     match effective(k) {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected (`wide` implies `wide_available`); sizes checked by the
+        // caller.
+        Kernels::Avx2 if ty == QType::Q6K && q6k_units() => match q6k_form() {
+            Q6kForm::UnitsFloat => avx512::gemm_x8_q6k_units(packed, acts, nb, out, ldo),
+            _ => avx2_k::gemm_x8_q6k_units(packed, acts, nb, out, ldo),
+        },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected and the tiles granted (`amx` implies `amx_available`
         // and `wide`); sizes checked by the caller.
         Kernels::Avx2 if acts.len() >= 16 * nb && amx::takes(ty) && amx() => {
@@ -597,7 +615,7 @@ unsafe fn gemm_x8_raw(
             _ if vnni() => avx2::gemm_x8_q8_vnni(packed, acts, nb, out, ldo),
             _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo),
         },
-        _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo, q6k_units()),
+        _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo, q6k_form()),
     }
 }
 

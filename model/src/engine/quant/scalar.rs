@@ -4,11 +4,12 @@
 //! docs. Index loops spell out the AVX2 lanes.
 #![allow(clippy::needless_range_loop)]
 use super::blocks::{
-    k_layout, q6k_source, q6k_x8, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, QType,
+    k_layout, q6k_source, q6k_x8, rd_f16, scale_min_k4, x8_block_bytes, x8_parts, BlockQ8, Q6kForm,
+    QType,
 };
 
-/// [`super::gemm_x8`], lane by lane as the AVX2 code; `units`: whether Q6_K takes
-/// activations with one scale per 256 columns ([`super::q6k_units`]).
+/// [`super::gemm_x8`], lane by lane as the AVX2 code; `q6k`: the form Q6_K takes
+/// ([`super::q6k_form`]).
 ///
 /// # Safety
 /// As [`super::gemm_x8_strided`].
@@ -19,14 +20,14 @@ pub unsafe fn gemm_x8(
     nb: usize,
     out: *mut f32,
     ldo: usize,
-    units: bool,
+    q6k: Q6kForm,
 ) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("fma") {
         // SAFETY: FMA detected.
-        return fma::gemm_x8(ty, packed, acts, nb, out, ldo, units);
+        return fma::gemm_x8(ty, packed, acts, nb, out, ldo, q6k);
     }
-    gemm_x8_body(ty, packed, acts, nb, out, ldo, units)
+    gemm_x8_body(ty, packed, acts, nb, out, ldo, q6k)
 }
 
 /// `_mm256_sign_epi8(a, w)` on one byte.
@@ -47,10 +48,10 @@ pub(super) unsafe fn gemm_x8_body(
     nb: usize,
     out: *mut f32,
     ldo: usize,
-    units: bool,
+    q6k: Q6kForm,
 ) {
     if ty.block_elems() == 256 {
-        return gemm_x8k_body(ty, packed, acts, nb, out, ldo, units);
+        return gemm_x8k_body(ty, packed, acts, nb, out, ldo, q6k);
     }
     let (nf, five, nq) = x8_parts(ty);
     let min = nf == 2;
@@ -128,9 +129,10 @@ pub(super) unsafe fn gemm_x8_body(
 /// The K-quant part of [`gemm_x8_body`]: for each row, unit (256 columns) and 32-column
 /// sub-block, the exact integer sum against that sub-block's activation block, then, as the
 /// AVX2 kernels, `fma(sum, (d·scale)·d_a)` and for Q4_K / Q5_K `fma(-(dmin·min), s_a)`
-/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale; with
-/// `unit_scales`, activations with one scale per 256 columns, the halves' sums times their
-/// scales summed over the unit in integers and one `fma(sum, d·d_a)` with that scale).
+/// (Q6_K: per 16-column half, its weights 0..63 less 32, each half with its own scale; in
+/// the units forms, activations with one scale per 256 columns, the halves' sums times their
+/// scales summed over the unit, in integers or in float ([`Q6kForm`]), and one
+/// `fma(sum, d·d_a)` with that scale).
 #[inline(always)]
 unsafe fn gemm_x8k_body(
     ty: QType,
@@ -139,7 +141,7 @@ unsafe fn gemm_x8k_body(
     nb: usize,
     out: *mut f32,
     ldo: usize,
-    unit_scales: bool,
+    q6k: Q6kForm,
 ) {
     let l = k_layout(ty);
     let bs = x8_block_bytes(ty);
@@ -154,10 +156,11 @@ unsafe fn gemm_x8k_body(
                 let o = &packed[(g * units + b) * bs..][..bs];
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let d = rd_f16(o, 2 * r);
-                    if ty == QType::Q6K && unit_scales {
+                    if ty == QType::Q6K && q6k != Q6kForm::Blocks {
                         // One activation scale for the unit: the scales fold into the
-                        // integer sum, one float step (`avx2_k::gemm_x8_q6k_units`).
-                        let mut isum = 0i32;
+                        // integer sum (`avx2_k::gemm_x8_q6k_units`) or a float sum
+                        // (`avx512::gemm_x8_q6k_units`), one float step.
+                        let (mut isum, mut fsum) = (0i32, 0f32);
                         for k in 0..16 {
                             let a = &acts[i * nb + 8 * b + k / 2];
                             let mut dot = 0i32;
@@ -165,9 +168,14 @@ unsafe fn gemm_x8k_body(
                                 let q = q6k_x8(&o[l.qs..], r, k / 2, c) as i32 - 32;
                                 dot += q * a.qs[c] as i32;
                             }
-                            isum += o[l.sc + 8 * k + r] as i8 as i32 * dot;
+                            let sc = o[l.sc + 8 * k + r] as i8;
+                            isum += sc as i32 * dot;
+                            fsum = (dot as f32).mul_add(sc as f32, fsum);
                         }
-                        *acc = (isum as f32).mul_add(d * acts[i * nb + 8 * b].d, *acc);
+                        if q6k == Q6kForm::UnitsFolded {
+                            fsum = isum as f32;
+                        }
+                        *acc = fsum.mul_add(d * acts[i * nb + 8 * b].d, *acc);
                         continue;
                     }
                     for j in 0..8 {
@@ -636,7 +644,7 @@ pub(super) fn dot_f32_body(a: &[f32], b: &[f32]) -> f32 {
 /// (no call into libm's software `fmaf` per lane).
 #[cfg(target_arch = "x86_64")]
 mod fma {
-    use super::{dot_f32_body, gemm_x8_body, vec_dot_body, BlockQ8, QType};
+    use super::{dot_f32_body, gemm_x8_body, vec_dot_body, BlockQ8, Q6kForm, QType};
 
     #[target_feature(enable = "fma")]
     pub(super) unsafe fn gemm_x8(
@@ -646,9 +654,9 @@ mod fma {
         nb: usize,
         out: *mut f32,
         ldo: usize,
-        units: bool,
+        q6k: Q6kForm,
     ) {
-        gemm_x8_body(ty, packed, acts, nb, out, ldo, units)
+        gemm_x8_body(ty, packed, acts, nb, out, ldo, q6k)
     }
 
     #[target_feature(enable = "fma")]

@@ -730,14 +730,12 @@ fn q8_units() {
 }
 
 /// Q6_K with one activation scale per 256 columns is as close to the exact product as with
-/// a scale per 32 (the per-32 blocks reach finer values where a unit's magnitudes differ).
+/// a scale per 32 (the per-32 blocks reach finer values where a unit's magnitudes differ),
+/// in both units forms (the scalar kernels, given the form), and the fast kernels give the
+/// scalar kernels' bits in the form they take here.
 #[test]
 fn q6k_units_close_to_reference() {
     let _switches = hold_switches();
-    if !q6k_units() {
-        eprintln!("skipped: Q6_K takes ordinary blocks here (VNNI)");
-        return;
-    }
     let (rows, cols) = (16, 1024);
     let w = weights(rows * cols, 41);
     let (bytes, deq) = candle_row(QType::Q6K, &w);
@@ -746,9 +744,30 @@ fn q6k_units_close_to_reference() {
         let x = activation(&weights(cols, 60 + seed), seed % 2 == 0, 70 + seed);
         let mut units = vec![BlockQ8::default(); cols / 32];
         quantize_row_q8_units(&x, &mut units);
-        for k in [Kernels::Scalar, Kernels::Avx2] {
+        for form in [Q6kForm::UnitsFolded, Q6kForm::UnitsFloat] {
             let mut y = vec![0f32; rows];
-            gemm_x8_with(k, QType::Q6K, &packed, &units, cols, &mut y);
+            // SAFETY: `y` holds the one token's rows.
+            unsafe {
+                scalar::gemm_x8(
+                    QType::Q6K,
+                    &packed,
+                    &units,
+                    cols / 32,
+                    y.as_mut_ptr(),
+                    rows,
+                    form,
+                )
+            };
+            if q6k_form() == form {
+                let mut fast = vec![0f32; rows];
+                gemm_x8_with(Kernels::Avx2, QType::Q6K, &packed, &units, cols, &mut fast);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fast),
+                    bits(&y),
+                    "{form:?} seed {seed}: fast vs scalar"
+                );
+            }
             for r in 0..rows {
                 let wr = &deq[r * cols..(r + 1) * cols];
                 let exact: f64 = wr.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
@@ -761,7 +780,7 @@ fn q6k_units_close_to_reference() {
                 let (want, _) = reference(wr, &units);
                 assert!(
                     (y[r] as f64 - want).abs() <= 1e-5 * mag,
-                    "{k:?} seed {seed} row {r}: {} vs {want}",
+                    "{form:?} seed {seed} row {r}: {} vs {want}",
                     y[r]
                 );
                 assert!(
@@ -832,4 +851,53 @@ fn kernel_choice() {
     assert_eq!(kernels(), Kernels::Scalar);
     assert_eq!(set_kernels(Kernels::Avx2), detected);
     assert_eq!(kernels(), detected);
+}
+
+/// Q6_K's blocks form on the 512-bit loops, which [`gemm_x8`] takes only beside the AMX
+/// tiles (below sixteen tokens): called directly, the scalar kernels' bits in that form, for
+/// sets of one to four groups and a run of an odd count of tokens.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn q6k_blocks_wide_same_bits() {
+    if !wide_available() {
+        eprintln!("skipped: no AVX-512 with AVX512-VNNI here");
+        return;
+    }
+    let cols = 768;
+    let nb = cols / 32;
+    for rows in [8, 16, 24, 56] {
+        let (bytes, _) = candle_row(QType::Q6K, &weights(rows * cols, 31));
+        let packed = repack_x8(QType::Q6K, bytes, rows, cols);
+        for t in [2, 5, 131] {
+            let acts: Vec<BlockQ8> = (0..t as u64)
+                .flat_map(|i| {
+                    q8(
+                        &activation(&weights(cols, 50 + i), i % 2 == 0, 9 + i),
+                        Kernels::Scalar,
+                    )
+                })
+                .collect();
+            let (mut fast, mut want) = (vec![f32::NAN; rows * t], vec![f32::NAN; rows * t]);
+            // SAFETY: features detected; both outputs hold the t × rows cells.
+            unsafe {
+                avx512::gemm_x8_q6k(&packed, &acts, nb, fast.as_mut_ptr(), rows);
+                scalar::gemm_x8(
+                    QType::Q6K,
+                    &packed,
+                    &acts,
+                    nb,
+                    want.as_mut_ptr(),
+                    rows,
+                    Q6kForm::Blocks,
+                );
+            }
+            for (i, (a, b)) in fast.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{rows} rows, {t} tokens, cell {i}"
+                );
+            }
+        }
+    }
 }
