@@ -528,6 +528,32 @@ fn q6k_offsets(acts: &[BlockQ8]) -> Vec<i32> {
         .collect()
 }
 
+/// Q6_K, for [`STEP`] tokens (their first activation blocks of the unit at `ap + at[i]`),
+/// 16 columns `k` of a unit against the joined weights `w`: each integer sum started at its
+/// offset ([`q6k_offsets`], at `op`), then the four `vpdpbusd` of the 16 columns.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q6k_half<const P: usize>(
+    w: &[[__m512i; 64]; P],
+    (ap, op): (*const BlockQ8, *const i32),
+    at: [usize; STEP],
+    k: usize,
+) -> [[__m512i; P]; STEP] {
+    let (j, e) = (k / 2, k % 2);
+    let mut isum: [[__m512i; P]; STEP] =
+        std::array::from_fn(|i| [_mm512_set1_epi32(*op.add(2 * (at[i] + j) + e)); P]);
+    for c in 4 * e..4 * e + 4 {
+        let w: [__m512i; P] = std::array::from_fn(|p| w[p][8 * j + c]);
+        for i in 0..STEP {
+            let x = piece16(&*ap.add(at[i] + j), c);
+            for p in 0..P {
+                isum[i][p] = _mm512_dpbusd_epi32(isum[i][p], w[p], x);
+            }
+        }
+    }
+    isum
+}
+
 /// [`super::gemm_x8`] for Q6_K and two or more tokens, ordinary activation blocks (the
 /// caller checked the sizes): weights 0..63 against the activations, less 32 times their
 /// sum, per 16-column half as the 256-bit kernel.
@@ -558,17 +584,7 @@ unsafe fn q6k_groups<const G: usize, const P: usize>(
     let token = |v: &WideK<P, 16>, at: [usize; STEP], acc: &mut [[__m512; P]; STEP]| {
         for j in 0..8 {
             for e in 0..2 {
-                let mut isum: [[__m512i; P]; STEP] =
-                    std::array::from_fn(|i| [_mm512_set1_epi32(*op.add(2 * (at[i] + j) + e)); P]);
-                for k in 4 * e..4 * e + 4 {
-                    let w: [__m512i; P] = std::array::from_fn(|p| v.w[p][8 * j + k]);
-                    for i in 0..STEP {
-                        let x = piece16(&*ap.add(at[i] + j), k);
-                        for p in 0..P {
-                            isum[i][p] = _mm512_dpbusd_epi32(isum[i][p], w[p], x);
-                        }
-                    }
-                }
+                let isum = q6k_half(&v.w, (ap, op), at, 2 * j + e);
                 for i in 0..STEP {
                     let ad = _mm512_set1_ps((*ap.add(at[i] + j)).d);
                     for p in 0..P {
@@ -642,17 +658,7 @@ unsafe fn q6k_units_groups<const G: usize, const P: usize>(
         let mut sum = [[_mm512_setzero_ps(); P]; STEP];
         for j in 0..8 {
             for e in 0..2 {
-                let mut isum: [[__m512i; P]; STEP] =
-                    std::array::from_fn(|i| [_mm512_set1_epi32(*op.add(2 * (at[i] + j) + e)); P]);
-                for k in 4 * e..4 * e + 4 {
-                    let w: [__m512i; P] = std::array::from_fn(|p| v.w[p][8 * j + k]);
-                    for i in 0..STEP {
-                        let x = piece16(&*ap.add(at[i] + j), k);
-                        for p in 0..P {
-                            isum[i][p] = _mm512_dpbusd_epi32(isum[i][p], w[p], x);
-                        }
-                    }
-                }
+                let isum = q6k_half(&v.w, (ap, op), at, 2 * j + e);
                 for i in 0..STEP {
                     for p in 0..P {
                         let f = _mm512_cvtepi32_ps(isum[i][p]);
