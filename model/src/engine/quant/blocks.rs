@@ -115,18 +115,18 @@ pub struct BlockQ8 {
     pub qs: [i8; 32],
 }
 
-/// How the Q6_K products of [`super::gemm_x8`] take their activations and scales ([`super::q6k_form`]).
-/// Each form is exact in its integer sums; they differ in the activations' rounding and in
-/// their float steps, so each gives its own bits, the same with the fast kernels and the
-/// scalar ones.
+/// How the Q6_K products of [`super::gemm_x8`] take their activations and scales
+/// ([`super::q6k_form`]). Each form is exact in its integer sums; they differ in the
+/// activations' rounding and in their float steps, so each gives its own bits, the same with
+/// the fast kernels and the scalar ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Q6kForm {
     /// Ordinary activation blocks (a scale per 32 columns) and a float step per 16 columns,
     /// `fma(sum, (d·scale)·d_a, acc)`.
     Blocks,
-    /// Activations with one scale per 256 columns ([`super::quantize_row_q8_units`]); each row's
-    /// sixteen 8-bit scales fold into its integer sum (`madd`, free on AVX2), one float step
-    /// per 256 columns, `fma(sum, d·d_a, acc)`.
+    /// Activations with one scale per 256 columns ([`super::quantize_row_q8_units`]); each
+    /// row's sixteen 8-bit scales fold into its integer sum (`madd`, free on AVX2), one float
+    /// step per 256 columns, `fma(sum, d·d_a, acc)`.
     UnitsFolded,
     /// Activations with one scale per 256 columns; per 16 columns the integer sum times its
     /// 8-bit scale by an FMA into a float sum over the 256 columns (a 32-bit integer multiply
