@@ -220,10 +220,11 @@ pub fn wide_available() -> bool {
     }
 }
 
-/// Whether [`gemm_x8`] of two or more tokens runs 512-bit token loops (two tokens in each
-/// `vpdpbusd`; `quant/avx512.rs`): where [`wide_available`] and [`vnni`] are both true,
-/// unless [`set_wide`] turned it off. One token, memory-bound, stays on the 256-bit kernels.
-/// The results are the same bits either way.
+/// Whether [`gemm_x8`] of two or more tokens runs 512-bit token loops (two tokens or sixteen
+/// rows in each `vpdpbusd`; `quant/avx512.rs`): where [`wide_available`] and [`vnni`] are
+/// both true, unless [`set_wide`] turned it off. One token, memory-bound, stays on the 256-bit
+/// kernels. The results are the same bits either way, except Q6_K's, whose form follows this
+/// switch ([`q6k_form`]).
 pub fn wide() -> bool {
     switch(&WIDE, wide_available) && vnni()
 }
@@ -256,7 +257,8 @@ pub fn amx_available() -> bool {
 /// Whether [`gemm_x8`] of sixteen or more tokens runs Q4_0, Q4_1, Q5_0, Q5_1 and the
 /// K-quants on AMX tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows
 /// of a block or sub-block): where [`amx_available`] and [`wide`] are both true, unless
-/// [`set_amx`] turned it off. The results are the same bits either way.
+/// [`set_amx`] turned it off. The results are the same bits either way, except Q6_K's, whose
+/// form follows this switch ([`q6k_form`]).
 pub fn amx() -> bool {
     switch(&AMX, amx_available) && wide()
 }
@@ -550,12 +552,12 @@ unsafe fn gemm_x8_raw(
 ) {
     match effective(k) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected (`wide` implies `wide_available`); sizes checked by the
-        // caller.
-        Kernels::Avx2 if ty == QType::Q6K && q6k_units() => match q6k_form() {
-            Q6kForm::UnitsFloat => avx512::gemm_x8_q6k_units(packed, acts, nb, out, ldo),
-            _ => avx2_k::gemm_x8_q6k_units(packed, acts, nb, out, ldo),
-        },
+        // SAFETY: features detected (`UnitsFloat` implies `wide`, which implies
+        // `wide_available`); sizes checked by the caller. (`UnitsFolded` takes the AVX2 Q6_K
+        // kernel below.)
+        Kernels::Avx2 if ty == QType::Q6K && q6k_form() == Q6kForm::UnitsFloat => {
+            avx512::gemm_x8_q6k_units(packed, acts, nb, out, ldo)
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected and the tiles granted (`amx` implies `amx_available`
         // and `wide`); sizes checked by the caller.
