@@ -1,13 +1,12 @@
-//! AMX tile forms of the x8 kernels for Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K,
-//! Q6_K), for products of sixteen or more tokens on CPUs with AMX-TILE and AMX-INT8
-//! ([`super::amx`]). Each block's (K-quants: sub-block's) integer sums come from one
-//! `tdpbssd`: sixteen tokens' activation bytes (tile A, 16 × 32 or, for Q6_K's 16-column
-//! scales, 16 × 16 bytes) against sixteen rows' weights (tile B: two groups of eight rows in
-//! the x8 layout side by side, which is the tile's four-bytes-a-column form), 256 sums at
-//! once. The weights of sixteen rows are unpacked once per call by the 256-bit kernels' own
-//! code ([`super::avx2`], [`super::avx2_k`]) into a buffer of tiles; Q6_K's are stored less
-//! 32, so the product already holds the offset the other kernels subtract. The activations
-//! are copied once per call into the same order, sixteen tokens' block a tile (512
+//! AMX tile forms of the x8 kernels for Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K, for products
+//! of sixteen or more tokens on CPUs with AMX-TILE and AMX-INT8 ([`super::amx`]). Each
+//! block's (K-quants: sub-block's) integer sums come from one `tdpbssd`: sixteen tokens'
+//! activation bytes (tile A, 16 × 32 bytes) against sixteen rows' weights (tile B: two
+//! groups of eight rows in the x8 layout side by side, which is the tile's
+//! four-bytes-a-column form), 256 sums at once. The weights of sixteen rows are unpacked
+//! once per call by the 256-bit kernels' own code ([`super::avx2`], [`super::avx2_k`]) into
+//! a buffer of tiles. The activations are copied once per call into the same order, sixteen
+//! tokens' block a tile (512
 //! contiguous bytes a product: 1.1-1.4x on Q4_K against loading the tile straight from the
 //! interleaved blocks).
 //!
@@ -18,16 +17,23 @@
 //! negative weight as `_mm256_sign_epi8` does, which an exact tile product would not.
 //!
 //! Every block's sums are stored and scaled in f32, as the other kernels do, and that float
-//! work now dominates: 4 vector operations per token and sixteen rows for each 32 columns
-//! (Q6_K: 6, two 16-column halves), against one tile product. On the host this was written
-//! on, tile and vector work did not overlap, so Q6_K gains little (its products are half as
-//! wide).
+//! work now dominates: 4 vector operations per token and sixteen rows for each 32 columns,
+//! against one tile product. On the host this was written on, tile and vector work did not
+//! overlap.
+//!
+//! Q6_K is not here. Its scales are per 16 columns, so a product could take only 16 bytes of
+//! each token (a quarter of what a tile product can sum) and its sums were stored and
+//! scaled twice as often: with ordinary activation blocks it ran at 232-271 GMAC/s where
+//! the 512-bit loop of its units form ([`super::Q6kForm::UnitsFloat`]) runs at 310-334, and
+//! in that units form (each 16 columns' sums times the 8-bit scale into a float sum per
+//! unit, one float step per unit) at 274-300 (7B shapes, 128 tokens, two threads, a virtual
+//! Xeon with AMX, 2026-12-07).
 #![allow(clippy::needless_range_loop)]
 use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{unpack_q45, Unpacked};
-use super::avx2_k::{unpack_k45, unpack_q6k, UnpackedK};
+use super::avx2_k::{unpack_k45, UnpackedK};
 use super::avx512;
 use super::blocks::{x8_block_bytes, x8_group_bytes, BlockQ8, QType};
 
@@ -85,12 +91,11 @@ fn request_tile_data() -> bool {
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
-    /// Tiles 0, 1, 2: A (16 tokens × `k` bytes), B (`k / 4` rows of 64 bytes), C (16 × 16
-    /// sums).
-    fn new(k: u8) -> TileConfig {
+    /// Tiles 0, 1, 2: A (16 tokens × 32 bytes), B (8 rows of 64 bytes), C (16 × 16 sums).
+    fn new() -> TileConfig {
         let mut c = [0u8; 64];
         c[0] = 1;
-        for (t, (colsb, rows)) in [(k, 16), (64, k / 4), (64, 16)].into_iter().enumerate() {
+        for (t, (colsb, rows)) in [(32, 16), (64, 8), (64, 16)].into_iter().enumerate() {
             c[16 + 2 * t] = colsb;
             c[48 + t] = rows;
         }
@@ -98,21 +103,21 @@ impl TileConfig {
     }
 }
 
-/// One unit (256 columns) of sixteen rows as tiles: `w[c]` is chunk `c` (four columns) of
-/// both groups, `sc` / `nm` the per-sub-block (Q6_K: per 16 columns) scales and minimums of
-/// the sixteen rows.
+/// One unit (256 columns) of sixteen rows of Q4_K / Q5_K as tiles: `w[c]` is chunk `c`
+/// (four columns) of both groups, `sc` / `nm` the per-sub-block scales and minimums of the
+/// sixteen rows.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Unit {
     w: [[u8; 64]; 64],
-    sc: [[f32; 16]; 16],
+    sc: [[f32; 16]; 8],
     nm: [[f32; 16]; 8],
 }
 
 impl Unit {
     const ZERO: Unit = Unit {
         w: [[0; 64]; 64],
-        sc: [[0.0; 16]; 16],
+        sc: [[0.0; 16]; 8],
         nm: [[0.0; 16]; 8],
     };
 }
@@ -183,11 +188,11 @@ unsafe fn store_pair_ps(p: &mut [f32; 16], a: __m256, b: __m256) {
     _mm256_storeu_ps(p.as_mut_ptr().add(8), b);
 }
 
-/// Whether [`gemm_x8`] takes `ty`: the 4- and 5-bit 32-element formats and the K-quants (not
-/// Q8_0, see the module's note).
+/// Whether [`gemm_x8`] takes `ty`: the 4- and 5-bit 32-element formats, Q4_K and Q5_K (not
+/// Q8_0 or Q6_K, see the module's notes).
 pub(super) fn takes(ty: QType) -> bool {
     use QType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q5K | Q6K)
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q5K)
 }
 
 /// [`super::gemm_x8`] for a type [`takes`] allows and sixteen or more tokens (the caller
@@ -203,29 +208,26 @@ pub(super) unsafe fn gemm_x8(
 ) {
     let p = (ty, packed, acts, nb, out, ldo);
     match ty {
-        QType::Q4_0 => drive(p, 32, Block::ZERO, unpack_blocks::<false, false>, tile_q45),
-        QType::Q4_1 => drive(p, 32, Block::ZERO, unpack_blocks::<false, true>, tile_q45),
-        QType::Q5_0 => drive(p, 32, Block::ZERO, unpack_blocks::<true, false>, tile_q45),
-        QType::Q5_1 => drive(p, 32, Block::ZERO, unpack_blocks::<true, true>, tile_q45),
-        QType::Q4K => drive(p, 32, Unit::ZERO, unpack_units::<false, false>, tile_k45),
-        QType::Q5K => drive(p, 32, Unit::ZERO, unpack_units::<true, false>, tile_k45),
-        _ => drive(p, 16, Unit::ZERO, unpack_units::<false, true>, tile_q6k),
+        QType::Q4_0 => drive(p, Block::ZERO, unpack_blocks::<false, false>, tile_q45),
+        QType::Q4_1 => drive(p, Block::ZERO, unpack_blocks::<false, true>, tile_q45),
+        QType::Q5_0 => drive(p, Block::ZERO, unpack_blocks::<true, false>, tile_q45),
+        QType::Q5_1 => drive(p, Block::ZERO, unpack_blocks::<true, true>, tile_q45),
+        QType::Q4K => drive(p, Unit::ZERO, unpack_units::<false>, tile_k45),
+        _ => drive(p, Unit::ZERO, unpack_units::<true>, tile_k45),
     }
 }
 
 /// The arguments of [`gemm_x8`].
 type Product<'a> = (QType, &'a [u8], &'a [BlockQ8], usize, *mut f32, usize);
 
-/// Runs the product on tiles of sixteen rows × sixteen tokens, `k` bytes of activations a
-/// tile product: for each pair of groups of eight rows, `unpack(rows, unit bytes, buffer)`
-/// fills the buffer of units (`U`, 256 or 32 columns each), then `tile` takes each sixteen
-/// tokens against it. What is
-/// left over goes to [`rest`].
+/// Runs the product on tiles of sixteen rows × sixteen tokens: for each pair of groups of
+/// eight rows, `unpack(rows, unit bytes, buffer)` fills the buffer of units (`U`, 256 or 32
+/// columns each), then `tile` takes each sixteen tokens against it. What is left over goes
+/// to [`rest`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn drive<U: Copy>(
     (ty, packed, acts, nb, out, ldo): Product<'_>,
-    k: u8,
     zero: U,
     unpack: unsafe fn(&[u8], usize, &mut [U]),
     tile: unsafe fn(&[U], &[Tokens], *mut f32, usize),
@@ -236,7 +238,7 @@ unsafe fn drive<U: Copy>(
     let t = acts.len() / nb;
     let (tiles, whole) = (groups / 2, t / 16 * 16);
     if tiles > 0 && whole > 0 {
-        let cfg = TileConfig::new(k);
+        let cfg = TileConfig::new();
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
         let mut buf = vec![zero; units];
         let tokens = tokens_as_tiles(&acts[..whole * nb], nb);
@@ -276,8 +278,7 @@ unsafe fn rest(ty: QType, packed: &[u8], acts: &[BlockQ8], nb: usize, out: *mut 
         QType::Q5_0 => avx512::gemm_x8_q45::<true, false>(packed, acts, nb, out, ldo),
         QType::Q5_1 => avx512::gemm_x8_q45::<true, true>(packed, acts, nb, out, ldo),
         QType::Q4K => avx512::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
-        QType::Q5K => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
-        _ => avx512::gemm_x8_q6k(packed, acts, nb, out, ldo),
+        _ => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
     }
 }
 
@@ -308,44 +309,23 @@ unsafe fn unpack_blocks<const FIVE: bool, const MIN: bool>(
 /// `buf` as tiles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn unpack_units<const FIVE: bool, const Q6: bool>(rows: &[u8], bs: usize, buf: &mut [Unit]) {
+unsafe fn unpack_units<const FIVE: bool>(rows: &[u8], bs: usize, buf: &mut [Unit]) {
     let (base, group_bytes) = (rows.as_ptr(), rows.len() / 2);
-    let mut u = UnpackedK::<2, 16> {
-        w: [[_mm256_setzero_si256(); 64]; 2],
-        sc: [[_mm256_setzero_ps(); 16]; 2],
-        nm: [[_mm256_setzero_ps(); 8]; 2],
-    };
-    let mut u45 = UnpackedK::<2, 8> {
+    let mut u = UnpackedK::<2, 8> {
         w: [[_mm256_setzero_si256(); 64]; 2],
         sc: [[_mm256_setzero_ps(); 8]; 2],
         nm: [[_mm256_setzero_ps(); 8]; 2],
     };
-    // Q6_K's weights less 32: the signed product then holds the offset.
-    let off = _mm256_set1_epi8(32);
     for (b, unit) in buf.iter_mut().enumerate() {
-        let blk = |g: usize| base.add(g * group_bytes + b * bs);
-        if Q6 {
-            for g in 0..2 {
-                unpack_q6k::<2>(blk(g), g, &mut u);
-            }
-            for c in 0..64 {
-                let w = [0, 1].map(|g| _mm256_sub_epi8(u.w[g][c], off));
-                store_pair(unit.w[c].as_mut_ptr(), w[0], w[1]);
-            }
-            for s in 0..16 {
-                store_pair_ps(&mut unit.sc[s], u.sc[0][s], u.sc[1][s]);
-            }
-        } else {
-            for g in 0..2 {
-                unpack_k45::<2, FIVE>(blk(g), g, &mut u45);
-            }
-            for c in 0..64 {
-                store_pair(unit.w[c].as_mut_ptr(), u45.w[0][c], u45.w[1][c]);
-            }
-            for s in 0..8 {
-                store_pair_ps(&mut unit.sc[s], u45.sc[0][s], u45.sc[1][s]);
-                store_pair_ps(&mut unit.nm[s], u45.nm[0][s], u45.nm[1][s]);
-            }
+        for g in 0..2 {
+            unpack_k45::<2, FIVE>(base.add(g * group_bytes + b * bs), g, &mut u);
+        }
+        for c in 0..64 {
+            store_pair(unit.w[c].as_mut_ptr(), u.w[0][c], u.w[1][c]);
+        }
+        for s in 0..8 {
+            store_pair_ps(&mut unit.sc[s], u.sc[0][s], u.sc[1][s]);
+            store_pair_ps(&mut unit.nm[s], u.nm[0][s], u.nm[1][s]);
         }
     }
 }
@@ -451,31 +431,6 @@ unsafe fn tile_scaled<const LESS: bool>(
             } else {
                 _mm512_fmadd_ps(min, sum, x)
             };
-        }
-        acc
-    });
-    store(&acc, out, ldo);
-}
-
-/// As [`tile_k45`] for Q6_K: per 16 columns, `acc = fma(sums, sc × d', acc)`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_q6k(buf: &[Unit], acts: &[Tokens], out: *mut f32, ldo: usize) {
-    let (a, u) = (acts.as_ptr(), buf.as_ptr());
-    // Half i is columns 16 (i % 2).. of activation block i / 2, and chunks 4 (i % 16).. of
-    // unit i / 16.
-    let operands = |i: usize| {
-        let q = (*a.add(i / 2)).q.as_ptr() as *const i8;
-        (
-            q.add(16 * (i % 2)),
-            (*u.add(i / 16)).w[4 * (i % 16)].as_ptr(),
-        )
-    };
-    let acc = each_product(2 * acts.len(), operands, |i, s, mut acc| {
-        let blk = &*a.add(i / 2);
-        let sc = _mm512_loadu_ps((*u.add(i / 16)).sc[i % 16].as_ptr());
-        for m in 0..16 {
-            let f = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.0[m].as_ptr() as *const _));
-            acc[m] = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, _mm512_set1_ps(blk.d[m])), acc[m]);
         }
         acc
     });

@@ -337,10 +337,10 @@ impl<const P: usize, const S: usize> WideK<P, S> {
         }
     }
 
-    /// Joins the `G` groups of `u`; the minimums only where `mins`.
+    /// Joins the `G` groups of `u`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    unsafe fn join<const G: usize>(&mut self, u: &UnpackedK<G, S>, mins: bool) {
+    unsafe fn join<const G: usize>(&mut self, u: &UnpackedK<G, S>) {
         for p in 0..P {
             let (a, b) = pair_of::<G>(p);
             for c in 0..64 {
@@ -349,10 +349,8 @@ impl<const P: usize, const S: usize> WideK<P, S> {
             for k in 0..S {
                 self.sc[p][k] = join_ps(u.sc[a][k], u.sc[b][k]);
             }
-            if mins {
-                for j in 0..8 {
-                    self.nm[p][j] = join_ps(u.nm[a][j], u.nm[b][j]);
-                }
+            for j in 0..8 {
+                self.nm[p][j] = join_ps(u.nm[a][j], u.nm[b][j]);
             }
         }
     }
@@ -514,7 +512,7 @@ unsafe fn k45_groups<const G: usize, const P: usize, const FIVE: bool>(
         (g0, out, ldo),
         (&mut unpacked_k::<G, 8>(), &mut WideK::<P, 8>::new()),
         |blk, g, u: &mut _| unpack_k45::<G, FIVE>(blk, g, u),
-        |u, v: &mut WideK<P, 8>| v.join(u, true),
+        |u, v: &mut WideK<P, 8>| v.join(u),
         token,
     );
 }
@@ -554,64 +552,10 @@ unsafe fn q6k_half<const P: usize>(
     isum
 }
 
-/// [`super::gemm_x8`] for Q6_K and two or more tokens, ordinary activation blocks (the
-/// caller checked the sizes): weights 0..63 against the activations, less 32 times their
-/// sum, per 16-column half as the 256-bit kernel.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn gemm_x8_q6k(
-    packed: &[u8],
-    acts: &[BlockQ8],
-    nb: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    let offs = q6k_offsets(acts);
-    let group_bytes = nb / 8 * x8_block_bytes(QType::Q6K);
-    each_k_set!(q6k_groups; packed, group_bytes, acts.len() / nb; packed, (acts, &offs), nb, out, ldo);
-}
-
-/// Groups `g0..g0 + G` of [`gemm_x8_q6k`]; `offs` from [`q6k_offsets`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q6k_groups<const G: usize, const P: usize>(
-    g0: usize,
-    packed: &[u8],
-    (acts, offs): (&[BlockQ8], &[i32]),
-    nb: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    let (ap, op) = (acts.as_ptr(), offs.as_ptr());
-    let token = |v: &WideK<P, 16>, at: [usize; STEP], acc: &mut [[__m512; P]; STEP]| {
-        for j in 0..8 {
-            for e in 0..2 {
-                let isum = q6k_half(&v.w, (ap, op), at, 2 * j + e);
-                for i in 0..STEP {
-                    let ad = _mm512_set1_ps((*ap.add(at[i] + j)).d);
-                    for p in 0..P {
-                        let scale = _mm512_mul_ps(v.sc[p][2 * j + e], ad);
-                        let f = _mm512_cvtepi32_ps(isum[i][p]);
-                        acc[i][p] = _mm512_fmadd_ps(f, scale, acc[i][p]);
-                    }
-                }
-            }
-        }
-    };
-    row16_loop::<G, P, _, _>(
-        packed,
-        (nb, x8_block_bytes(QType::Q6K)),
-        acts.len() / nb,
-        (g0, out, ldo),
-        (&mut unpacked_k::<G, 16>(), &mut WideK::<P, 16>::new()),
-        |blk, g, u: &mut _| unpack_q6k::<G>(blk, g, u),
-        |u, v: &mut WideK<P, 16>| v.join(u, false),
-        token,
-    );
-}
-
 /// Q6_K's sixteen 8-bit scales of the unit at `blk` as floats, eight rows a register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_scales(blk: *const u8) -> [__m256; 16] {
+pub(super) unsafe fn q6k_scales(blk: *const u8) -> [__m256; 16] {
     let l = k_layout(QType::Q6K);
     std::array::from_fn(|k| bytes8_ps::<true>(blk.add(l.sc + 8 * k)))
 }
@@ -621,11 +565,12 @@ unsafe fn q6k_scales(blk: *const u8) -> [__m256; 16] {
 /// per 256 columns; per 16 columns, the exact integer sum (weights 0..63 against the
 /// activations, started at the offset, [`q6k_offsets`]) times the 8-bit scale by an FMA into
 /// a float sum over the unit; then one float step per unit, `fma(sum, d·d_a, acc)`. On the
-/// same loop, ordinary blocks (a product of scales per 16 columns besides) measured 127
-/// GMAC/s, this form 162-172 (7B shapes, one thread, examples/matmul_speed); folding the
-/// scales into the integer sum as on AVX2 ([`super::avx2_k::gemm_x8_q6k_units`]) 133, one
-/// `vpmulld` per 16 columns costing what it saves. One token takes [`q6k_units_gemv`], the
-/// same bits.
+/// same loop, ordinary blocks (a product of scales per 16 columns besides; removed since)
+/// measured 127 GMAC/s, this form 162-172 (7B shapes, one thread, examples/matmul_speed);
+/// folding the scales into the integer sum as on AVX2 ([`super::avx2_k::gemm_x8_q6k_units`])
+/// 133, one `vpmulld` per 16 columns costing what it saves. One token takes
+/// [`q6k_units_gemv`], the same bits; sixteen or more take the AMX tiles where they are on
+/// ([`super::amx`]), the same bits too.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn gemm_x8_q6k_units(
     packed: &[u8],
@@ -688,7 +633,7 @@ unsafe fn q6k_units_groups<const G: usize, const P: usize>(
         (g0, out, ldo),
         (&mut unpacked_k::<G, 16>(), &mut WideK::<P, 16>::new()),
         unpack,
-        |u, v: &mut WideK<P, 16>| v.join(u, true),
+        |u, v: &mut WideK<P, 16>| v.join(u),
         token,
     );
 }

@@ -257,8 +257,7 @@ pub fn amx_available() -> bool {
 /// Whether [`gemm_x8`] of sixteen or more tokens runs Q4_0, Q4_1, Q5_0, Q5_1 and the
 /// K-quants on AMX tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows
 /// of a block or sub-block): where [`amx_available`] and [`wide`] are both true, unless
-/// [`set_amx`] turned it off. The results are the same bits either way, except Q6_K's, whose
-/// form follows this switch ([`q6k_form`]).
+/// [`set_amx`] turned it off. The results are the same bits either way.
 pub fn amx() -> bool {
     switch(&AMX, amx_available) && wide()
 }
@@ -304,15 +303,16 @@ pub fn quantize_row_q8_units_with(k: Kernels, x: &[f32], out: &mut [BlockQ8]) {
 }
 
 /// The form Q6_K's products take here: [`Q6kForm::UnitsFolded`] where [`vnni`] is off (AVX2
-/// alone); [`Q6kForm::UnitsFloat`] with the 512-bit token loops ([`wide`]) and no tiles
-/// ([`amx`]); [`Q6kForm::Blocks`] otherwise (AVX-VNNI without AVX-512, and the tiles). The
-/// scalar kernels follow the same switches. Per unit of 256 columns the units forms take one
-/// float step (or sixteen cheap ones) where the blocks take sixteen full ones: 1.12-1.24x
-/// (AVX2) and 1.3x (AVX-512) the speed of the blocks form on 7B shapes.
+/// alone); [`Q6kForm::UnitsFloat`] with the 512-bit token loops ([`wide`]), AMX or not (Q6_K
+/// takes no tiles); [`Q6kForm::Blocks`] otherwise (AVX-VNNI without AVX-512). The scalar
+/// kernels follow the same switches. Per unit of 256 columns the units forms take one float
+/// step (or sixteen cheap ones) where the blocks take sixteen full ones: 1.12-1.24x (AVX2)
+/// and 1.3x (AVX-512) the speed of the blocks form on 7B shapes, and 1.15-1.4x the blocks
+/// form on AMX tiles (`quant/amx.rs`).
 pub fn q6k_form() -> Q6kForm {
     if !vnni() {
         Q6kForm::UnitsFolded
-    } else if wide() && !amx() {
+    } else if wide() {
         Q6kForm::UnitsFloat
     } else {
         Q6kForm::Blocks
@@ -552,17 +552,17 @@ unsafe fn gemm_x8_raw(
 ) {
     match effective(k) {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected and the tiles granted (`amx` implies `amx_available`
+        // and `wide`); sizes checked by the caller.
+        Kernels::Avx2 if acts.len() >= 16 * nb && amx::takes(ty) && amx() => {
+            amx::gemm_x8(ty, packed, acts, nb, out, ldo)
+        }
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected (`UnitsFloat` implies `wide`, which implies
         // `wide_available`); sizes checked by the caller. (`UnitsFolded` takes the AVX2 Q6_K
         // kernel below.)
         Kernels::Avx2 if ty == QType::Q6K && q6k_form() == Q6kForm::UnitsFloat => {
             avx512::gemm_x8_q6k_units(packed, acts, nb, out, ldo)
-        }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected and the tiles granted (`amx` implies `amx_available`
-        // and `wide`); sizes checked by the caller.
-        Kernels::Avx2 if acts.len() >= 16 * nb && amx::takes(ty) && amx() => {
-            amx::gemm_x8(ty, packed, acts, nb, out, ldo)
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected (`wide` implies `wide_available`); sizes checked by the
@@ -574,7 +574,8 @@ unsafe fn gemm_x8_raw(
             QType::Q5_1 => avx512::gemm_x8_q45::<true, true>(packed, acts, nb, out, ldo),
             QType::Q4K => avx512::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
             QType::Q5K => avx512::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
-            QType::Q6K => avx512::gemm_x8_q6k(packed, acts, nb, out, ldo),
+            // (Not reached: `wide` makes Q6_K's form `UnitsFloat`, the arm above.)
+            QType::Q6K => avx512::gemm_x8_q6k_units(packed, acts, nb, out, ldo),
             _ => avx512::gemm_x8_q8(packed, acts, nb, out, ldo),
         },
         #[cfg(target_arch = "x86_64")]
