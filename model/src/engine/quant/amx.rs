@@ -6,9 +6,8 @@
 //! four-bytes-a-column form), 256 sums at once. The weights of sixteen rows are unpacked
 //! once per call by the 256-bit kernels' own code ([`super::avx2`], [`super::avx2_k`]) into
 //! a buffer of tiles. The activations are copied once per call into the same order, sixteen
-//! tokens' block a tile (512
-//! contiguous bytes a product: 1.1-1.4x on Q4_K against loading the tile straight from the
-//! interleaved blocks).
+//! tokens' block a tile (512 contiguous bytes a product: 1.1-1.4x on Q4_K against loading the
+//! tile straight from the interleaved blocks).
 //!
 //! The sums are exact, and each token's sixteen rows then take the float operations of the
 //! 512-bit and 256-bit kernels, lane for lane, in the same order: the same bits. Rows left

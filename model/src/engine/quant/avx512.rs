@@ -555,7 +555,7 @@ unsafe fn q6k_half<const P: usize>(
 /// Q6_K's sixteen 8-bit scales of the unit at `blk` as floats, eight rows a register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q6k_scales(blk: *const u8) -> [__m256; 16] {
+unsafe fn q6k_scales(blk: *const u8) -> [__m256; 16] {
     let l = k_layout(QType::Q6K);
     std::array::from_fn(|k| bytes8_ps::<true>(blk.add(l.sc + 8 * k)))
 }
@@ -569,8 +569,7 @@ pub(super) unsafe fn q6k_scales(blk: *const u8) -> [__m256; 16] {
 /// measured 127 GMAC/s, this form 162-172 (7B shapes, one thread, examples/matmul_speed);
 /// folding the scales into the integer sum as on AVX2 ([`super::avx2_k::gemm_x8_q6k_units`])
 /// 133, one `vpmulld` per 16 columns costing what it saves. One token takes
-/// [`q6k_units_gemv`], the same bits; sixteen or more take the AMX tiles where they are on
-/// ([`super::amx`]), the same bits too.
+/// [`q6k_units_gemv`], the same bits. On AMX hosts too: Q6_K takes no tiles (`amx.rs`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn gemm_x8_q6k_units(
     packed: &[u8],

@@ -122,7 +122,8 @@ pub struct BlockQ8 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Q6kForm {
     /// Ordinary activation blocks (a scale per 32 columns) and a float step per 16 columns,
-    /// `fma(sum, (d·scale)·d_a, acc)`.
+    /// `fma(sum, (d·scale)·d_a, acc)`: VNNI on 256-bit registers (AVX-VNNI without AVX-512,
+    /// or the 512-bit loops turned off).
     Blocks,
     /// Activations with one scale per 256 columns ([`super::quantize_row_q8_units`]); each
     /// row's sixteen 8-bit scales fold into its integer sum (`madd`, free on AVX2), one float

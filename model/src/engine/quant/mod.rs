@@ -254,8 +254,8 @@ pub fn amx_available() -> bool {
     }
 }
 
-/// Whether [`gemm_x8`] of sixteen or more tokens runs Q4_0, Q4_1, Q5_0, Q5_1 and the
-/// K-quants on AMX tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows
+/// Whether [`gemm_x8`] of sixteen or more tokens runs Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K
+/// on AMX tiles (`quant/amx.rs`: one `tdpbssd` for sixteen tokens × sixteen rows
 /// of a block or sub-block): where [`amx_available`] and [`wide`] are both true, unless
 /// [`set_amx`] turned it off. The results are the same bits either way.
 pub fn amx() -> bool {
