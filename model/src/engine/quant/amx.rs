@@ -330,10 +330,10 @@ unsafe fn unpack_units<const FIVE: bool>(rows: &[u8], bs: usize, buf: &mut [Unit
 }
 
 /// One product into `sums`: `tileloadd` of tile 0 (A: activation bytes at `pa`, a token
-/// every `lda` bytes) and tile 1 (B: weights at `pb`, 64 bytes a row), `tdpbssd` into tile 2
-/// from zero, `tilestored` of tile 2.
+/// every 32 bytes, as in [`Tokens`]) and tile 1 (B: weights at `pb`, 64 bytes a row),
+/// `tdpbssd` into tile 2 from zero, `tilestored` of tile 2.
 #[inline(always)]
-unsafe fn product(pa: *const i8, lda: usize, pb: *const u8, sums: &mut Sums) {
+unsafe fn product(pa: *const i8, pb: *const u8, sums: &mut Sums) {
     asm!(
         "tileloadd tmm0, [{pa} + {lda}*1]",
         "tileloadd tmm1, [{pb} + {ld}*1]",
@@ -341,7 +341,7 @@ unsafe fn product(pa: *const i8, lda: usize, pb: *const u8, sums: &mut Sums) {
         "tdpbssd tmm2, tmm0, tmm1",
         "tilestored [{ps} + {ld}*1], tmm2",
         pa = in(reg) pa,
-        lda = in(reg) lda,
+        lda = in(reg) 32usize,
         pb = in(reg) pb,
         ps = in(reg) sums.0.as_mut_ptr(),
         ld = in(reg) 64usize,
@@ -349,12 +349,12 @@ unsafe fn product(pa: *const i8, lda: usize, pb: *const u8, sums: &mut Sums) {
     )
 }
 
-/// Products `0..n`, one after the other (activation tiles of [`Tokens`], 32 bytes a token): `operands(i)` gives product `i`'s activation and
-/// weight pointers, `scale(i, sums, acc)` adds its sums to the accumulators. (They travel
-/// by value: kept in a place whose address is taken, they would be reloaded around every
-/// tile store.) A second set of tiles, product `i + 1` started before the sums of `i` are
-/// scaled, measured no faster: on the host this was written on, tile and vector work did
-/// not overlap.
+/// Products `0..n`, one after the other (activation tiles of [`Tokens`]): `operands(i)` gives
+/// product `i`'s activation and weight pointers, `scale(i, sums, acc)` adds its sums to the
+/// accumulators. (They travel by value: kept in a place whose address is taken, they would
+/// be reloaded around every tile store.) A second set of tiles, product `i + 1` started
+/// before the sums of `i` are scaled, measured no faster: on the host this was written on,
+/// tile and vector work did not overlap.
 #[inline(always)]
 unsafe fn each_product(
     n: usize,
@@ -365,7 +365,7 @@ unsafe fn each_product(
     let mut sums = Sums([[0; 16]; 16]);
     for i in 0..n {
         let (pa, pb) = operands(i);
-        product(pa, 32, pb, &mut sums);
+        product(pa, pb, &mut sums);
         acc = scale(i, &sums, acc);
     }
     acc
