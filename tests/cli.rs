@@ -148,6 +148,11 @@ fn bad_option_values_exit_2() {
 /// `rag bench model` on a tiny Llama 2 file and a short text: a 40-token prompt, 3 tokens
 /// generated, no embedding phase, and `extra`.
 fn bench_tiny(extra: &[&str]) -> Output {
+    bench_tiny_env(&[], extra)
+}
+
+/// [`bench_tiny`] with the environment variables `env` set.
+fn bench_tiny_env(env: &[(&str, &str)], extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tiny.gguf");
     common::write_tiny_llama2(&p, |_| {});
@@ -172,7 +177,36 @@ fn bench_tiny(extra: &[&str]) -> Output {
         "0",
     ];
     args.extend_from_slice(extra);
-    rag(&args)
+    Command::new(env!("CARGO_BIN_EXE_rag"))
+        .args(&args)
+        .env_remove("RAG_MODEL")
+        .env_remove("RAG_CONFIG")
+        .env_remove("RAG_KERNELS")
+        .env("RAG_THREADS", "2")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run rag")
+}
+
+#[test]
+fn bench_model_names_the_kernels_it_ran() {
+    let run = |kernels: &str| {
+        let o = bench_tiny_env(
+            &[("RAG_KERNELS", kernels)],
+            &["--no-llamacpp", "--runs", "1"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = run("scalar");
+    assert!(out.contains(", kernels scalar\n"), "{out}");
+    if rag_model::engine::quant::avx2_available() {
+        // AVX2, FMA and F16C alone, whatever else this CPU has.
+        let out = run("avx2-plain");
+        assert!(out.contains(", kernels AVX2\n"), "{out}");
+    } else {
+        eprintln!("skipping RAG_KERNELS=avx2-plain: this CPU lacks AVX2, FMA or F16C");
+    }
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! `RAG_EMBED_MODEL` (the GGUF that embeds chunks and queries), `RAG_EMBEDDER` (`llama` or
 //! `minilm`), `RAG_THREADS`, `RAG_CONFIG` (a config file), `RAG_KERNELS=scalar` (the portable
 //! kernels instead of AVX2), `RAG_KERNELS=avx2` (no 512-bit token loops where the CPU has
-//! AVX-512) or `RAG_KERNELS=avx512` (no AMX tiles where it has those). The config file is
+//! AVX-512), `RAG_KERNELS=avx2-plain` (AVX2, FMA and F16C alone: no VNNI, no 512-bit loops,
+//! no tiles) or `RAG_KERNELS=avx512` (no AMX tiles where it has those). The config file is
 //! `--config PATH`, else `RAG_CONFIG`, else `./rag.toml`, else `$RAG_HOME/config.toml`,
 //! whichever exists first:
 //!
@@ -121,6 +122,11 @@ pub fn resolve(args: &GlobalArgs) -> Result<Config> {
         // The 256-bit kernels only, where the CPU also has AVX-512 (for comparisons).
         Ok(v) if v == "avx2" => {
             quant::set_wide(false);
+        }
+        // AVX2, FMA and F16C alone: what a CPU without AVX-VNNI or AVX-512 runs (for
+        // comparisons; VNNI off turns the 512-bit loops and the tiles off too).
+        Ok(v) if v == "avx2-plain" => {
+            quant::set_vnni(false);
         }
         // No AMX tiles, where the CPU has them (for comparisons).
         Ok(v) if v == "avx512" => {

@@ -200,6 +200,8 @@ pub struct BenchReport {
     pub format: String,
     /// How rag held the weights.
     pub weights: String,
+    /// The kernels rag ran ([`kernels_in_use`]).
+    pub kernels: String,
     pub model_size_mib: f64,
     pub threads: usize,
     pub rag: EngineNumbers,
@@ -256,12 +258,13 @@ impl BenchReport {
     /// A plain-text table with ratios (rag / llama.cpp).
     pub fn table(&self) -> String {
         let mut s = format!(
-            "model {} ({}, {:.1} MiB), {} threads, rag weights {}\n\n",
+            "model {} ({}, {:.1} MiB), {} threads, rag weights {}, kernels {}\n\n",
             self.model.display(),
             self.format,
             self.model_size_mib,
             self.threads,
             self.weights,
+            self.kernels,
         );
         s += &format!(
             "{:<26} {:>12} {:>12} {:>8}\n",
@@ -678,6 +681,7 @@ pub fn bench_model(
     Ok(BenchReport {
         format,
         weights: opts.weights.to_string(),
+        kernels: kernels_in_use(),
         model_size_mib: file_bytes / 1048576.0,
         model: path,
         threads: config.threads_or_default(),
@@ -689,6 +693,24 @@ pub fn bench_model(
         llamacpp_skipped,
         runs,
     })
+}
+
+/// The quantized kernels rag runs here, as the switches left them (`RAG_KERNELS`): "scalar",
+/// "AVX2", "AVX2 + AVX-VNNI", "AVX-512" or "AVX-512 + AMX".
+fn kernels_in_use() -> String {
+    use rag_model::engine::quant;
+    let name = if quant::kernels() == quant::Kernels::Scalar {
+        "scalar"
+    } else if quant::amx() {
+        "AVX-512 + AMX"
+    } else if quant::wide() {
+        "AVX-512"
+    } else if quant::vnni() {
+        "AVX2 + VNNI"
+    } else {
+        "AVX2"
+    };
+    name.to_string()
 }
 
 /// The embedding phase over `chunks`: (tokens, tokens/s, peak RSS).
