@@ -6,7 +6,7 @@ CARGO ?= cargo
 RAG_SHARED ?= $(abspath ../shared)
 export RAG_SHARED
 
-.PHONY: demo test model test-deps check lint bench bench-shapes bench-index bench-store eval llamacpp clean-cache serve
+.PHONY: demo test model test-deps check lint bench bench-shapes bench-shapes-avx2 bench-index bench-store eval llamacpp clean-cache serve
 
 model:
 	@scripts/fetch-models.sh --all >/dev/null
@@ -59,6 +59,17 @@ bench-shapes: llamacpp
 	"$$(scripts/llamacpp-venv.sh)" -m pip install -q gguf
 	./target/release/rag bench model --threads 2 --shape tinyllama --prompt-tokens 1500
 	./target/release/rag bench model --threads 2 --shape llama2-7b --layers 8 --prompt-tokens 1500
+
+# The same with both engines held to AVX2, FMA and F16C on a newer CPU (rag: RAG_KERNELS=avx2-plain;
+# llama.cpp: a second build, LLAMACPP_ISA=avx2 scripts/llamacpp-venv.sh): the code an AVX2-only
+# host such as AMD's Zen 2 or 3 runs, compared where none is at hand.
+bench-shapes-avx2: llamacpp
+	$(CARGO) build --release
+	"$$(LLAMACPP_ISA=avx2 scripts/llamacpp-venv.sh)" -m pip install -q gguf
+	RAG_KERNELS=avx2-plain ./target/release/rag bench model --threads 2 --shape tinyllama --prompt-tokens 1500 \
+	    --llamacpp-python "$$(LLAMACPP_ISA=avx2 scripts/llamacpp-venv.sh)"
+	RAG_KERNELS=avx2-plain ./target/release/rag bench model --threads 2 --shape llama2-7b --layers 8 --prompt-tokens 1500 \
+	    --llamacpp-python "$$(LLAMACPP_ISA=avx2 scripts/llamacpp-venv.sh)"
 
 # Ingest and search benchmark (README, "Ingest and search"): the 48 SQuAD articles, then search
 # latency and HNSW recall on that index; SciFact's ingest is part of `make eval`.

@@ -20,13 +20,24 @@
 # used AMX tiles fine there; with LLAMACPP_AMX=0 it ran. LLAMACPP_AMX=0 or =1 rebuilds when
 # the venv was built the other way; unset, any build is kept.
 #
+# LLAMACPP_ISA=avx2 builds a second venv, $RAG_HOME/venv-llamacpp-avx2, whose llama.cpp uses
+# AVX2, FMA, F16C and BMI2 only (no -march=native, so no AVX-VNNI, AVX-512 or AMX): what it
+# runs on an AVX2-only CPU such as AMD's Zen 2 and 3. On a newer CPU, it and
+# `RAG_KERNELS=avx2-plain` compare the two engines' AVX2 code on one machine:
+#   rag bench model --llamacpp-python "$(LLAMACPP_ISA=avx2 scripts/llamacpp-venv.sh)" ...
+#
 # Running it again when the venv works (python -c "import llama_cpp") does nothing but
 # print the path. Exit code 2 on any failure.
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION="0.3.36"
 RAG_HOME="${RAG_HOME:-$HOME/.cache/rag}"
-VENV="$RAG_HOME/venv-llamacpp"
+WANT_ISA="${LLAMACPP_ISA:-native}"
+case "$WANT_ISA" in
+    native) VENV="$RAG_HOME/venv-llamacpp" ;;
+    avx2) VENV="$RAG_HOME/venv-llamacpp-avx2" ;;
+    *) echo "llamacpp-venv: LLAMACPP_ISA must be native or avx2, not '$WANT_ISA'" >&2; exit 2 ;;
+esac
 JOBS="${LLAMACPP_JOBS:-2}"
 WANT_TOOLS="${LLAMACPP_TOOLS:-1}"
 WANT_AMX="${LLAMACPP_AMX:-}"
@@ -105,7 +116,10 @@ if ! have_llama; then
     fi
     log "building llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION with $JOBS jobs (log: $VENV/build.log) ..."
     export CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF"
-    if [ "$WANT_AMX" = "0" ]; then
+    if [ "$WANT_ISA" = "avx2" ]; then
+        CMAKE_ARGS="${CMAKE_ARGS/-DGGML_NATIVE=ON/-DGGML_NATIVE=OFF} -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF"
+        log "LLAMACPP_ISA=avx2: AVX2, FMA, F16C and BMI2 only"
+    elif [ "$WANT_AMX" = "0" ]; then
         # An explicit -mno-* wins over -march=native (GCC and Clang), whatever the order.
         no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
         CMAKE_ARGS="$CMAKE_ARGS '-DCMAKE_C_FLAGS=$no_amx' '-DCMAKE_CXX_FLAGS=$no_amx'"
