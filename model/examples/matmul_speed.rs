@@ -2,7 +2,8 @@
 //! `QMatrix::matmul` on the configured threads ($RAG_THREADS, default 2): SmolLM2's gate /
 //! up (3072x576) and down (576x1536) against 2,000 tokens (an embedding batch) and gate /
 //! up against 128 (a prefill slice); with RAG_SHAPES=tinyllama (or llama2-7b), TinyLlama's (Llama 2 7B's) gate / up
-//! (5632x2048) and down (2048x5632) against 128 tokens and against one (a generation step).
+//! (5632x2048) and down (2048x5632) against 128 tokens and against one (a generation step);
+//! with RAG_SHAPES=ROWSxCOLSxTOKENS[,...], those.
 //! $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0, q4_k, q5_k, q6_k; default q4_1);
 //! RAG_VNNI=0, RAG_WIDE=0 and RAG_AMX=0 turn off VNNI, the 512-bit token loops and the AMX
 //! tiles.
@@ -48,7 +49,24 @@ fn main() -> anyhow::Result<()> {
     let wide = quant::set_wide(std::env::var("RAG_WIDE").as_deref() != Ok("0"));
     // RAG_AMX=0: the 512-bit token loops where the CPU has AMX (Q8_0 never takes the tiles).
     let amx = quant::set_amx(std::env::var("RAG_AMX").as_deref() != Ok("0"));
-    let shapes: &[(usize, usize, usize)] = match std::env::var("RAG_SHAPES").ok().as_deref() {
+    let env_shapes = std::env::var("RAG_SHAPES").ok();
+    let parsed: Vec<(usize, usize, usize)>;
+    let shapes: &[(usize, usize, usize)] = match env_shapes.as_deref() {
+        // Any shapes: RAG_SHAPES=ROWSxCOLSxTOKENS[,...], e.g. 4096x4096x1.
+        Some(list) if list.contains('x') => {
+            parsed = list
+                .split(',')
+                .map(|s| {
+                    let n: Vec<usize> =
+                        s.split('x').filter_map(|v| v.trim().parse().ok()).collect();
+                    match n[..] {
+                        [r, c, t] => Ok((r, c, t)),
+                        _ => Err(anyhow::anyhow!("RAG_SHAPES: {s:?} is not ROWSxCOLSxTOKENS")),
+                    }
+                })
+                .collect::<anyhow::Result<_>>()?;
+            &parsed
+        }
         // TinyLlama's gate / up and down, for a prefill slice and for one token.
         Some("tinyllama") => &[
             (5632, 2048, 128),
