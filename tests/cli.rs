@@ -8,11 +8,18 @@ use std::process::{Command, Output};
 use candle_core::quantized::gguf_file::Value;
 
 fn rag(args: &[&str]) -> Output {
+    rag_env(args, &[])
+}
+
+/// [`rag`] with the environment variables `env` set.
+fn rag_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rag"))
         .args(args)
         .env_remove("RAG_MODEL")
         .env_remove("RAG_CONFIG")
+        .env_remove("RAG_KERNELS")
         .env("RAG_THREADS", "2")
+        .envs(env.iter().copied())
         .output()
         .expect("run rag")
 }
@@ -177,15 +184,7 @@ fn bench_tiny_env(env: &[(&str, &str)], extra: &[&str]) -> Output {
         "0",
     ];
     args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_rag"))
-        .args(&args)
-        .env_remove("RAG_MODEL")
-        .env_remove("RAG_CONFIG")
-        .env_remove("RAG_KERNELS")
-        .env("RAG_THREADS", "2")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run rag")
+    rag_env(&args, env)
 }
 
 #[test]
@@ -207,6 +206,15 @@ fn bench_model_names_the_kernels_it_ran() {
     } else {
         eprintln!("skipping RAG_KERNELS=avx2-plain: this CPU lacks AVX2, FMA or F16C");
     }
+}
+
+#[test]
+fn unknown_kernels_exit_2_and_list_the_choices() {
+    let o = rag_env(&["model", "info"], &[("RAG_KERNELS", "avx2plain")]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("RAG_KERNELS=avx2plain"), "{err}");
+    assert!(err.contains("avx2-plain"), "{err}");
 }
 
 #[test]

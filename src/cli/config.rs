@@ -132,7 +132,16 @@ pub fn resolve(args: &GlobalArgs) -> Result<Config> {
         Ok(v) if v == "avx512" => {
             quant::set_amx(false);
         }
-        _ => {}
+        // Unset or empty: what the CPU has.
+        Ok(v) if v.is_empty() => {}
+        Err(std::env::VarError::NotPresent) => {}
+        Ok(v) => bail!(
+            "RAG_KERNELS={v}: expected scalar, avx2, avx2-plain or avx512 (or unset, for what \
+             this CPU has)"
+        ),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("RAG_KERNELS is not valid UTF-8: expected scalar, avx2, avx2-plain or avx512")
+        }
     }
     Ok(config)
 }

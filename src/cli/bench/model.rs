@@ -696,7 +696,8 @@ pub fn bench_model(
 }
 
 /// The quantized kernels rag runs here, as the switches left them (`RAG_KERNELS`): "scalar",
-/// "AVX2", "AVX2 + AVX-VNNI", "AVX-512" or "AVX-512 + AMX".
+/// "AVX2", "AVX2 + VNNI" (AVX-VNNI, or AVX512-VNNI on 256-bit registers), "AVX-512" or
+/// "AVX-512 + AMX".
 fn kernels_in_use() -> String {
     use rag_model::engine::quant;
     let name = if quant::kernels() == quant::Kernels::Scalar {
