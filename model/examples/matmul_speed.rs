@@ -6,7 +6,7 @@
 //! with RAG_SHAPES=ROWSxCOLSxTOKENS[,...], those.
 //! $RAG_QTYPE picks the weight type (q4_0, q4_1, q8_0, q4_k, q5_k, q6_k; default q4_1);
 //! RAG_VNNI=0, RAG_WIDE=0 and RAG_AMX=0 turn off VNNI, the 512-bit token loops and the AMX
-//! tiles.
+//! tiles; RAG_Q8_PAIRS=0 or 1 sets the 256-bit Q8_0 loop's tokens a step to one or two.
 //! Prints GMAC/s (and for one token, GB/s of weights read), best of five 0.4 s rounds.
 //! RAG_COPIES=N (default 1) cycles through N copies of each matrix, so that one-token
 //! products read their weights from memory, not from a cache that holds the whole matrix.
@@ -49,6 +49,12 @@ fn main() -> anyhow::Result<()> {
     let wide = quant::set_wide(std::env::var("RAG_WIDE").as_deref() != Ok("0"));
     // RAG_AMX=0: the 512-bit token loops where the CPU has AMX (Q8_0 never takes the tiles).
     let amx = quant::set_amx(std::env::var("RAG_AMX").as_deref() != Ok("0"));
+    // RAG_Q8_PAIRS=0 / 1: the 256-bit Q8_0 loop one or two tokens a step (default: by CPU).
+    match std::env::var("RAG_Q8_PAIRS").as_deref() {
+        Ok("0") => _ = quant::set_q8_pairs(false),
+        Ok("1") => _ = quant::set_q8_pairs(true),
+        _ => {}
+    }
     let env_shapes = std::env::var("RAG_SHAPES").ok();
     let parsed: Vec<(usize, usize, usize)>;
     let shapes: &[(usize, usize, usize)] = match env_shapes.as_deref() {

@@ -904,8 +904,8 @@ macro_rules! q8_kernels {
                     1 => $groups::<1, 1>,
                     2 => $groups::<2, 1>,
                     3 => $groups::<3, 1>,
-                    // Two tokens a step measured slower here (0.83-1.0x): with |w| and w's
-                    // sign both needed, the registers run out.
+                    // Two tokens a step where `q8_pairs` (Intel cores; see there).
+                    _ if super::q8_pairs() => $groups::<SHARE, 2>,
                     _ => $groups::<SHARE, 1>,
                 };
                 f(g0, packed, acts, nb, out, ldo);

@@ -238,6 +238,48 @@ pub fn set_wide(on: bool) -> bool {
 }
 
 /// 0 = not chosen yet, 1 = on, 2 = off.
+static Q8_PAIRS: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this is an Intel CPU (its CPUID vendor string; detected once).
+fn intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            // SAFETY: CPUID leaf 0 exists on every x86_64 CPU.
+            #[allow(unused_unsafe)]
+            let r = unsafe { std::arch::x86_64::__cpuid(0) };
+            let mut v = [0u8; 12];
+            v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+            v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+            v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+            &v == b"GenuineIntel"
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the 256-bit Q8_0 token loop (AVX2, with or without VNNI) takes two tokens a step,
+/// each reloaded weight register serving both: on Intel CPUs, unless [`set_q8_pairs`] said
+/// otherwise. On an Intel Xeon (AMX host held to AVX2, 2026-12-07) it read 113 against 100
+/// GMAC/s on 7B shapes without VNNI, 151-154 against 140-144 with AVX-VNNI, and 107-114
+/// against 102-106 on SmolLM2's; on an AMD EPYC (Zen 3, 2026-12-01) two tokens had measured
+/// 0.83-1.0x one, so other CPUs keep one. The same bits either way.
+pub fn q8_pairs() -> bool {
+    switch(&Q8_PAIRS, intel)
+}
+
+/// Two tokens a step in the 256-bit Q8_0 token loop (`true`) or one (`false`), on any CPU
+/// (for comparisons and tests); returns what is in use afterwards.
+pub fn set_q8_pairs(on: bool) -> bool {
+    Q8_PAIRS.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    q8_pairs()
+}
+
+/// 0 = not chosen yet, 1 = on, 2 = off.
 static AMX: AtomicU8 = AtomicU8::new(0);
 
 /// Whether this CPU has AMX-TILE and AMX-INT8, the OS lets this process use the tiles (on

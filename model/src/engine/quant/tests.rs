@@ -635,25 +635,34 @@ fn x8_gemm_for(ty: QType, rows: usize) {
         }
         acts
     };
-    // (kernels, VNNI on, 512-bit token loops on, AMX on) of each run.
-    let mut kernels = vec![(Kernels::Scalar, false, false, false)];
-    if avx2_available() {
-        kernels.push((Kernels::Avx2, false, false, false));
-    }
-    if vnni_available() {
-        kernels.push((Kernels::Avx2, true, false, false));
+    // (kernels, VNNI on, 512-bit token loops on, AMX on, two tokens a step in the 256-bit
+    // Q8_0 loop) of each run: Q8_0's 256-bit loops both ways ([`q8_pairs`]).
+    let mut kernels = vec![(Kernels::Scalar, false, false, false, false)];
+    let pairs: &[bool] = if ty == QType::Q8_0 {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &p in pairs {
+        if avx2_available() {
+            kernels.push((Kernels::Avx2, false, false, false, p));
+        }
+        if vnni_available() {
+            kernels.push((Kernels::Avx2, true, false, false, p));
+        }
     }
     if vnni_available() && wide_available() {
-        kernels.push((Kernels::Avx2, true, true, false));
+        kernels.push((Kernels::Avx2, true, true, false, false));
     }
     if vnni_available() && amx_available() {
-        kernels.push((Kernels::Avx2, true, true, true));
+        kernels.push((Kernels::Avx2, true, true, true, false));
     }
-    let (vnni_was, wide_was, amx_was) = (vnni(), wide(), amx());
-    for &(k, v, w, x) in &kernels {
+    let (vnni_was, wide_was, amx_was, pairs_was) = (vnni(), wide(), amx(), q8_pairs());
+    for &(k, v, w, x, p) in &kernels {
         set_vnni(v);
         set_wide(w);
         set_amx(x);
+        set_q8_pairs(p);
         let acts = acts_for(ty == QType::Q6K && q6k_units());
         let mut out = vec![f32::NAN; rows * t];
         gemm_x8_with(k, ty, &packed, &acts, cols, &mut out);
@@ -661,7 +670,11 @@ fn x8_gemm_for(ty: QType, rows: usize) {
         let mut want = vec![f32::NAN; rows * t];
         gemm_x8_with(Kernels::Scalar, ty, &packed, &acts, cols, &mut want);
         for (a, b) in out.iter().zip(&want) {
-            assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {k:?} VNNI {v} vs scalar");
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{ty:?} {k:?} VNNI {v} pairs {p} vs scalar"
+            );
         }
         for i in 0..t {
             let mut one = vec![f32::NAN; rows];
@@ -690,6 +703,7 @@ fn x8_gemm_for(ty: QType, rows: usize) {
     set_vnni(vnni_was);
     set_wide(wide_was);
     set_amx(amx_was);
+    set_q8_pairs(pairs_was);
 }
 
 /// Q6_K's activations with one scale per 256 columns: each unit shares the `d` of its
