@@ -890,7 +890,8 @@ q45_kernels!(
 /// 16-bit sums of `maddubs` never saturate; both compute each 32-bit sum exactly.
 macro_rules! q8_kernels {
     ($gemm:ident, $groups:ident, $features:tt, $vnni:literal, $dp:ident) => {
-        /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes).
+        /// [`super::gemm_x8`] for Q8_0 (the caller checked the sizes), two tokens a step in
+        /// sets of [`SHARE`] groups where `pairs` ([`super::q8_pairs`]).
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $gemm(
             packed: &[u8],
@@ -898,14 +899,14 @@ macro_rules! q8_kernels {
             nb: usize,
             out: *mut f32,
             ldo: usize,
+            pairs: bool,
         ) {
             for (g0, n) in group_sets(packed.len() / (nb * (16 + 256)), acts.len() / nb) {
                 let f = match n {
                     1 => $groups::<1, 1>,
                     2 => $groups::<2, 1>,
                     3 => $groups::<3, 1>,
-                    // Two tokens a step where `q8_pairs` (Intel cores; see there).
-                    _ if super::q8_pairs() => $groups::<SHARE, 2>,
+                    _ if pairs => $groups::<SHARE, 2>,
                     _ => $groups::<SHARE, 1>,
                 };
                 f(g0, packed, acts, nb, out, ldo);

@@ -630,7 +630,7 @@ unsafe fn gemm_x8_raw(
             QType::Q4K => avx2_k::gemm_x8_k45_vnni512::<false>(packed, acts, nb, out, ldo),
             QType::Q5K => avx2_k::gemm_x8_k45_vnni512::<true>(packed, acts, nb, out, ldo),
             QType::Q6K => avx2_k::gemm_x8_q6k_vnni512(packed, acts, nb, out, ldo),
-            _ => avx2::gemm_x8_q8_vnni512(packed, acts, nb, out, ldo),
+            _ => avx2::gemm_x8_q8_vnni512(packed, acts, nb, out, ldo, q8_pairs()),
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected; sizes checked by the caller.
@@ -657,8 +657,8 @@ unsafe fn gemm_x8_raw(
             QType::Q4K => avx2_k::gemm_x8_k45::<false>(packed, acts, nb, out, ldo),
             QType::Q5K => avx2_k::gemm_x8_k45::<true>(packed, acts, nb, out, ldo),
             QType::Q6K => avx2_k::gemm_x8_q6k(packed, acts, nb, out, ldo),
-            _ if vnni() => avx2::gemm_x8_q8_vnni(packed, acts, nb, out, ldo),
-            _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo),
+            _ if vnni() => avx2::gemm_x8_q8_vnni(packed, acts, nb, out, ldo, q8_pairs()),
+            _ => avx2::gemm_x8_q8(packed, acts, nb, out, ldo, q8_pairs()),
         },
         _ => scalar::gemm_x8(ty, packed, acts, nb, out, ldo, q6k_form()),
     }
