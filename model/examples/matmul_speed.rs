@@ -50,11 +50,11 @@ fn main() -> anyhow::Result<()> {
     // RAG_AMX=0: the 512-bit token loops where the CPU has AMX (Q8_0 never takes the tiles).
     let amx = quant::set_amx(std::env::var("RAG_AMX").as_deref() != Ok("0"));
     // RAG_Q8_PAIRS=0 / 1: the 256-bit Q8_0 loop one or two tokens a step (default: by CPU).
-    match std::env::var("RAG_Q8_PAIRS").as_deref() {
-        Ok("0") => _ = quant::set_q8_pairs(false),
-        Ok("1") => _ = quant::set_q8_pairs(true),
-        _ => {}
-    }
+    let pairs = match std::env::var("RAG_Q8_PAIRS").as_deref() {
+        Ok("0") => quant::set_q8_pairs(false),
+        Ok("1") => quant::set_q8_pairs(true),
+        _ => quant::q8_pairs(),
+    };
     let env_shapes = std::env::var("RAG_SHAPES").ok();
     let parsed: Vec<(usize, usize, usize)>;
     let shapes: &[(usize, usize, usize)] = match env_shapes.as_deref() {
@@ -119,12 +119,18 @@ fn main() -> anyhow::Result<()> {
         }
         let gbs = best * m.bytes() as f64 / (rows * cols) as f64;
         println!(
-            "{ty:?} {rows}x{cols} x {tokens} tokens, {threads} threads{}: {best:.1} GMAC/s ({:.1} GB/s of weights per token)",
+            "{ty:?} {rows}x{cols} x {tokens} tokens, {threads} threads{}{}: {best:.1} GMAC/s ({:.1} GB/s of weights per token)",
             match (vnni, wide, amx) {
                 (_, _, true) => ", VNNI, 512-bit, AMX",
                 (_, true, _) => ", VNNI, 512-bit",
                 (true, _, _) => ", VNNI",
                 _ => "",
+            },
+            // Where the 256-bit Q8_0 loop runs and takes two tokens a step (sets of four groups).
+            if ty == QType::Q8_0 && !wide && pairs && tokens >= 4 {
+                ", pairs"
+            } else {
+                ""
             },
             gbs / tokens as f64
         );

@@ -264,9 +264,9 @@ fn intel() -> bool {
 
 /// Whether the 256-bit Q8_0 token loop (AVX2, with or without VNNI) takes two tokens a step,
 /// each reloaded weight register serving both: on Intel CPUs, unless [`set_q8_pairs`] said
-/// otherwise. On an Intel Xeon (AMX host held to AVX2, 2026-12-07) it read 113 against 100
-/// GMAC/s on 7B shapes without VNNI, 151-154 against 140-144 with AVX-VNNI, and 107-114
-/// against 102-106 on SmolLM2's; on an AMD EPYC (Zen 3, 2026-12-01) two tokens had measured
+/// otherwise. On an Intel Xeon (AMX host held to AVX2, 2026-12-07) it read 112-114 against
+/// 97-99 GMAC/s on 7B's gate/up shape and 111-112 against 88-93 on its down shape without
+/// VNNI, 151-154 against 140-144 with AVX-VNNI, and 107-114 against 102-106 on SmolLM2's; on an AMD EPYC (Zen 3, 2026-12-01) two tokens had measured
 /// 0.83-1.0x one, so other CPUs keep one. The same bits either way.
 pub fn q8_pairs() -> bool {
     switch(&Q8_PAIRS, intel)
